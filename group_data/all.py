@@ -1,0 +1,60 @@
+# Every llmhost knob with its default. Hosts and groups override them in their own data
+# (group_data/<group>.py or the inventory); llmhost/settings.py validates them all before any
+# operation is added, so a typo fails with the key's name. The README has a row for each key.
+
+# The host has an NVIDIA GPU: preflight checks the driver and the planner sizes VRAM.
+llmhost_gpu = True
+# Named stack of two services (llmhost/stacks.py): "primary", "single-vendor", "max-quality".
+llmhost_stack = "primary"
+# Explicit list of service dicts; when set it replaces the stack's services.
+llmhost_services = None
+# Per-service changes on top of the stack, e.g. {"coder": {"max_model_len": 8192}}.
+llmhost_service_overrides = {}
+
+# Unprivileged user the services run as.
+llmhost_user = "vllm"
+# The venv lives in <base_dir>/venv.
+llmhost_base_dir = "/opt/llmhost"
+# One directory per model snapshot (a separate disk survives a rebuild).
+llmhost_model_dir = "/srv/llmhost/models"
+# HF and vLLM caches (compile cache, hub metadata).
+llmhost_cache_dir = "/var/cache/llmhost"
+# Env files and secrets (0600, owned by the service user).
+llmhost_config_dir = "/etc/llmhost"
+
+# Interpreter the venv is made with (>= 3.10).
+llmhost_python = "python3"
+# The pinned vLLM: reinstalled only when this pin changes.
+llmhost_vllm_package = "vllm"
+llmhost_vllm_version = "0.33.0"
+# More requirements installed with vLLM (pins for its dependencies).
+llmhost_pip_extra = []
+# Packages removed after the install (ones a build pulls in that break it).
+llmhost_pip_remove = []
+# Directory of wheel files on the controller, pushed and used with --find-links (air-gapped).
+llmhost_wheelhouse = None
+# pip's cache on the host (None: pip's default under the root user's home).
+llmhost_pip_cache_dir = None
+# How a unit starts vLLM: "vllm-serve" (the vllm console script) or "api-server-module".
+llmhost_launcher = "vllm-serve"
+# Address the services listen on.
+llmhost_bind_host = "127.0.0.1"
+
+# Largest sum of --gpu-memory-utilization over the services on one GPU.
+llmhost_gpu_memory_cap = 0.90
+# GPU memory that must stay free once both services run (post-deploy check).
+llmhost_gpu_headroom_gib = 2.0
+# CPU build only: KV cache space per service in GiB (None: the planner sizes it).
+llmhost_cpu_kv_cache_gib = None
+# Oldest NVIDIA driver the pinned vLLM's CUDA build runs on (CUDA 13 needs the 580 branch).
+llmhost_min_nvidia_driver = "580.65.06"
+# Seconds a service may take from start to a 200 on /health (a 33B load takes minutes).
+llmhost_health_timeout_s = 1800
+
+# File on the controller holding the API key (None: one is generated on the host and kept).
+llmhost_api_key_file = None
+# File on the controller holding the HF token for gated repos (None: $HF_TOKEN if set).
+llmhost_hf_token_file = None
+
+# Post-deploy load smoke: concurrent requests per service.
+llmhost_load_requests = 16
