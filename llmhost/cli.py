@@ -1,0 +1,72 @@
+"""The ``llmhost`` command: the lab host and the VRAM planner."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from enum import IntEnum
+
+from llmhost import lab
+
+
+class Exit(IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+
+
+def _lab(args: argparse.Namespace) -> int:
+    if args.action == "up":
+        guest = lab.up(args.name, model_store=args.model_store)
+        print(f"ssh: {' '.join(lab.ssh_command(guest))}")
+    elif args.action == "down":
+        lab.down(args.name)
+    elif args.action == "status":
+        rows = list(lab.status())
+        if not rows:
+            print("no lab guests (run `llmhost lab up`)")
+        for guest, running in rows:
+            state = "running" if running else "stopped"
+            print(f"{guest.name}\t{guest.address}\t{state}\tpid {guest.pid}")
+    elif args.action == "ssh":
+        guest = lab.find(args.name)
+        if guest is None or not lab.is_running(guest):
+            print(f"llmhost: no lab guest {args.name!r} is up; run `llmhost lab up`", file=sys.stderr)
+            return Exit.ERROR
+        cmd = lab.ssh_command(guest, *args.command)
+        os.execvp(cmd[0], cmd)
+    return Exit.OK
+
+
+def parser() -> argparse.ArgumentParser:
+    from llmhost import plan_cli
+
+    top = argparse.ArgumentParser(prog="llmhost", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    lab_p = sub.add_parser("lab", help="the local lab host (systemd-nspawn guest)")
+    lab_p.add_argument("action", choices=["up", "down", "status", "ssh"])
+    lab_p.add_argument("--name", default="default", help="guest name (default: default)")
+    lab_p.add_argument(
+        "--model-store",
+        help="host directory bound at the guest's model dir (survives `lab down`)",
+    )
+    lab_p.add_argument("command", nargs="*", help="for ssh: a command to run in the guest")
+    lab_p.set_defaults(func=_lab)
+    plan_p = sub.add_parser("plan", help="VRAM plan per host, or a what-if for a stack")
+    plan_cli.add_arguments(plan_p)
+    plan_p.set_defaults(func=plan_cli.run)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except lab.LabError as e:
+        print(f"llmhost: {e}", file=sys.stderr)
+        return Exit.ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""pyinfra facts llmhost needs beyond pyinfra's own (``host.get_fact(NvidiaGpus)``)."""
