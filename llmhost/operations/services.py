@@ -1,0 +1,53 @@
+"""A vLLM systemd service brought to running, and not left until its /health answers."""
+
+from __future__ import annotations
+
+from pyinfra.api import operation
+from pyinfra.operations import systemd
+
+# Fails fast when the unit dies or restarts while we wait, with its journal's tail.
+WAIT = """\
+u={unit}; n0=$(systemctl show -p NRestarts --value $u); end=$(($(date +%s) + {timeout}))
+until curl -fsS -o /dev/null --max-time 5 {url}; do
+  if [ "$(systemctl show -p NRestarts --value $u)" != "$n0" ] || ! systemctl is-active -q $u; then
+    journalctl -u $u -n 40 --no-pager >&2; echo "$u: stopped before {url} answered" >&2; exit 1
+  fi
+  if [ "$(date +%s)" -ge "$end" ]; then
+    journalctl -u $u -n 40 --no-pager >&2; echo "$u: {url} not 200 after {timeout}s" >&2; exit 1
+  fi
+  sleep 2
+done"""
+
+
+@operation()
+def healthy(unit: str, health_url: str, timeout_s: int, restarted: bool = False):
+    """
+    Start (or restart) a unit and wait until its health URL answers 200.
+
+    + unit: the systemd unit
+    + health_url: the URL that answers 200 once the service serves (vLLM's ``/health``)
+    + timeout_s: how long the wait may take
+    + restarted: restart the unit (its unit or environment file changed)
+
+    An unchanged, running, enabled unit is not touched. Co-located vLLM instances must start
+    one at a time: each measures free GPU memory at start, so the next one starts only after
+    this one is healthy.
+
+    **Example:**
+
+    .. code:: python
+
+        services.healthy(
+            unit="llmhost-coder.service", health_url="http://127.0.0.1:8001/health",
+            timeout_s=1800, restarted=unit.will_change,
+        )
+    """
+    commands = list(
+        systemd.service._inner(
+            service=unit, running=True, enabled=True, restarted=restarted, daemon_reload=restarted
+        )
+    )
+    if not commands:
+        return
+    yield from commands
+    yield WAIT.format(unit=unit, url=health_url, timeout=timeout_s)

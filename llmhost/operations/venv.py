@@ -1,0 +1,89 @@
+"""A Python venv holding a pinned vLLM, reinstalled only when the pins change."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from pyinfra import host
+from pyinfra.api import QuoteString, StringCommand, operation
+from pyinfra.facts.files import FileContents
+
+STAMP = ".llmhost-installed"
+
+
+def spec_digest(python: str, packages: list[str], remove: list[str], find_links: str | None) -> str:
+    """What the venv was built from; a different digest means reinstall."""
+    spec = json.dumps([python, packages, remove, find_links], sort_keys=True)
+    return hashlib.sha256(spec.encode()).hexdigest()
+
+
+@operation()
+def pinned(
+    path: str,
+    packages: list[str],
+    python: str = "python3",
+    remove: list[str] | None = None,
+    find_links: str | None = None,
+    pip_cache_dir: str | None = None,
+    import_check: str = "vllm",
+):
+    """
+    Install pinned packages into a venv; done again only when the pins change.
+
+    + path: the venv's directory
+    + packages: requirement specifiers, each pinned (``vllm==0.33.0``)
+    + python: the interpreter the venv is made with
+    + remove: packages to uninstall after the install (ones a build pulls in that break it)
+    + find_links: a directory of wheels on the host for pip's ``--find-links``
+    + pip_cache_dir: pip's cache directory on the host
+    + import_check: a module that must import once the install is done
+
+    A stamp file holding the digest of all of the above is written last, so an interrupted
+    install is never taken for a complete one: the next run installs again.
+
+    **Example:**
+
+    .. code:: python
+
+        venv.pinned(path="/opt/llmhost/venv", packages=["vllm==0.33.0"])
+    """
+    remove = remove or []
+    stamp = f"{path}/{STAMP}"
+    digest = spec_digest(python, packages, remove, find_links)
+    if host.get_fact(FileContents, path=stamp) == [digest]:
+        host.noop(f"venv {path} already has {' '.join(packages)}")
+        return
+
+    pip = f"{path}/bin/pip"
+    env = ["env", QuoteString(f"PIP_CACHE_DIR={pip_cache_dir}")]
+    yield StringCommand("rm", "-f", QuoteString(stamp))
+    yield StringCommand(QuoteString(python), "-m", "venv", QuoteString(path))
+    links = ["--find-links", QuoteString(find_links)] if find_links else []
+    yield StringCommand(
+        *(env if pip_cache_dir else []),
+        QuoteString(pip),
+        "install",
+        "--quiet",
+        "--progress-bar",
+        "off",
+        *links,
+        *(QuoteString(p) for p in packages),
+    )
+    if remove:
+        yield StringCommand(
+            QuoteString(pip), "uninstall", "--yes", *(QuoteString(p) for p in remove)
+        )
+    yield StringCommand(
+        QuoteString(f"{path}/bin/python"), "-c", QuoteString(f"import {import_check}")
+    )
+    yield StringCommand(
+        "echo",
+        digest,
+        ">",
+        QuoteString(f"{stamp}.tmp"),
+        "&&",
+        "mv",
+        QuoteString(f"{stamp}.tmp"),
+        QuoteString(stamp),
+    )

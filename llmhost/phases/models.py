@@ -1,0 +1,45 @@
+"""Models: one snapshot directory per service, pushed from the controller or downloaded."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from pyinfra.api import deploy
+from pyinfra.operations import files
+
+from llmhost.operations import models
+from llmhost.phases.preflight import hf_token, model_dest
+from llmhost.settings import ModelSource, Settings
+
+
+@deploy("Models")
+def install_models(settings: Settings) -> None:
+    token_file = None
+    hub = [svc for svc in settings.services if svc.model.source is ModelSource.HUB]
+    token = hf_token(settings) if hub else None
+    if token:
+        token_file = f"{settings.config_dir}/hf_token"
+        files.put(
+            name="HF token (0600)",
+            src=StringIO(token + "\n"),
+            dest=token_file,
+            user=settings.user,
+            group=settings.user,
+            mode="600",
+        )
+    for svc in settings.services:
+        dest = model_dest(settings, svc.name)
+        if svc.model.source is ModelSource.LOCAL:
+            assert svc.model.path
+            models.local(name=f"Model for {svc.name}: {dest}", src=svc.model.path, dest=dest)
+        else:
+            assert svc.model.repo and svc.model.revision
+            models.hub(
+                name=f"Model for {svc.name}: {svc.model.repo}@{svc.model.revision[:12]}",
+                repo=svc.model.repo,
+                revision=svc.model.revision,
+                dest=dest,
+                venv=settings.venv,
+                user=settings.user,
+                token_file=token_file,
+            )

