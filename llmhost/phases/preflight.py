@@ -16,7 +16,7 @@ from pyinfra.facts.files import FileContents
 from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import LinuxDistribution
 
-from llmhost.catalogue import ModelMeta, ModelMetaError, resolve
+from llmhost.catalogue import ModelMeta, ModelMetaError, is_unpinned, resolve
 from llmhost.facts.host import FreeDiskBytes, PythonVersion
 from llmhost.facts.nvidia import NvidiaGpus
 from llmhost.operations.models import MARKER
@@ -94,6 +94,12 @@ def run(settings: Settings) -> Preflight:
         )
 
     for svc in settings.services:
+        if is_unpinned(svc.model):
+            problems.append(
+                f"service {svc.name!r}: {svc.model.repo} has no pinned revision (all zeros); set "
+                f"llmhost_service_overrides = {{{svc.name!r}: {{'model': {{'revision': SHA}}}}}} "
+                "with the commit sha from the repo's 'Files and versions' page"
+            )
         if svc.model.gated and svc.model.source is ModelSource.HUB and not hf_token(settings):
             problems.append(
                 f"service {svc.name!r}: {svc.model.repo} is gated and no token was given; "

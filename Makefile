@@ -1,0 +1,35 @@
+# The README's two commands: `make lab` (the main job, on the local lab host) and `make test`.
+VENV ?= .venv
+BIN := $(VENV)/bin
+GUEST ?= default
+
+.PHONY: install lab test unit integration lint lab-down
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --editable '.[dev]'
+	touch $@
+
+# Bring up the lab guest, deploy both services onto it, then run the post-deploy checks.
+lab: install
+	$(BIN)/llmhost lab up --name $(GUEST)
+	$(BIN)/pyinfra -y inventories/lab.py deploy.py --limit lab-$(GUEST)
+	$(BIN)/pytest tests/host --inventory inventories/lab.py --limit lab-$(GUEST)
+
+lab-down: install
+	$(BIN)/llmhost lab down --name $(GUEST)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+# Create a fresh guest, converge, converge again (zero changes), verify, destroy.
+integration: install
+	$(BIN)/pytest tests/integration
+
+test: lint unit integration

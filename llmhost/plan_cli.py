@@ -1,0 +1,169 @@
+"""``llmhost plan``: the VRAM plan of each inventory host, or a what-if for a stack.
+
+Runs on the controller before any host is contacted: host data comes from the inventory and
+``group_data/``, model metadata from the catalogue (or the hub / a local directory), and the
+GPU's size from ``--gpu-memory``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import runpy
+import sys
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from llmhost.catalogue import ModelMetaError, resolve
+from llmhost.planner import GiB, HostPlan, PlanError, plan_services
+from llmhost.settings import Settings, SettingsError
+from llmhost.stacks import STACKS
+
+WHAT_IF = "what-if"
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(GB|GiB|TB|TiB|MB|MiB)\s*$", re.IGNORECASE)
+_UNITS = {"mb": 10**6, "gb": 10**9, "tb": 10**12, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+class Exit(IntEnum):
+    FITS = 0
+    BAD_INPUT = 2
+    DOES_NOT_FIT = 3
+
+
+class BadInput(ValueError):
+    """Input the plan cannot start from; the message says what to pass instead."""
+
+
+def parse_size(text: str) -> int:
+    """Bytes in '80GB' (10^9), '96GiB' (2^30), '141 GB'; a unit is required."""
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise BadInput(f"--gpu-memory {text!r}: give a size with a unit, e.g. 80GB or 96GiB")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[unit.lower()])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inventory", nargs="?", help="pyinfra inventory file (e.g. inventories/prod.py)"
+    )
+    parser.add_argument(
+        "--stack",
+        choices=list(STACKS),
+        help="plan this stack (without an inventory: a what-if on the data defaults)",
+    )
+    parser.add_argument(
+        "--gpu-memory",
+        metavar="SIZE",
+        help="the GPU's total memory, e.g. 80GB, 94GB, 96GiB (required for GPU hosts)",
+    )
+    parser.add_argument(
+        "--cpu", action="store_true", help="what-if for a CPU host (vLLM's CPU build)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the plans as JSON")
+    parser.add_argument(
+        "--project-dir",
+        default=".",
+        type=Path,
+        help="directory holding group_data/ (default: the current directory)",
+    )
+
+
+def _host_data(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """(host name, merged host data) for each inventory host, or one what-if host."""
+    defaults = args.project_dir / "group_data" / "all.py"
+    if not defaults.is_file():
+        raise BadInput(f"{defaults}: missing; run from the project directory or pass --project-dir")
+    override: dict[str, Any] = {}
+    if args.stack:
+        override["llmhost_stack"] = args.stack
+    if args.cpu:
+        override["llmhost_gpu"] = False
+    if args.inventory:
+        return _inventory_hosts(args.inventory, args.project_dir, override)
+    if not args.stack:
+        raise BadInput("give an inventory file, or --stack NAME for a what-if")
+    # A what-if host has nothing but the data defaults and the overrides.
+    return [(WHAT_IF, {**runpy.run_path(str(defaults)), **override})]
+
+
+def _inventory_hosts(
+    inventory: str, project_dir: Path, override: dict[str, Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Host data merged the way ``pyinfra`` merges it: inventory, group_data/, overrides."""
+    if not Path(inventory).is_file():
+        raise BadInput(f"{inventory}: no such inventory file")
+    # pyinfra_cli monkey-patches the process with gevent on import: only import it when needed.
+    from pyinfra.api import State
+    from pyinfra.context import ctx_state
+    from pyinfra_cli.inventory import make_inventory
+
+    with ctx_state.use(State()):
+        hosts = make_inventory(inventory, override_data=override, cwd=str(project_dir.resolve()))
+        return [(host.name, host.data.dict()) for host in hosts]
+
+
+def _plan_host(data: dict[str, Any], gpu_total: int | None) -> HostPlan:
+    settings = Settings.from_host_data(data)
+    if settings.gpu and gpu_total is None:
+        raise BadInput(
+            "llmhost_gpu is true; pass --gpu-memory with the card's total memory "
+            "(e.g. 80GB, 96GiB): planning runs before any host is contacted"
+        )
+    metas = {svc.name: resolve(svc.model) for svc in settings.services}
+    return plan_services(settings, gpu_total if settings.gpu else None, metas)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        gpu_total = parse_size(args.gpu_memory) if args.gpu_memory else None
+        hosts = _host_data(args)
+    except BadInput as e:
+        if args.json:
+            print(json.dumps({"exit_code": int(Exit.BAD_INPUT), "error": str(e)}, indent=2))
+        else:
+            print(f"llmhost plan: {e}", file=sys.stderr)
+        return Exit.BAD_INPUT
+    plans: dict[str, HostPlan] = {}
+    errors: dict[str, tuple[Exit, str]] = {}
+    for name, data in hosts:
+        try:
+            plans[name] = _plan_host(data, gpu_total)
+        except (BadInput, SettingsError, ModelMetaError) as e:
+            errors[name] = (Exit.BAD_INPUT, str(e))
+        except PlanError as e:
+            errors[name] = (Exit.DOES_NOT_FIT, str(e))
+    # Bad input hides whether a plan fits, so it wins over a refusal.
+    kinds = {kind for kind, _ in errors.values()}
+    code = min(kinds) if kinds else Exit.FITS
+    if args.json:
+        print(json.dumps(_as_json(plans, errors, code), indent=2))
+        return code
+    for name, plan in plans.items():
+        print(f"== {_title(name, args, plan, gpu_total)} ==\n{plan.render_table()}\n")
+    for name, (kind, message) in errors.items():
+        verb = "refused" if kind is Exit.DOES_NOT_FIT else "cannot plan"
+        print(f"llmhost plan: {_title(name, args)}: {verb}: {message}", file=sys.stderr)
+    return code
+
+
+def _title(
+    name: str, args: argparse.Namespace, plan: HostPlan | None = None, gpu_total: int | None = None
+) -> str:
+    title = f"stack {args.stack} (what-if)" if name == WHAT_IF else f"host {name}"
+    if plan is not None and plan.mode == "cpu":
+        return f"{title}, CPU"
+    if plan is not None and gpu_total:
+        return f"{title}, GPU {gpu_total / GiB:.1f} GiB"
+    return title
+
+
+def _as_json(
+    plans: dict[str, HostPlan], errors: dict[str, tuple[Exit, str]], code: Exit
+) -> dict[str, Any]:
+    hosts: dict[str, Any] = {name: {"fits": True, **plan.to_dict()} for name, plan in plans.items()}
+    for name, (kind, message) in errors.items():
+        hosts[name] = {"fits": False, "exit_code": int(kind), "error": message}
+    return {"exit_code": int(code), "hosts": hosts}

@@ -1,0 +1,84 @@
+"""The Molecule sequence on a fresh lab guest: create, converge, idempotence, verify, destroy."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from llmhost import lab
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+GUEST = "it"
+HOST = f"lab-{GUEST}"
+
+
+@dataclass(frozen=True)
+class DeployRun:
+    returncode: int
+    output: str
+    changed: int
+    errors: int
+
+
+def _total(output: str) -> tuple[int, int]:
+    # pyinfra's results table ends with: Grand total  <ops>  <success>  <error>  <no change>
+    match = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", output)
+    if not match:
+        return -1, -1
+    count = [0 if v == "-" else int(v) for v in match.groups()[1:3]]
+    return count[0], count[1]
+
+
+def deploy(*extra: str) -> DeployRun:
+    """Run the README's deploy against the test guest, as a user would."""
+    result = subprocess.run(
+        [BIN / "pyinfra", "-y", "inventories/lab.py", "deploy.py", "--limit", HOST, *extra],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+    )
+    output = result.stdout + result.stderr
+    changed, errors = _total(output)
+    return DeployRun(result.returncode, output, changed, errors)
+
+
+def on_guest(command: str, check: bool = True) -> str:
+    guest = lab.find(GUEST)
+    assert guest is not None
+    result = subprocess.run(lab.ssh_command(guest, command), text=True, capture_output=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command!r} on {HOST} failed: {result.stderr}")
+    return result.stdout
+
+
+def host_checks(*extra: str) -> subprocess.CompletedProcess[str]:
+    """The product's post-deploy suite against the test guest."""
+    return subprocess.run(
+        [BIN / "pytest", "tests/host", "--inventory", "inventories/lab.py", "--limit", HOST,
+         "-p", "no:cacheprovider", *extra],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def guest() -> Iterator[lab.Guest]:
+    lab.down(GUEST, quiet=True)
+    created = lab.up(GUEST)
+    yield created
+    lab.down(GUEST)
+
+
+@pytest.fixture(scope="session")
+def converged(guest: lab.Guest) -> DeployRun:
+    run = deploy()
+    assert run.returncode == 0, run.output[-5000:]
+    return run

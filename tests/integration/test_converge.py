@@ -1,0 +1,63 @@
+"""Converge a fresh lab guest, prove the second run changes nothing, then verify it."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from conftest import DeployRun, deploy, host_checks, on_guest
+
+
+def _service_state() -> dict[str, str]:
+    out = on_guest(
+        "systemctl show -p MainPID -p ActiveEnterTimestamp -p NRestarts "
+        "llmhost-coder.service llmhost-general.service"
+    )
+    return {"state": out}
+
+
+def test_converge_changes_the_fresh_host(converged: DeployRun) -> None:
+    assert converged.changed > 0
+    assert converged.errors == 0
+
+
+def test_second_converge_changes_nothing_and_restarts_nothing(converged: DeployRun) -> None:
+    before = _service_state()
+    again = deploy()
+    assert again.returncode == 0, again.output[-3000:]
+    assert (again.changed, again.errors) == (0, 0), again.output[-3000:]
+    assert _service_state() == before
+
+
+def test_post_deploy_checks_pass(converged: DeployRun) -> None:
+    result = host_checks()
+    print(result.stdout[-3000:])
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+
+
+def test_kv_prediction_matches_what_vllm_logs(converged: DeployRun) -> None:
+    plan = json.loads(on_guest("cat /etc/llmhost/plan.json"))
+    for name, planned in plan["services"].items():
+        journal = on_guest(f"journalctl -u llmhost-{name}.service --no-pager -o cat")
+        sizes = re.findall(r"CPU KV cache size: ([\d,]+) tokens", journal)
+        assert sizes, f"{name}: vLLM logged no KV cache size"
+        assert int(sizes[-1].replace(",", "")) == planned["kv_tokens"], (name, sizes[-1], planned)
+
+
+def test_changing_one_service_restarts_only_that_service(converged: DeployRun) -> None:
+    def pids() -> dict[str, str]:
+        return {
+            name: on_guest(f"systemctl show -p MainPID --value llmhost-{name}.service").strip()
+            for name in ("coder", "general")
+        }
+
+    before = pids()
+    override = json.dumps({"general": {"max_model_len": 512}})
+    changed = deploy("--data", f"llmhost_service_overrides={override}")
+    assert changed.returncode == 0, changed.output[-3000:]
+    after = pids()
+    assert after["coder"] == before["coder"], "coder was restarted though only general changed"
+    assert after["general"] != before["general"], "general was not restarted"
+    assert "--max-model-len 512" in on_guest("cat /etc/systemd/system/llmhost-general.service")
+    # Back to the data as committed, for the tests after this one.
+    assert deploy().returncode == 0

@@ -1,0 +1,329 @@
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import runpy
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmhost import plan_cli
+from llmhost.catalogue import ModelMeta, from_catalogue, resolve
+from llmhost.planner import (
+    CPU_BLOCK_SIZE,
+    GPU_BLOCK_SIZE,
+    GiB,
+    PlanError,
+    ServiceRequest,
+    kv_bytes_per_token,
+    plan_cpu,
+    plan_gpu,
+    plan_services,
+)
+from llmhost.settings import Settings
+from llmhost.stacks import STACKS
+
+KiB = 1 << 10
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULTS = {
+    key: value
+    for key, value in runpy.run_path(str(ROOT / "group_data" / "all.py")).items()
+    if key.startswith("llmhost_")
+}
+CARDS = [80 * 10**9, 94 * 10**9, 96 * 10**9]
+
+
+def _catalogued(repo: str) -> ModelMeta:
+    return from_catalogue(repo, "0" * 40) if repo.startswith("TheBloke/") else _by_repo(repo)
+
+
+def _by_repo(repo: str) -> ModelMeta:
+    svc = next(s["model"] for stack in STACKS.values() for s in stack if s["model"]["repo"] == repo)
+    return from_catalogue(svc["repo"], svc["revision"])
+
+
+@pytest.mark.parametrize(
+    ("repo", "kib"),
+    [
+        ("TheBloke/deepseek-coder-33B-instruct-AWQ", 248),
+        ("Qwen/Qwen2.5-Coder-32B-Instruct-AWQ", 256),
+        ("Qwen/Qwen2.5-14B-Instruct-AWQ", 192),
+        ("Qwen/Qwen2.5-7B-Instruct-AWQ", 56),
+        ("TheBloke/Mistral-7B-Instruct-v0.2-AWQ", 128),
+    ],
+)
+def test_kv_bytes_per_token_match_facts(repo: str, kib: int) -> None:
+    meta = _catalogued(repo)
+    assert kv_bytes_per_token(meta) == kib * KiB
+    assert kv_bytes_per_token(meta, "fp8") == kib * KiB // 2
+
+
+def _settings(stack: str, **data: Any) -> Settings:
+    return Settings.from_host_data({**DEFAULTS, "llmhost_stack": stack, **data})
+
+
+def _plan(settings: Settings, card: int | None):
+    metas = {svc.name: resolve(svc.model) for svc in settings.services}
+    return plan_services(settings, card, metas)
+
+
+@pytest.mark.parametrize("stack", list(STACKS))
+@pytest.mark.parametrize("card", CARDS)
+@pytest.mark.parametrize("concurrency", [1, 2, 4, 8])
+def test_fractions_never_exceed_the_cap(stack: str, card: int, concurrency: int) -> None:
+    overrides = {name: {"concurrency": concurrency} for name in ("coder", "general")}
+    settings = _settings(stack, llmhost_service_overrides=overrides)
+    try:
+        plan = _plan(settings, card)
+    except PlanError as e:
+        assert any(k in str(e) for k in ("max_model_len", "concurrency", "kv_cache_dtype"))
+        return
+    fractions = [svc.gpu_memory_utilization for svc in plan.services.values()]
+    assert all(f is not None and round(f, 3) == f for f in fractions)
+    assert math.fsum(f or 0 for f in fractions) <= settings.gpu_memory_cap + 1e-9
+    assert plan.fraction_sum is not None and plan.fraction_sum <= settings.gpu_memory_cap
+    assert plan.free_bytes is not None
+    assert plan.free_bytes >= card * (1 - settings.gpu_memory_cap) - 1
+    for svc in plan.services.values():
+        assert svc.max_concurrency >= concurrency
+        assert svc.kv_tokens >= concurrency * svc.max_model_len
+        assert svc.kv_tokens % GPU_BLOCK_SIZE == 0
+        assert svc.kv_cache_memory_bytes == svc.kv_bytes
+
+
+# A 7B-like model with round numbers: 128 KiB of KV per token, 4 GiB of weights.
+META = ModelMeta.from_config(
+    {
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "num_hidden_layers": 32,
+        "vocab_size": 32000,
+        "max_position_embeddings": 32768,
+    },
+    4 * GiB,
+)
+
+
+def _req(name: str = "svc", **knobs: Any) -> ServiceRequest:
+    return ServiceRequest(name=name, meta=META, **{"max_model_len": 32768, **knobs})
+
+
+def test_refusal_names_service_numbers_and_every_knob() -> None:
+    with pytest.raises(PlanError) as err:
+        plan_gpu([_req(concurrency=8, max_num_seqs=8)], 40 * GiB)
+    message = str(err.value)
+    assert message.startswith("svc: 8 x 32768-token sequences need 32.0 GiB of KV but ")
+    assert "lower max_model_len to 29696" in message
+    assert "lower concurrency to 7" in message
+    assert message.endswith("or use kv_cache_dtype=fp8")
+
+
+def test_refusal_offers_the_other_service() -> None:
+    with pytest.raises(PlanError, match="or lower small's wishes"):
+        plan_gpu(
+            [_req("big", concurrency=8, max_num_seqs=8), _req("small", max_model_len=4096)],
+            40 * GiB,
+        )
+
+
+def test_refusal_when_weights_alone_do_not_fit() -> None:
+    heavy = replace(META, weights_bytes=40 * GiB)
+    with pytest.raises(PlanError, match=r"svc: weights and overheads .* use a GPU with more"):
+        plan_gpu([ServiceRequest(name="svc", meta=heavy, max_model_len=4096)], 40 * GiB)
+
+
+def test_max_model_len_above_what_vllm_accepts_is_refused() -> None:
+    deepseek = _catalogued("TheBloke/deepseek-coder-33B-instruct-AWQ")
+    too_long = ServiceRequest(name="coder", meta=deepseek, max_model_len=131072)
+    with pytest.raises(
+        PlanError, match=r"coder: max_model_len 131072 .* lower max_model_len to 65536"
+    ):
+        plan_gpu([too_long], 141 * 10**9)
+    qwen = _catalogued("Qwen/Qwen2.5-7B-Instruct-AWQ")
+    with pytest.raises(PlanError, match="lower max_model_len to 32768"):
+        plan_cpu([ServiceRequest(name="general", meta=qwen, max_model_len=65536)])
+
+
+def test_past_trained_length_fits_with_a_note() -> None:
+    deepseek = _catalogued("TheBloke/deepseek-coder-33B-instruct-AWQ")
+    plan = plan_gpu([ServiceRequest(name="coder", meta=deepseek, max_model_len=32768)], 96 * GiB)
+    assert "not trained that long" in plan.services["coder"].notes[0]
+
+
+def test_concurrency_above_max_num_seqs_is_refused() -> None:
+    with pytest.raises(PlanError, match="raise max_num_seqs to 16"):
+        plan_gpu([_req(concurrency=16, max_num_seqs=8)], 80 * GiB)
+
+
+def test_spare_memory_follows_kv_need() -> None:
+    plan = plan_gpu([_req("a", concurrency=2), _req("b", max_model_len=8192)], 80 * GiB)
+    a, b = plan.services["a"], plan.services["b"]
+    assert a.kv_bytes / (2 * 32768) == pytest.approx(b.kv_bytes / 8192, rel=0.01)
+    # Both get the same multiple of what they asked for.
+    assert a.max_concurrency / 2 == pytest.approx(b.max_concurrency, rel=0.01)
+
+
+def test_headroom_and_cap_bound_the_budget() -> None:
+    plan = plan_gpu([_req()], 80 * GiB, cap=0.95, headroom_bytes=10 * GiB)
+    assert plan.budget_bytes == 70 * GiB
+    assert plan.free_bytes is not None and plan.free_bytes >= 10 * GiB
+    assert plan.fraction_sum is not None and plan.fraction_sum <= 0.875
+
+
+def test_eager_drops_cuda_graphs() -> None:
+    eager = plan_gpu([_req(enforce_eager=True)], 40 * GiB).services["svc"]
+    graphs = plan_gpu([_req()], 40 * GiB).services["svc"]
+    assert eager.cuda_graph_bytes == 0 < graphs.cuda_graph_bytes
+
+
+# The lab's tiny Llama: 2 layers, 2 kv heads, head_dim 64, bf16: 1 KiB of KV per token.
+TINY = ModelMeta.from_config(
+    {
+        "hidden_size": 256,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+        "num_hidden_layers": 2,
+        "vocab_size": 4096,
+        "max_position_embeddings": 2048,
+        "torch_dtype": "bfloat16",
+    },
+    6_600_000,
+)
+
+
+def test_cpu_kv_space_is_whole_gib_and_predicts_vllms_token_count() -> None:
+    plan = plan_cpu([ServiceRequest(name="general", meta=TINY, max_model_len=2048, concurrency=4)])
+    svc = plan.services["general"]
+    assert plan.mode == "cpu" and svc.gpu_memory_utilization is None
+    assert svc.cpu_kv_cache_gib == 1
+    assert svc.kv_tokens == GiB // (CPU_BLOCK_SIZE * 1024) * CPU_BLOCK_SIZE == 1_048_576
+
+
+def test_cpu_kv_space_covers_the_wishes() -> None:
+    qwen = _catalogued("Qwen/Qwen2.5-7B-Instruct-AWQ")
+    plan = plan_cpu([ServiceRequest(name="g", meta=qwen, max_model_len=32768, concurrency=3)])
+    # 3 x 32768 x 56 KiB = 5.25 GiB -> 6
+    assert plan.services["g"].cpu_kv_cache_gib == 6
+
+
+def test_cpu_given_space_too_small_is_refused_naming_the_key() -> None:
+    qwen = _catalogued("Qwen/Qwen2.5-7B-Instruct-AWQ")
+    request = ServiceRequest(name="g", meta=qwen, max_model_len=32768, concurrency=3)
+    with pytest.raises(PlanError, match="raise llmhost_cpu_kv_cache_gib to 6"):
+        plan_cpu([request], kv_space_gib=2)
+
+
+def test_adapter_uses_cpu_mode_and_the_given_space() -> None:
+    settings = _settings("primary", llmhost_gpu=False, llmhost_cpu_kv_cache_gib=20)
+    plan = _plan(settings, None)
+    assert {svc.cpu_kv_cache_gib for svc in plan.services.values()} == {20}
+
+
+def test_adapter_needs_gpu_memory_on_gpu_hosts() -> None:
+    with pytest.raises(PlanError, match="--gpu-memory"):
+        _plan(_settings("primary"), None)
+
+
+def test_adapter_notes_unpinned_revisions() -> None:
+    plan = _plan(_settings("max-quality"), 96 * GiB)
+    assert "no pinned revision" in plan.services["coder"].notes[0]
+    assert plan.services["general"].notes == ()
+
+
+def test_plan_to_dict_is_json() -> None:
+    plan = _plan(_settings("single-vendor"), 96 * GiB)
+    data = json.loads(json.dumps(plan.to_dict()))
+    assert data["services"]["coder"]["gpu_memory_utilization"] > 0.5
+    assert "total" in plan.render_table() and "verdict: fits" in plan.render_table()
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser()
+    plan_cli.add_arguments(parser)
+    code = plan_cli.run(parser.parse_args([*argv, "--project-dir", str(ROOT)]))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("stack", list(STACKS))
+def test_cli_what_if_fits_at_96gib(capsys: pytest.CaptureFixture[str], stack: str) -> None:
+    code, out, _ = _cli(capsys, "--gpu-memory", "96GiB", "--stack", stack)
+    assert code == plan_cli.Exit.FITS
+    assert "verdict: fits" in out
+
+
+@pytest.mark.parametrize("stack", list(STACKS))
+def test_cli_what_if_at_80gb_fits_or_names_a_knob(
+    capsys: pytest.CaptureFixture[str], stack: str
+) -> None:
+    code, out, err = _cli(capsys, "--gpu-memory", "80GB", "--stack", stack)
+    assert code in (plan_cli.Exit.FITS, plan_cli.Exit.DOES_NOT_FIT)
+    if code == plan_cli.Exit.FITS:
+        assert "verdict: fits" in out
+    else:
+        assert any(k in err for k in ("max_model_len", "concurrency", "kv_cache_dtype"))
+
+
+def test_cli_json_parses(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _cli(capsys, "--gpu-memory", "94GB", "--stack", "primary", "--json")
+    data = json.loads(out)
+    assert code == data["exit_code"] == 0
+    assert data["hosts"]["what-if"]["fits"] is True
+
+
+def test_cli_json_reports_a_refusal(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _cli(capsys, "--gpu-memory", "40GB", "--stack", "max-quality", "--json")
+    data = json.loads(out)
+    assert code == data["exit_code"] == plan_cli.Exit.DOES_NOT_FIT
+    assert data["hosts"]["what-if"]["fits"] is False
+
+
+def test_cli_inventory_plans_each_host(tmp_path: Path) -> None:
+    inventory = tmp_path / "prod.py"
+    inventory.write_text(
+        'gpu = [("a.example", {"llmhost_stack": "max-quality"}), "b.example"]\n'
+        'lab = [("c.example", {"llmhost_gpu": False})]\n'
+    )
+    # A subprocess: loading an inventory imports pyinfra_cli, which gevent-patches its process.
+    done = subprocess.run(
+        [sys.executable, "-m", "llmhost.cli", "plan", str(inventory), "--gpu-memory", "80GB"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == plan_cli.Exit.FITS, done.stderr
+    for host in ("a.example, GPU", "b.example, GPU", "c.example, CPU"):
+        assert f"== host {host}" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--stack", "primary"], "pass --gpu-memory"),
+        (["--stack", "primary", "--gpu-memory", "80"], "with a unit"),
+        (["--gpu-memory", "80GB"], "give an inventory file"),
+        (["missing.py", "--gpu-memory", "80GB"], "missing.py: no such inventory file"),
+    ],
+)
+def test_cli_bad_input_exits_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    code, _, err = _cli(capsys, *argv)
+    assert code == plan_cli.Exit.BAD_INPUT
+    assert needle in err
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("80GB", 80 * 10**9), ("96GiB", 96 * GiB), ("141 gb", 141 * 10**9)]
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert plan_cli.parse_size(text) == size
