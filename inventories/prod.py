@@ -1,4 +1,4 @@
-"""One GPU host running the seed's primary stack (group data: group_data/all.py, group_data/prod.py).
+"""One GPU host running the seed's primary stack (data: group_data/all.py, group_data/prod.py).
 
 Point it at your host with LLMHOST_PROD_HOST (an address or an ~/.ssh/config alias), e.g.
 ``LLMHOST_PROD_HOST=gpu-01.example.internal pyinfra inventories/prod.py deploy.py --dry``.

@@ -416,7 +416,7 @@ def _install_firstboot(root: Path) -> None:
         "[Unit]\nDescription=llmhost lab: resolver and CA certificates from the controller\n"
         "Before=ssh.service\nConditionPathExists=/etc/resolv.conf.lab\n\n"
         "[Service]\nType=oneshot\n"
-        "ExecStart=/bin/sh -c 'rm -f /etc/resolv.conf && mv /etc/resolv.conf.lab /etc/resolv.conf'\n"
+        "ExecStart=/bin/mv -f /etc/resolv.conf.lab /etc/resolv.conf\n"
         "ExecStart=/usr/sbin/update-ca-certificates\n\n"
         "[Install]\nWantedBy=multi-user.target\n"
     )

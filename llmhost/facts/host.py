@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from pyinfra.api import FactBase, QuoteString, StringCommand
 from typing_extensions import override
 
@@ -19,11 +21,9 @@ class FreeDiskBytes(FactBase[int | None]):
     @override
     def command(self, path: str) -> StringCommand:
         return StringCommand(
-            "p=",
-            QuoteString(path),
-            '; while [ ! -e "$p" ]; do p=$(dirname "$p"); done;',
+            f"p={shlex.quote(path)};",
+            'while [ ! -e "$p" ]; do p=$(dirname "$p"); done;',
             'df --output=avail -B1 "$p" | tail -n 1',
-            separator="",
         )
 
     @override

@@ -76,11 +76,11 @@ class NvidiaGpus(FactBase[list[NvidiaGpu]]):
         [
             {
                 "index": 0,
-                "uuid": "GPU-5f0c6f1e-...",
-                "name": "NVIDIA H100 80GB HBM3",
-                "memory_total_bytes": 85520809984,
+                "uuid": "GPU-24c93693-1df4-8965-cd32-9f8883599a38",
+                "name": "NVIDIA H200",
+                "memory_total_bytes": 150754820096,
                 "memory_used_bytes": 0,
-                "memory_free_bytes": 85021032448,
+                "memory_free_bytes": 150109945856,
                 "compute_cap": (9, 0),
                 "driver_version": "580.159.04",
             },
@@ -138,10 +138,10 @@ class NvidiaComputeApps(FactBase[list[NvidiaComputeApp]]):
 
         [
             {
-                "pid": 4242,
-                "gpu_uuid": "GPU-5f0c6f1e-...",
-                "used_memory_bytes": 46170898432,
-                "process_name": "/opt/llmhost/venv/bin/python3",
+                "pid": 460,
+                "gpu_uuid": "GPU-24c93693-1df4-8965-cd32-9f8883599a38",
+                "used_memory_bytes": 82552291328,
+                "process_name": "python3",
             },
         ]
     """

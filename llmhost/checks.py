@@ -1,0 +1,331 @@
+"""Host-independent logic of the post-deploy checks (``tests/host``): parse, compare, summarise.
+
+Nothing here touches a host: the tests read a host through testinfra (``llmhost.verify``) and
+hand the numbers to these functions, which return the problems as operator-ready sentences
+(host, service, the numbers, what to look at). An empty list means the check passed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # Types only: this module stays importable without pyinfra.
+    from llmhost.facts.nvidia import NvidiaComputeApp, NvidiaGpu
+
+GIB = 1024**3
+MIB = 1024**2
+
+# Journal lines that mean a service ran out of memory or failed vLLM's startup memory check
+# (FACTS.md); systemd logs the last two when the kernel's OOM killer hits the unit.
+JOURNAL_PATTERNS = re.compile(
+    r"out of memory|CUDA error|Free memory on device|OOM killer|oom-kill", re.IGNORECASE
+)
+
+
+class PlanError(ValueError):
+    """plan.json on the host is missing a field or is not what the deploy writes."""
+
+
+@dataclass(frozen=True)
+class PlannedService:
+    port: int
+    bind_host: str
+    served_model_name: str
+    gpu_memory_utilization: float | None
+    cpu_kv_cache_gib: int | None
+    kv_tokens: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The plan the deploy applied, as it wrote it to ``<config_dir>/plan.json``."""
+
+    gpu: bool
+    gpu_total_bytes: int | None
+    gpu_memory_cap: float
+    services: dict[str, PlannedService]
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> Plan:
+        try:
+            raw = json.loads(text)
+            return cls(
+                gpu=bool(raw["gpu"]),
+                gpu_total_bytes=raw["gpu_total_bytes"],
+                gpu_memory_cap=float(raw["gpu_memory_cap"]),
+                services={name: PlannedService(**svc) for name, svc in raw["services"].items()},
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise PlanError(
+                f"{where}: not a plan the deploy writes ({type(e).__name__}: {e}); "
+                "re-run the deploy to rewrite it"
+            ) from None
+
+    @property
+    def gpu_fraction(self) -> float:
+        """Sum of the services' --gpu-memory-utilization: the share of the GPU planned in use."""
+        return sum(svc.gpu_memory_utilization or 0.0 for svc in self.services.values())
+
+
+def gib(n_bytes: float) -> str:
+    return f"{n_bytes / GIB:.2f} GiB"
+
+
+def parse_systemctl_show(text: str) -> dict[str, str]:
+    """``systemctl show -p A -p B UNIT`` output (``A=value`` lines) as a dict."""
+    props: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            props[key] = value
+    return props
+
+
+def parse_service_pids(spec: str) -> dict[str, list[int]]:
+    """``coder=101,general=202,general=203`` → {"coder": [101], "general": [202, 203]}."""
+    pids: dict[str, list[int]] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, pid = item.partition("=")
+        if not sep or not pid.strip().isdigit():
+            raise ValueError(f"--service-pids: {item!r} is not SERVICE=PID")
+        pids.setdefault(name.strip(), []).append(int(pid))
+    return pids
+
+
+def journal_problems(lines: Iterable[str]) -> list[str]:
+    return [line for line in lines if JOURNAL_PATTERNS.search(line)]
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version))
+
+
+def version_at_least(found: str, minimum: str) -> bool:
+    """Numeric, part by part: driver 580.159.04 ≥ 580.65.06 (a string compare says no)."""
+    return version_tuple(found) >= version_tuple(minimum)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile: the smallest value with at least q% of the values at or below."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def connect_host(bind_host: str) -> str:
+    """Where a client on the host reaches a server bound to ``bind_host`` (a URL's host part)."""
+    address = ipaddress.ip_address(bind_host)
+    if address.is_unspecified:
+        return "127.0.0.1" if address.version == 4 else "[::1]"
+    return bind_host if address.version == 4 else f"[{bind_host}]"
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def listener_problems(
+    where: str, listeners: Iterable[tuple[str, int]], bind_host: str, port: int
+) -> list[str]:
+    """The service must listen on bind_host:port and on no other address reachable off-host.
+
+    Loopback listeners besides the planned one are allowed: vLLM's engine keeps internal
+    sockets (torch.distributed, gloo) that are harmless on 127.0.0.1. Seen on the lab: without
+    GLOO_SOCKET_IFNAME=lo, gloo binds a dozen ports per engine to the host's own address.
+    """
+    planned = (ipaddress.ip_address(bind_host), port)
+    found = sorted({(ipaddress.ip_address(addr), p) for addr, p in listeners}, key=str)
+    problems = []
+    if planned not in found:
+        problems.append(
+            f"{where}: not listening on {bind_host}:{port} (plan.json); its TCP listeners: "
+            f"{', '.join(f'{a}:{p}' for a, p in found) or 'none'}"
+        )
+    exposed = [f"{a}:{p}" for a, p in found if (a, p) != planned and not _is_loopback(str(a))]
+    if exposed:
+        problems.append(
+            f"{where}: also listening on {', '.join(exposed)}, reachable beyond the planned "
+            f"{bind_host}:{port}; for the API port check --host, for vLLM's internal ports "
+            "(torch.distributed, gloo) set GLOO_SOCKET_IFNAME=lo in the env file"
+        )
+    return problems
+
+
+# --- GPU memory against the plan ------------------------------------------------------------
+
+
+def apps_of(apps: Iterable[NvidiaComputeApp], pids: Iterable[int]) -> list[NvidiaComputeApp]:
+    wanted = set(pids)
+    return [app for app in apps if app["pid"] in wanted]
+
+
+def service_vram_problems(
+    where: str,
+    service_apps: Sequence[NvidiaComputeApp],
+    fraction: float | None,
+    total_bytes: int,
+    tolerance_bytes: int,
+) -> list[str]:
+    """A service's GPU memory (all its processes) ≤ fraction x total + tolerance.
+
+    vLLM reserves its whole fraction at start (weights, activations, KV cache, CUDA context),
+    so a process above it means the plan and the running service disagree.
+    """
+    if fraction is None:
+        if service_apps:
+            used = sum(app["used_memory_bytes"] or 0 for app in service_apps)
+            return [f"{where}: planned without a GPU share, yet holds {gib(used)} on the GPU"]
+        return []
+    if not service_apps:
+        return [
+            f"{where}: no process of the service holds GPU memory (planned "
+            f"{fraction:.2f} x {gib(total_bytes)}); is it running on the CPU or another GPU?"
+        ]
+    unknown = [str(app["pid"]) for app in service_apps if app["used_memory_bytes"] is None]
+    if unknown:
+        return [
+            f"{where}: nvidia-smi gives no memory figure for PID(s) {', '.join(unknown)} "
+            "([N/A] or [Insufficient Permissions]); run the checks as root on the host"
+        ]
+    used = sum(app["used_memory_bytes"] or 0 for app in service_apps)
+    allowed = fraction * total_bytes
+    if used <= allowed + tolerance_bytes:
+        return []
+    return [
+        f"{where}: uses {gib(used)} of GPU memory, over its plan of {gib(allowed)} "
+        f"({fraction:.2f} x {gib(total_bytes)}) + {gib(tolerance_bytes)} tolerance by "
+        f"{gib(used - allowed)}; PIDs {', '.join(str(a['pid']) for a in service_apps)}"
+    ]
+
+
+def gpu_total_problems(
+    where: str, gpu: NvidiaGpu, planned_fraction: float, tolerance_bytes: int, headroom_bytes: int
+) -> list[str]:
+    """One GPU's used ≤ the planned share of it + tolerance, and free ≥ the headroom."""
+    total, used, free = (
+        gpu["memory_total_bytes"],
+        gpu["memory_used_bytes"],
+        gpu["memory_free_bytes"],
+    )
+    label = f"{where}: GPU {gpu['index']} ({gpu['name']})"
+    if total is None or used is None or free is None:
+        return [f"{label}: nvidia-smi gives no memory figures ([N/A]); cannot check the plan"]
+    problems = []
+    planned = planned_fraction * total
+    if used > planned + tolerance_bytes:
+        problems.append(
+            f"{label}: {gib(used)} in use, over the plan's {gib(planned)} "
+            f"({planned_fraction:.2f} x {gib(total)}) + {gib(tolerance_bytes)} tolerance "
+            f"by {gib(used - planned)}"
+        )
+    if free < headroom_bytes:
+        problems.append(
+            f"{label}: {gib(free)} free, under llmhost_gpu_headroom_gib ({gib(headroom_bytes)}); "
+            "lower a service's share (llmhost_gpu_memory_cap) or the headroom"
+        )
+    return problems
+
+
+def plan_gpu_problems(
+    where: str, gpus: Sequence[NvidiaGpu], planned_total: int | None
+) -> list[str]:
+    """The plan's fractions only mean what was planned on a GPU of the planned size."""
+    if not gpus:
+        return [f"{where}: nvidia-smi lists no GPU; is the driver loaded?"]
+    sizes = {gpu["memory_total_bytes"] for gpu in gpus}
+    if planned_total is None or planned_total not in sizes:
+        found = ", ".join(gib(s) if s is not None else "[N/A]" for s in sorted(sizes, key=str))
+        planned = gib(planned_total) if planned_total is not None else "none"
+        return [
+            f"{where}: plan.json was made for a GPU of {planned}, the host has {found}; "
+            "re-run the deploy so the plan matches this GPU"
+        ]
+    return []
+
+
+def driver_problems(where: str, gpus: Sequence[NvidiaGpu], minimum: str) -> list[str]:
+    if not gpus:
+        return [f"{where}: nvidia-smi lists no GPU; is the driver loaded?"]
+    problems = []
+    for gpu in gpus:
+        found = gpu["driver_version"]
+        if found is None or not version_at_least(found, minimum):
+            problems.append(
+                f"{where}: GPU {gpu['index']} runs driver {found or '[N/A]'}, "
+                f"llmhost_min_nvidia_driver is {minimum}; install a newer driver"
+            )
+    return problems
+
+
+def foreign_gpu_problems(
+    where: str, apps: Iterable[NvidiaComputeApp], our_pids: Iterable[int]
+) -> list[str]:
+    ours = set(our_pids)
+    return [
+        f"{where}: PID {app['pid']} ({app['process_name']}) holds "
+        f"{gib(app['used_memory_bytes']) if app['used_memory_bytes'] is not None else '[N/A]'} "
+        "on the GPU and is not one of the llmhost services"
+        for app in apps
+        if app["pid"] not in ours
+    ]
+
+
+# --- load smoke ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadSummary:
+    service: str
+    requests: int
+    failures: list[str]
+    p50_s: float | None
+    p95_s: float | None
+
+    def line(self, where: str) -> str:
+        ok = self.requests - len(self.failures)
+        if self.p50_s is None or self.p95_s is None:
+            return f"{where}::{self.service}: {ok}/{self.requests} ok"
+        return (
+            f"{where}::{self.service}: {ok}/{self.requests} ok, "
+            f"latency p50 {self.p50_s:.2f} s, p95 {self.p95_s:.2f} s"
+        )
+
+
+def summarise_load(results: Iterable[Mapping[str, Any]]) -> dict[str, LoadSummary]:
+    """Per service: failed requests (status, error) and p50/p95 of the successful ones.
+
+    ``results`` are the probe's records: service, status, seconds, text_len, error.
+    """
+    by_service: dict[str, list[Mapping[str, Any]]] = {}
+    for record in results:
+        by_service.setdefault(record["service"], []).append(record)
+    summaries = {}
+    for service, records in by_service.items():
+        failures = [
+            f"HTTP {r['status']}" + (f" ({r['error']})" if r.get("error") else "")
+            if r["status"] != 200
+            else "200 with empty text"
+            for r in records
+            if r["status"] != 200 or not r.get("text_len")
+        ]
+        ok = [float(r["seconds"]) for r in records if r["status"] == 200 and r.get("text_len")]
+        summaries[service] = LoadSummary(
+            service=service,
+            requests=len(records),
+            failures=failures,
+            p50_s=percentile(ok, 50) if ok else None,
+            p95_s=percentile(ok, 95) if ok else None,
+        )
+    return summaries

@@ -1,0 +1,40 @@
+"""Concurrent load smoke: llmhost_load_requests chat completions to every service at once."""
+
+from __future__ import annotations
+
+from llmhost.checks import journal_problems, summarise_load
+from llmhost.verify import HostTarget, fail_on
+
+
+def test_load(target: HostTarget, request_timeout: float, report: list[str]) -> None:
+    services = target.services()
+    requests = [
+        {
+            "service": svc.name,
+            "url": svc.url("/v1/chat/completions"),
+            "key_file": target.api_key_file,
+            "body": svc.chat_body(),
+        }
+        for svc in services
+    ]
+    n = target.settings.load_requests
+    summaries = summarise_load(
+        target.probe("load", requests=requests, n=n, timeout=request_timeout)
+    )
+    report.extend(summary.line(target.name) for summary in summaries.values())
+
+    problems = []
+    for svc in services:
+        failures = summaries[svc.name].failures
+        if failures:
+            problems.append(
+                f"{svc.where}: {len(failures)} of {n} concurrent requests failed: "
+                + ", ".join(sorted(set(failures)))
+            )
+        restarts = svc.show()["NRestarts"]
+        if restarts != "0":
+            problems.append(f"{svc.where}: restarted {restarts} time(s) under load")
+        oom = journal_problems(svc.journal())
+        if oom:
+            problems.append(f"{svc.where}: memory errors under load: " + " | ".join(oom[:3]))
+    fail_on(problems)

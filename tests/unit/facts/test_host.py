@@ -1,0 +1,14 @@
+"""FreeDiskBytes and PythonVersion in pyinfra-testing style (folders beside this module)."""
+
+from pathlib import Path
+
+from pyinfra_testing.facts import make_fact_tests
+
+HERE = Path(__file__).parent
+
+TestFreeDiskBytes = make_fact_tests(
+    "llmhost", "facts.host.FreeDiskBytes", HERE / "host.FreeDiskBytes"
+)
+TestPythonVersion = make_fact_tests(
+    "llmhost", "facts.host.PythonVersion", HERE / "host.PythonVersion"
+)

@@ -1,0 +1,19 @@
+"""llmhost's operations in pyinfra-testing style: fake facts in, exact commands out.
+
+Each folder beside this module holds one operation's cases (changed, no-op, error).
+"""
+
+from pathlib import Path
+
+from pyinfra_testing.operations import make_operation_tests
+
+HERE = Path(__file__).parent
+
+TestVenvPinned = make_operation_tests("llmhost.operations", "venv.pinned", HERE / "venv.pinned")
+TestModelsHub = make_operation_tests("llmhost.operations", "models.hub", HERE / "models.hub")
+TestServicesHealthy = make_operation_tests(
+    "llmhost.operations", "services.healthy", HERE / "services.healthy"
+)
+TestSecretsApiKey = make_operation_tests(
+    "llmhost.operations", "secrets.generated_api_key", HERE / "secrets.generated_api_key"
+)
