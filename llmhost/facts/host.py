@@ -55,3 +55,23 @@ class PythonVersion(FactBase[tuple[int, int] | None]):
         text = "".join(output).strip()
         major, _, minor = text.partition(".")
         return (int(major), int(minor)) if major.isdigit() and minor.isdigit() else None
+
+
+class UnitRestarts(FactBase[int]):
+    """
+    How often systemd restarted a unit by its ``Restart=`` since the counter was last reset
+    (``systemctl reset-failed``); 0 for a unit that does not exist.
+
+    .. code:: python
+
+        1
+    """
+
+    @override
+    def command(self, unit: str) -> StringCommand:
+        return StringCommand("systemctl show -p NRestarts --value", QuoteString(unit))
+
+    @override
+    def process(self, output: list[str]) -> int:
+        value = "".join(output).strip()
+        return int(value) if value.isdigit() else 0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pyinfra.api import operation
+from pyinfra import host
+from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.operations import systemd
+
+from llmhost.facts.host import UnitRestarts
 
 # Fails fast when the unit dies or restarts while we wait, with its journal's tail.
 WAIT = """\
@@ -29,7 +32,9 @@ def healthy(unit: str, health_url: str, timeout_s: int, restarted: bool = False)
     + timeout_s: how long the wait may take
     + restarted: restart the unit (its unit or environment file changed)
 
-    An unchanged, running, enabled unit is not touched. Co-located vLLM instances must start
+    An unchanged, running, enabled unit is not touched, except that restarts systemd made
+    since the last deploy are acknowledged (``reset-failed`` zeroes NRestarts without touching
+    the process), so the post-deploy checks count restarts from this deploy on. Co-located vLLM instances must start
     one at a time: each measures free GPU memory at start, so the next one starts only after
     this one is healthy.
 
@@ -48,6 +53,9 @@ def healthy(unit: str, health_url: str, timeout_s: int, restarted: bool = False)
         )
     )
     if not commands:
+        restarts = host.get_fact(UnitRestarts, unit=unit)
+        if restarts:
+            yield StringCommand("systemctl", "reset-failed", QuoteString(unit))
         return
     yield from commands
     yield WAIT.format(unit=unit, url=health_url, timeout=timeout_s)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,8 +17,11 @@ from llmhost import lab
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-GUEST = "it"
+# Another name lets two integration runs share a machine.
+GUEST = os.environ.get("LLMHOST_IT_GUEST", "it")
 HOST = f"lab-{GUEST}"
+# The guest's model store, a host directory that outlives the guest like a separate disk.
+MODEL_STORE = lab.STATE_DIR / "stores" / GUEST
 
 
 @dataclass(frozen=True)
@@ -72,9 +77,11 @@ def host_checks(*extra: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="session")
 def guest() -> Iterator[lab.Guest]:
     lab.down(GUEST, quiet=True)
-    created = lab.up(GUEST)
+    shutil.rmtree(MODEL_STORE, ignore_errors=True)
+    created = lab.up(GUEST, model_store=str(MODEL_STORE))
     yield created
     lab.down(GUEST)
+    shutil.rmtree(MODEL_STORE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
