@@ -34,9 +34,10 @@ def healthy(unit: str, health_url: str, timeout_s: int, restarted: bool = False)
 
     An unchanged, running, enabled unit is not touched, except that restarts systemd made
     since the last deploy are acknowledged (``reset-failed`` zeroes NRestarts without touching
-    the process), so the post-deploy checks count restarts from this deploy on. Co-located vLLM instances must start
-    one at a time: each measures free GPU memory at start, so the next one starts only after
-    this one is healthy.
+    the process), so the post-deploy checks count restarts from this deploy on.
+
+    Co-located vLLM instances must start one at a time: each measures free GPU memory at
+    start, so the next one starts only after this one is healthy.
 
     **Example:**
 
