@@ -24,7 +24,7 @@ def test_no_restarts(service: ServiceTarget) -> None:
         fail_on(
             [
                 f"{service.where}: systemd restarted {service.unit} {restarts} time(s) on its "
-                "own since its last start by hand (the deploy's); the reason is in "
+                "own since the last deploy (which acknowledges restarts); the reason is in "
                 f"`journalctl -u {service.unit}`"
             ]
         )
