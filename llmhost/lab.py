@@ -481,8 +481,9 @@ def down(name: str = "default", quiet: bool = False) -> bool:
     if guest and is_running(guest):
         # SIGTERM to nspawn powers the guest off cleanly (SIGTERM to its systemd would re-exec).
         os.kill(guest.pid, signal.SIGTERM)
-        _wait_exit(guest.pid, STOP_TIMEOUT_S) or os.killpg(guest.pid, signal.SIGKILL)
-        _wait_exit(guest.pid, 10)
+        if not _wait_exit(guest.pid, STOP_TIMEOUT_S):
+            os.killpg(guest.pid, signal.SIGKILL)
+            _wait_exit(guest.pid, 10)
     root = gdir / "root"
     if _mounted(root):
         _run("umount", str(root))
