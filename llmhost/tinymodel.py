@@ -73,7 +73,8 @@ def generate(dest: Path, *, seed: int = 0, name: str = "tiny-llama") -> Path:
     """Build the model into ``dest`` (replacing whatever is there) and return ``dest``.
 
     Files are written into a temporary sibling directory that is renamed into place only when
-    complete, so a crash never leaves a half-written model under ``dest``.
+    complete, so a crash never leaves a half-written model under ``dest``. Not meant for two
+    processes building the same ``dest`` at once.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
