@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 
@@ -22,6 +22,7 @@ def llmhost() -> None:
     except (SettingsError, preflight.PreflightError) as e:
         # Raised while pyinfra prepares: no operation has run on any host yet.
         raise DeployError(f"llmhost: nothing was changed.\n{e}") from None
+    logger.info(f"{host.name}: VRAM plan\n{checked.plan.render_table()}")
     system(settings)
     pyenv(settings)
     install_models(settings)
