@@ -6,13 +6,14 @@ Permissions]``; they are returned as ``None`` so callers decide what an unknown 
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import TypedDict, TypeVar
 
 from pyinfra.api import FactBase
 from pyinfra.api.exceptions import FactProcessError
 from typing_extensions import override
 
 MIB = 1024 * 1024
+T = TypeVar("T")
 
 GPU_FIELDS = (
     "index",
@@ -66,7 +67,23 @@ class NvidiaGpu(TypedDict):
     driver_version: str | None
 
 
-class NvidiaGpus(FactBase[list[NvidiaGpu]]):
+class _NvidiaSmiQuery(FactBase[list[T]]):
+    """One ``nvidia-smi --query-<query>=<fields>`` CSV, empty when nvidia-smi is missing."""
+
+    query: str
+    fields: tuple[str, ...]
+    default = list
+
+    @override
+    def requires_command(self) -> str:
+        return "nvidia-smi"
+
+    @override
+    def command(self) -> str:
+        return _query(self.query, self.fields)
+
+
+class NvidiaGpus(_NvidiaSmiQuery[NvidiaGpu]):
     """
     Returns the host's NVIDIA GPUs, memory in bytes. An empty list when ``nvidia-smi`` is not
     installed; when it is but the driver is not loaded, the command fails and so does the fact.
@@ -87,15 +104,8 @@ class NvidiaGpus(FactBase[list[NvidiaGpu]]):
         ]
     """
 
-    default = list
-
-    @override
-    def requires_command(self) -> str:
-        return "nvidia-smi"
-
-    @override
-    def command(self) -> str:
-        return _query("gpu", GPU_FIELDS)
+    query = "gpu"
+    fields = GPU_FIELDS
 
     @override
     def process(self, output: list[str]) -> list[NvidiaGpu]:
@@ -129,7 +139,7 @@ class NvidiaComputeApp(TypedDict):
     process_name: str
 
 
-class NvidiaComputeApps(FactBase[list[NvidiaComputeApp]]):
+class NvidiaComputeApps(_NvidiaSmiQuery[NvidiaComputeApp]):
     """
     Returns the processes holding a CUDA context on any GPU, memory in bytes; empty when none
     does (or ``nvidia-smi`` is not installed).
@@ -146,15 +156,8 @@ class NvidiaComputeApps(FactBase[list[NvidiaComputeApp]]):
         ]
     """
 
-    default = list
-
-    @override
-    def requires_command(self) -> str:
-        return "nvidia-smi"
-
-    @override
-    def command(self) -> str:
-        return _query("compute-apps", APP_FIELDS)
+    query = "compute-apps"
+    fields = APP_FIELDS
 
     @override
     def process(self, output: list[str]) -> list[NvidiaComputeApp]:
