@@ -8,8 +8,9 @@ object or raises ``SettingsError`` naming the key and the fix.
 from __future__ import annotations
 
 import copy
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
@@ -118,21 +119,24 @@ class Settings(Strict):
             raise ValueError(f"must be an absolute path on the host, got {value!r}")
         return value
 
-    @model_validator(mode="after")
-    def _services_distinct(self) -> Settings:
-        if not self.services:
+    @field_validator("services")
+    @classmethod
+    def _services_distinct(cls, services: list[ServiceSpec]) -> list[ServiceSpec]:
+        # A field validator, so the error is reported under llmhost_services.
+        if not services:
             raise ValueError("no services: set llmhost_stack or llmhost_services")
         for attr in ("name", "port", "served_model_name"):
             seen: dict[Any, str] = {}
-            for svc in self.services:
+            for svc in services:
                 value = getattr(svc, attr)
                 if value in seen:
                     raise ValueError(
                         f"services {seen[value]!r} and {svc.name!r} both use {attr} {value!r}; "
-                        f"give each service its own {attr}"
+                        f"give each service its own {attr} (llmhost_services or "
+                        "llmhost_service_overrides)"
                     )
                 seen[value] = svc.name
-        return self
+        return services
 
     @property
     def venv(self) -> str:
@@ -145,10 +149,12 @@ class Settings(Strict):
     def from_host_data(cls, data: Mapping[str, Any], where: str = "host data") -> Settings:
         """Validate the ``llmhost_*`` keys of one host's data (pyinfra's own keys are ignored)."""
         ours = {k[len(PREFIX) :]: v for k, v in data.items() if k.startswith(PREFIX)}
-        unknown = sorted(set(ours) - set(cls.model_fields) - {"service_overrides"})
+        known = {*cls.model_fields, "service_overrides"}
+        unknown = sorted(set(ours) - known)
         if unknown:
             raise SettingsError(
-                f"{where}: unknown key(s) {', '.join(PREFIX + k for k in unknown)}; "
+                f"{where}: unknown key(s) "
+                f"{', '.join(PREFIX + k + _did_you_mean(k, known, PREFIX) for k in unknown)}; "
                 f"known keys are listed in group_data/all.py and the README"
             )
         overrides = ours.pop("service_overrides", None) or {}
@@ -173,8 +179,8 @@ def _apply_overrides(
     for name in overrides:
         if name not in names:
             raise SettingsError(
-                f"{where}: llmhost_service_overrides names service {name!r}, "
-                f"but the services are {names}"
+                f"{where}: llmhost_service_overrides names service {name!r}"
+                f"{_did_you_mean(str(name), map(str, names))}, but the services are {names}"
             )
     merged = []
     for svc in services:
@@ -202,8 +208,20 @@ def _describe(error: ValidationError, where: str, raw: Mapping[str, Any]) -> str
         path = "".join(f".{part}" for part in loc if not str(part).startswith("function-"))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (typo?); see group_data/all.py and the README for the known keys"
+            spec = ModelSpec if "model" in loc[:-1] else ServiceSpec
+            msg = (
+                f"unknown key{_did_you_mean(str(loc[-1]), spec.model_fields)}; "
+                "see the README's service keys"
+            )
         elif err["type"] == "missing":
             msg = "missing; group_data/all.py sets a default for every key, restore it there"
+        elif err["type"] != "value_error":
+            # Type and range errors: show what was given, the message says what is wanted.
+            msg += f"; got {err['input']!r}"
         lines.append(f"{where}: {key}{path}: {msg}")
     return "\n".join(lines)
+
+
+def _did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""

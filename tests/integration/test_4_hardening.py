@@ -1,0 +1,53 @@
+"""Hardening on the converged guest: each unit's systemd-analyze exposure within the goal, every
+setting left off explained (bench/hardening_report.py), and every process of each service
+running as the unprivileged user with no capabilities, no new privileges and a syscall filter.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import GUEST, ROOT, DeployRun, on_guest
+
+GOAL = "4.0"
+SERVICES = ("coder", "general")
+USER = "vllm"
+
+
+def test_exposure_within_goal_and_every_setting_left_off_explained(converged: DeployRun) -> None:
+    report = subprocess.run(
+        [sys.executable, "bench/hardening_report.py", "--name", GUEST, "--max-exposure", GOAL],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+    )
+    print(report.stdout)
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_process_runs_unprivileged(converged: DeployRun, name: str) -> None:
+    unit = f"llmhost-{name}.service"
+    uid = on_guest(f"id -u {USER}").strip()
+    pids = [
+        line.split()[0]
+        for line in on_guest("ps -eo pid=,unit=").splitlines()
+        if line.split()[1:] == [unit]
+    ]
+    assert pids, f"{unit} has no processes"
+    for pid in pids:
+        fields = dict(
+            line.split(":", 1)
+            for line in on_guest(f"cat /proc/{pid}/status").splitlines()
+            if ":" in line
+        )
+        status = {key: fields[key].split() for key in ("Uid", "CapEff", "NoNewPrivs", "Seccomp")}
+        # Real, effective, saved and filesystem uid; Seccomp 2 is filter mode.
+        assert status == {
+            "Uid": [uid] * 4,
+            "CapEff": ["0000000000000000"],
+            "NoNewPrivs": ["1"],
+            "Seccomp": ["2"],
+        }, f"{unit} PID {pid}: {status}"

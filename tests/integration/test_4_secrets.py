@@ -1,0 +1,164 @@
+"""Secrets on the converged guest: the API key (generated, then one given in a controller file)
+and the HF token appear in no unit file, no process command line, no journal line and no pyinfra
+output, and every file that holds one is readable by its owner only.
+
+The lab serves local models, so the deploy never writes the HF token to the host (the models
+phase writes it only for hub models); the test gives it one anyway and checks it goes nowhere.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shlex
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from conftest import GUEST, DeployRun, deploy, on_guest
+
+from llmhost import lab
+
+API_KEY_FILE = "/etc/llmhost/api_key.env"
+# Where a secret could land on disk; each is searched without crossing into other mounts (the
+# lab's model store and pip cache are controller directories bound into the guest).
+SEARCHED = ("/etc", "/opt", "/srv", "/var", "/home", "/root", "/tmp", "/run/systemd")
+
+# Runs on the guest: the secrets come on stdin, never on a command line, and are never printed.
+SCAN = r"""
+import json, os, pwd, stat, subprocess, sys
+secrets = {name: value.encode() for name, value in json.load(sys.stdin).items()}
+longest = max(map(len, secrets.values()))
+def found(data):
+    return sorted(name for name, value in secrets.items() if value in data)
+def file_hits(path):
+    hits, tail = set(), b""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            hits.update(found(tail + chunk))
+            tail = chunk[-longest:]
+    return sorted(hits)
+cmdlines = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            hits = found(f.read())
+    except OSError:
+        continue
+    if hits:
+        cmdlines[pid] = hits
+journal = subprocess.run(["journalctl", "-o", "cat", "--no-pager"], capture_output=True).stdout
+files = {}
+for top in sys.argv[1:]:
+    device = os.stat(top).st_dev
+    for root, dirs, names in os.walk(top):
+        dirs[:] = [d for d in dirs if os.lstat(os.path.join(root, d)).st_dev == device]
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                st = os.lstat(path)
+                hits = file_hits(path) if stat.S_ISREG(st.st_mode) else []
+            except OSError:
+                continue
+            if hits:
+                owner = pwd.getpwuid(st.st_uid).pw_name
+                files[path] = {"secrets": hits, "mode": st.st_mode & 0o777, "owner": owner}
+print(json.dumps({"cmdlines": cmdlines, "journal": found(journal), "files": files}))
+"""
+
+
+@dataclass(frozen=True)
+class Secrets:
+    generated_key: str
+    key: str
+    token: str
+    run: DeployRun
+
+    def named(self) -> dict[str, str]:
+        return {
+            "the generated API key": self.generated_key,
+            "the API key from llmhost_api_key_file": self.key,
+            "the HF token from llmhost_hf_token_file": self.token,
+        }
+
+
+def _key_in(env_file_text: str) -> str:
+    return env_file_text.strip().removeprefix("VLLM_API_KEY=")
+
+
+@pytest.fixture(scope="module")
+def given(converged: DeployRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secrets]:
+    """The generated key, then a deploy at full verbosity with a key and a token from files."""
+    generated = _key_in(on_guest(f"cat {API_KEY_FILE}"))
+    root = tmp_path_factory.mktemp("secrets")
+    key, token = secrets.token_urlsafe(32), f"hf_{secrets.token_hex(17)}"
+    (root / "api_key").write_text(key + "\n")
+    (root / "hf_token").write_text(token + "\n")
+    run = deploy(
+        "-vvv",
+        "--data", f"llmhost_api_key_file={json.dumps(str(root / 'api_key'))}",
+        "--data", f"llmhost_hf_token_file={json.dumps(str(root / 'hf_token'))}",
+    )  # fmt: skip
+    assert run.returncode == 0, run.output[-3000:]
+    yield Secrets(generated, key, token, run)
+
+
+@pytest.fixture(scope="module")
+def scan(given: Secrets) -> dict:
+    """Where on the guest each secret shows up (names only: no secret is printed)."""
+    guest = lab.find(GUEST)
+    assert guest is not None
+    command = f"python3 -B -c {shlex.quote(SCAN)} {' '.join(SEARCHED)}"
+    result = subprocess.run(
+        lab.ssh_command(guest, command),
+        input=json.dumps(given.named()),
+        text=True,
+        capture_output=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+def test_generated_key_not_in_converge_output(converged: DeployRun, given: Secrets) -> None:
+    leaked = given.generated_key in converged.output
+    assert not leaked, "the generated API key is in the converge's pyinfra output"
+
+
+def test_not_in_verbose_pyinfra_output(given: Secrets) -> None:
+    # -vvv prints every command pyinfra runs and its output.
+    leaked = [name for name, value in given.named().items() if value in given.run.output]
+    assert not leaked, f"in the -vvv pyinfra output: {leaked}"
+
+
+def test_the_scan_finds_the_key_where_it_belongs(given: Secrets, scan: dict) -> None:
+    # Proves the scan sees secrets: the key file must be found, holding the given key.
+    hits = scan["files"].get(API_KEY_FILE, {}).get("secrets", [])
+    assert hits == ["the API key from llmhost_api_key_file"], scan["files"]
+    assert _key_in(on_guest(f"cat {API_KEY_FILE}")) == given.key
+
+
+def test_not_in_unit_files(scan: dict) -> None:
+    units = {p: f for p, f in scan["files"].items() if "/systemd/" in p}
+    assert not units, f"secrets in unit files: {units}"
+
+
+def test_not_on_any_command_line(scan: dict) -> None:
+    assert not scan["cmdlines"], f"secrets in /proc/PID/cmdline: {scan['cmdlines']}"
+
+
+def test_not_in_the_journal(scan: dict) -> None:
+    assert not scan["journal"], f"in journalctl -o cat (all units): {scan['journal']}"
+
+
+def test_only_in_files_private_to_their_owner(scan: dict) -> None:
+    readable = {
+        path: f"mode {found['mode']:04o} owner {found['owner']}: {found['secrets']}"
+        for path, found in scan["files"].items()
+        if found["mode"] & 0o077 or found["owner"] not in ("root", "vllm")
+    }
+    assert not readable, f"secrets in files other users can read: {readable}"
+    where = {path: found["secrets"] for path, found in scan["files"].items()}
+    print(json.dumps(where, indent=2))
+    # The HF token stays on the controller in the lab (no hub model), the old key is gone.
+    assert set(where) == {API_KEY_FILE}, where
