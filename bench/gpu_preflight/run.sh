@@ -20,11 +20,17 @@ run() {  # title, pyinfra args...
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv
 run "air-gapped host, no wheelhouse: the pin cannot be checked" --data llmhost_stack=single-vendor
-for stack in single-vendor max-quality; do
-    run "stack $stack" --data "llmhost_stack=$stack" --data "llmhost_wheelhouse=$house"
-done
+run "stack single-vendor" --data llmhost_stack=single-vendor --data "llmhost_wheelhouse=$house"
 run "stack primary: no pinned revisions for the TheBloke repos" --data "llmhost_wheelhouse=$house"
+# The catalogue knows the TheBloke models' configs whatever the revision: stand-in shas show the
+# plans those stacks would get once pinned.
+sha=0123456789abcdef0123456789abcdef01234567
+run "stack max-quality, stand-in revision" --data llmhost_stack=max-quality \
+    --data "llmhost_wheelhouse=$house" \
+    --data "llmhost_service_overrides={\"coder\": {\"model\": {\"revision\": \"$sha\"}}}"
+run "stack primary, stand-in revisions" --data "llmhost_wheelhouse=$house" \
+    --data "llmhost_service_overrides={\"coder\": {\"model\": {\"revision\": \"$sha\"}}, \"general\": {\"model\": {\"revision\": \"$sha\"}}}"
 run "driver older than the minimum" --data llmhost_stack=single-vendor \
-    --data "llmhost_wheelhouse=$house" --data llmhost_min_nvidia_driver=999.0
+    --data "llmhost_wheelhouse=$house" --data 'llmhost_min_nvidia_driver="999.0"'
 run "wishes that do not fit" --data llmhost_stack=single-vendor --data "llmhost_wheelhouse=$house" \
-    --data 'llmhost_service_overrides={"coder": {"concurrency": 40}}'
+    --data 'llmhost_service_overrides={"coder": {"concurrency": 16}}'
