@@ -72,12 +72,12 @@ def main() -> int:
     finally:
         if not args.keep:
             lab.down(GUEST, quiet=True)
-    print(f"lab guest up (fresh)          {up_s:7.1f} s")
+    print(f"{'lab guest up (fresh)':<42}{up_s:7.1f} s")
     for name, seconds in phases:
-        print(f"  {name:<28}{seconds:7.1f} s")
-    print(f"first deploy, total           {total:7.1f} s")
-    print(f"no-op re-run                  {noop:7.1f} s")
-    print(f"one-operation pyinfra run     {one_op:7.1f} s")
+        print(f"  {name:<40}{seconds:7.1f} s")
+    print(f"{'first deploy, total':<42}{total:7.1f} s")
+    print(f"{'no-op re-run':<42}{noop:7.1f} s")
+    print(f"{'one-operation pyinfra run':<42}{one_op:7.1f} s")
     return 0
 
 
