@@ -24,6 +24,7 @@ def llmhost() -> None:
         raise DeployError(f"llmhost: nothing was changed.\n{e}") from None
     logger.info(f"{host.name}: VRAM plan\n{checked.plan.render_table()}")
     system(settings)
-    pyenv(settings)
+    venv_op = pyenv(settings)
     install_models(settings)
-    install_services(settings, checked)
+    # Running services keep the vLLM they started with until they restart.
+    install_services(settings, checked, restart=venv_op.will_change)

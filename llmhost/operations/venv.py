@@ -40,7 +40,8 @@ def pinned(
     + import_check: a module that must import once the install is done
 
     A stamp file holding the digest of all of the above is written last, so an interrupted
-    install is never taken for a complete one: the next run installs again.
+    install is never taken for a complete one: the next run installs again. Its steps hold a
+    lock (``<path>.lock``), so that run first waits for what the interrupted one left running.
 
     **Example:**
 
@@ -57,10 +58,14 @@ def pinned(
 
     pip = f"{path}/bin/pip"
     env = ["env", QuoteString(f"PIP_CACHE_DIR={pip_cache_dir}")]
+    # Stopping pyinfra does not stop its remote command: a pip of an interrupted run may still
+    # be installing, and a second pip in the same venv fails on the metadata it is writing.
+    lock = ["flock", QuoteString(f"{path}.lock")]
     yield StringCommand("rm", "-f", QuoteString(stamp))
-    yield StringCommand(QuoteString(python), "-m", "venv", QuoteString(path))
+    yield StringCommand(*lock, QuoteString(python), "-m", "venv", QuoteString(path))
     links = ["--find-links", QuoteString(find_links)] if find_links else []
     yield StringCommand(
+        *lock,
         *(env if pip_cache_dir else []),
         QuoteString(pip),
         "install",
@@ -72,7 +77,7 @@ def pinned(
     )
     if remove:
         yield StringCommand(
-            QuoteString(pip), "uninstall", "--yes", *(QuoteString(p) for p in remove)
+            *lock, QuoteString(pip), "uninstall", "--yes", *(QuoteString(p) for p in remove)
         )
     yield StringCommand(
         QuoteString(f"{path}/bin/python"), "-c", QuoteString(f"import {import_check}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files
 
 from llmhost.operations import venv
@@ -10,7 +11,7 @@ from llmhost.settings import Settings
 
 
 @deploy("Python env: pinned vLLM")
-def pyenv(settings: Settings) -> None:
+def pyenv(settings: Settings) -> OperationMeta:
     find_links = None
     if settings.wheelhouse:
         find_links = f"{settings.base_dir}/wheelhouse"
@@ -21,7 +22,7 @@ def pyenv(settings: Settings) -> None:
             mode="644",
             add_deploy_dir=False,
         )
-    venv.pinned(
+    return venv.pinned(
         name=f"Install {settings.vllm_package}=={settings.vllm_version} into {settings.venv}",
         path=settings.venv,
         packages=[f"{settings.vllm_package}=={settings.vllm_version}", *settings.pip_extra],

@@ -14,7 +14,7 @@ from llmhost.settings import Settings
 
 
 @deploy("Services: units and health-gated start")
-def install_services(settings: Settings, checked: Preflight) -> None:
+def install_services(settings: Settings, checked: Preflight, restart: bool = False) -> None:
     key_path = f"{settings.config_dir}/api_key.env"
     if settings.api_key_file:
         with open(settings.api_key_file, encoding="utf-8") as f:
@@ -61,5 +61,5 @@ def install_services(settings: Settings, checked: Preflight) -> None:
             unit=units.unit_name(svc),
             health_url=units.health_url(settings, svc),
             timeout_s=settings.health_timeout_s,
-            restarted=unit.will_change or env.will_change or key_op.will_change,
+            restarted=restart or unit.will_change or env.will_change or key_op.will_change,
         )
