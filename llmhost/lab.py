@@ -258,10 +258,9 @@ def _copy_host_config(root: Path, guest: Guest) -> None:
         "disable-pip-version-check = true",
         "default-timeout = 180",
     ]
-    for key in ("index-url",):
-        value = _pip_config(f"global.{key}")
-        if value and not value.startswith("file:"):
-            pip_conf.append(f"{key} = {value}")
+    index_url = _pip_config("global.index-url")
+    if index_url and not index_url.startswith("file:"):
+        pip_conf.append(f"index-url = {index_url}")
     (root / "etc/pip.conf").write_text("\n".join(pip_conf) + "\n")
     shutil.copy2("/etc/resolv.conf", root / "etc/resolv.conf.lab")
     (root / "etc/hostname").write_text(f"lab-{guest.name}\n")
