@@ -28,8 +28,9 @@ lint: install
 unit: install
 	$(BIN)/pytest tests/unit
 
-# Create a fresh guest, converge, converge again (zero changes), verify, destroy.
+# A fresh guest: converge, converge again (zero changes), verify, bad input, failure drills,
+# rebuild, destroy.
 integration: install
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest tests/integration -s --durations=0
 
 test: lint unit integration

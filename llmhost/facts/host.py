@@ -1,5 +1,5 @@
-"""Host facts the preflight needs beyond pyinfra's own: free disk, the Python version, and the
-files the host's package indexes offer."""
+"""Host facts beyond pyinfra's own: free disk, the Python version, a unit's restarts and the
+files changed since it started, and the files the host's package indexes offer."""
 
 from __future__ import annotations
 
@@ -83,6 +83,36 @@ class UnitRestarts(FactBase[int]):
     def process(self, output: list[str]) -> int:
         value = "".join(output).strip()
         return int(value) if value.isdigit() else 0
+
+
+class FilesChangedSinceStart(FactBase[list[str]]):
+    """
+    Those of ``paths`` modified after the main process of ``unit`` started (by a deploy that
+    was stopped before it restarted the unit); none while the unit has not started.
+
+    .. code:: python
+
+        ["/opt/llmhost/venv/.llmhost-installed"]
+    """
+
+    default = list
+
+    @override
+    def command(self, unit: str, paths: list[str]) -> StringCommand:
+        # Microseconds on both sides: a file written in the second a unit started still counts.
+        return StringCommand(
+            "start=$(systemctl show -P ExecMainStartTimestamp --timestamp=us+utc",
+            QuoteString(unit),
+            '2>/dev/null); [ -n "$start" ] || exit 0; start=$(date -d "$start" +%s%6N);',
+            "for f in",
+            *(QuoteString(p) for p in paths),
+            '; do [ -e "$f" ] || continue; m=$(stat -c %.6Y "$f" | tr -d .);',
+            '[ "$m" -gt "$start" ] && echo "$f"; done; true',
+        )
+
+    @override
+    def process(self, output: list[str]) -> list[str]:
+        return [line for line in output if line]
 
 
 class IndexFiles(TypedDict):

@@ -8,8 +8,8 @@ from pyinfra.api import deploy
 from pyinfra.operations import files
 
 from llmhost import units
-from llmhost.operations import secrets, services
-from llmhost.phases.preflight import Preflight
+from llmhost.operations import models, secrets, services, venv
+from llmhost.phases.preflight import Preflight, model_dest
 from llmhost.settings import Settings
 
 
@@ -62,4 +62,12 @@ def install_services(settings: Settings, checked: Preflight, restart: bool = Fal
             health_url=units.health_url(settings, svc),
             timeout_s=settings.health_timeout_s,
             restarted=restart or unit.will_change or env.will_change or key_op.will_change,
+            # What it runs: a stopped deploy may have changed these without restarting it.
+            sources=[
+                f"{settings.venv}/{venv.STAMP}",
+                f"{model_dest(settings, svc.name)}/{models.MARKER}",
+                units.unit_path(svc),
+                units.env_path(settings, svc),
+                key_path,
+            ],
         )

@@ -41,10 +41,14 @@ def _total(output: str) -> tuple[int, int]:
     return count[0], count[1]
 
 
+def deploy_command(*extra: str) -> list[str]:
+    """The README's deploy against the test guest, as a user would run it."""
+    return [str(BIN / "pyinfra"), "-y", "inventories/lab.py", "deploy.py", "--limit", HOST, *extra]
+
+
 def deploy(*extra: str) -> DeployRun:
-    """Run the README's deploy against the test guest, as a user would."""
     result = subprocess.run(
-        [BIN / "pyinfra", "-y", "inventories/lab.py", "deploy.py", "--limit", HOST, *extra],
+        deploy_command(*extra),
         cwd=ROOT,
         text=True,
         capture_output=True,

@@ -1,4 +1,4 @@
-"""FreeDiskBytes and PythonVersion in pyinfra-testing style (folders beside this module)."""
+"""Host facts in pyinfra-testing style (folders beside this module)."""
 
 from pathlib import Path
 
@@ -11,4 +11,7 @@ TestFreeDiskBytes = make_fact_tests(
 )
 TestPythonVersion = make_fact_tests(
     "llmhost", "facts.host.PythonVersion", HERE / "host.PythonVersion"
+)
+TestFilesChangedSinceStart = make_fact_tests(
+    "llmhost", "facts.host.FilesChangedSinceStart", HERE / "host.FilesChangedSinceStart"
 )

