@@ -113,26 +113,29 @@ def main() -> int:
     # The services the deploy applied (its plan.json), not every unit named llmhost-*.
     plan = json.loads(guest_run(guest, f"cat {PLAN}"))
     loaded = [f"llmhost-{name}.service" for name in sorted(plan["services"])]
-    scores: list[tuple[str, str, float]] = []
-    # Setting -> (exposure it adds, how it was scored where it counts as off).
-    off: dict[str, tuple[float, set[str]]] = {}
-    for unit in loaded:
-        for kind, target, offline in (
-            ("lab, loaded", unit, False),
-            ("lab, offline", f"/etc/systemd/system/{unit}", True),
-        ):
-            score, rows = analyse(guest, target, offline)
-            scores.append((unit, kind, score))
-            for row in rows:
-                off.setdefault(row["name"], (float(row["exposure"]), set()))[1].add(kind)
+    # (unit, how it is scored, what systemd-analyze is given, offline).
+    targets = [
+        target
+        for unit in loaded
+        for target in (
+            (unit, "lab, loaded", unit, False),
+            (unit, "lab, offline", f"/etc/systemd/system/{unit}", True),
+        )
+    ]
     guest_run(guest, "rm -rf /run/llmhost-gpu-units && mkdir /run/llmhost-gpu-units")
     for unit, text in gpu_units().items():
         path = f"/run/llmhost-gpu-units/{unit}"
         guest_run(guest, f"cat > {path}", stdin=text)
-        score, rows = analyse(guest, path, offline=True)
-        scores.append((unit, "GPU host, offline", score))
+        targets.append((unit, "GPU host, offline", path, True))
+
+    scores: list[tuple[str, str, float]] = []
+    # Setting -> (exposure it adds, how it was scored where it counts as off).
+    off: dict[str, tuple[float, set[str]]] = {}
+    for unit, kind, target, offline in targets:
+        score, rows = analyse(guest, target, offline)
+        scores.append((unit, kind, score))
         for row in rows:
-            off.setdefault(row["name"], (float(row["exposure"]), set()))[1].add("GPU host, offline")
+            off.setdefault(row["name"], (float(row["exposure"]), set()))[1].add(kind)
 
     print(f"{'unit':<26}{'scored as':<20}exposure (goal <= {args.max_exposure})")
     for unit, kind, score in scores:

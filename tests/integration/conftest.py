@@ -22,6 +22,8 @@ GUEST = os.environ.get("LLMHOST_IT_GUEST", "it")
 HOST = f"lab-{GUEST}"
 # The guest's model store, a host directory that outlives the guest like a separate disk.
 MODEL_STORE = lab.STATE_DIR / "stores" / GUEST
+# The lab's services (group_data/lab.py), in the order the deploy starts them.
+SERVICES = ("coder", "general")
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,12 @@ def deploy(*extra: str) -> DeployRun:
     return DeployRun(result.returncode, output, changed, errors)
 
 
-def on_guest(command: str, check: bool = True) -> str:
+def on_guest(command: str, check: bool = True, stdin: str | None = None) -> str:
     guest = lab.find(GUEST)
     assert guest is not None
-    result = subprocess.run(lab.ssh_command(guest, command), text=True, capture_output=True)
+    result = subprocess.run(
+        lab.ssh_command(guest, command), input=stdin, text=True, capture_output=True
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"{command!r} on {HOST} failed: {result.stderr}")
     return result.stdout

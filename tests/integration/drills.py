@@ -11,7 +11,6 @@ from pathlib import Path
 MODEL_DIR = "/srv/llmhost/models"
 VENV = "/opt/llmhost/venv"
 WHEELHOUSE = "/opt/llmhost/wheelhouse"
-SERVICES = ("coder", "general")
 
 # A row of pyinfra's results table: operation, hosts, success, error, no change ("-" is 0).
 _ROW = re.compile(r"^\s+(llmhost \| .*?)\s{2,}(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$", re.M)

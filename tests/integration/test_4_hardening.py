@@ -9,10 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import GUEST, ROOT, DeployRun, on_guest
+from conftest import GUEST, ROOT, SERVICES, DeployRun, on_guest
 
 GOAL = "4.0"
-SERVICES = ("coder", "general")
 USER = "vllm"
 
 

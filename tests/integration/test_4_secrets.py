@@ -11,14 +11,11 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from conftest import GUEST, DeployRun, deploy, on_guest
-
-from llmhost import lab
+from conftest import DeployRun, deploy, on_guest
 
 API_KEY_FILE = "/etc/llmhost/api_key.env"
 # Where a secret could land on disk; each is searched without crossing into other mounts (the
@@ -107,17 +104,8 @@ def given(converged: DeployRun, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture(scope="module")
 def scan(given: Secrets) -> dict:
     """Where on the guest each secret shows up (names only: no secret is printed)."""
-    guest = lab.find(GUEST)
-    assert guest is not None
     command = f"python3 -B -c {shlex.quote(SCAN)} {' '.join(SEARCHED)}"
-    result = subprocess.run(
-        lab.ssh_command(guest, command),
-        input=json.dumps(given.named()),
-        text=True,
-        capture_output=True,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads(result.stdout)
+    return json.loads(on_guest(command, stdin=json.dumps(given.named())))
 
 
 def test_generated_key_not_in_converge_output(converged: DeployRun, given: Secrets) -> None:

@@ -23,13 +23,14 @@ from conftest import (
     HOST,
     MODEL_STORE,
     ROOT,
+    SERVICES,
     DeployRun,
     deploy,
     deploy_command,
     host_checks,
     on_guest,
 )
-from drills import MODEL_DIR, SERVICES, VENV, changed, op_result, uploads
+from drills import MODEL_DIR, VENV, changed, op_result, uploads
 
 from llmhost import lab
 from llmhost.operations.models import MARKER, local_digest

@@ -9,8 +9,8 @@ import os
 import time
 from pathlib import Path
 
-from conftest import GUEST, MODEL_STORE, DeployRun, deploy, host_checks
-from drills import MODEL_DIR, SERVICES, WHEELHOUSE, op_result, uploads
+from conftest import GUEST, MODEL_STORE, SERVICES, DeployRun, deploy, host_checks
+from drills import MODEL_DIR, WHEELHOUSE, op_result, uploads
 
 from llmhost import lab
 
