@@ -26,6 +26,9 @@ def _files(root: Path) -> dict[str, tuple[int, int, int]]:
 
 
 def test_rebuilt_guest_converges_without_sending_the_models_again(converged: DeployRun) -> None:
+    # Its own start state: the store complete, whatever a drill before it left half-done.
+    start = deploy()
+    assert start.returncode == 0, start.output[-5000:]
     store = _files(MODEL_STORE)
     assert store, f"the model store {MODEL_STORE} is empty after the converge"
 
