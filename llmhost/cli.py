@@ -47,14 +47,22 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="llmhost", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
     lab_p = sub.add_parser("lab", help="the local lab host (systemd-nspawn guest)")
-    lab_p.add_argument("action", choices=["up", "down", "status", "ssh"])
-    lab_p.add_argument("--name", default="default", help="guest name (default: default)")
-    lab_p.add_argument(
+    actions = lab_p.add_subparsers(dest="action", required=True)
+    for action, help_ in [
+        ("up", "create and boot a guest (idempotent); prints its ssh command"),
+        ("down", "stop a guest and remove every trace of it"),
+        ("status", "list the guests"),
+        ("ssh", "run a command in a guest, or a shell: lab ssh [--name NAME] [-- COMMAND...]"),
+    ]:
+        action_p = actions.add_parser(action, help=help_)
+        if action != "status":
+            action_p.add_argument("--name", default="default", help="guest name (default: default)")
+        action_p.set_defaults(func=_lab)
+    actions.choices["up"].add_argument(
         "--model-store",
         help="host directory bound at the guest's model dir (survives `lab down`)",
     )
-    lab_p.add_argument("command", nargs="*", help="for ssh: a command to run in the guest")
-    lab_p.set_defaults(func=_lab)
+    actions.choices["ssh"].add_argument("command", nargs="*", help="the command to run")
     plan_p = sub.add_parser("plan", help="VRAM plan per host, or a what-if for a stack")
     plan_cli.add_arguments(plan_p)
     plan_p.set_defaults(func=plan_cli.run)

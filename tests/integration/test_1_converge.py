@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
-from conftest import DeployRun, deploy, host_checks, on_guest
+from conftest import BIN, GUEST, DeployRun, deploy, host_checks, on_guest
 
 
 def _service_state() -> dict[str, str]:
@@ -61,3 +62,13 @@ def test_changing_one_service_restarts_only_that_service(converged: DeployRun) -
     assert "--max-model-len 512" in on_guest("cat /etc/systemd/system/llmhost-general.service")
     # Back to the data as committed, for the tests after this one.
     assert deploy().returncode == 0
+
+
+def test_lab_ssh_runs_a_command_as_the_readme_shows(converged: DeployRun) -> None:
+    command = ["systemctl", "is-active", "llmhost-coder.service", "llmhost-general.service"]
+    result = subprocess.run(
+        [BIN / "llmhost", "lab", "ssh", "--name", GUEST, "--", *command],
+        text=True,
+        capture_output=True,
+    )
+    assert (result.returncode, result.stdout.split()) == (0, ["active", "active"]), result.stderr

@@ -1,0 +1,25 @@
+"""The ``llmhost`` command line as the README writes it."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmhost import cli
+
+
+def test_lab_ssh_takes_the_command_after_the_name() -> None:
+    args = cli.parser().parse_args(["lab", "ssh", "--name", "it", "--", "ls", "-la", "/"])
+    assert (args.action, args.name, args.command) == ("ssh", "it", ["ls", "-la", "/"])
+
+
+def test_lab_ssh_without_a_command_opens_a_shell() -> None:
+    args = cli.parser().parse_args(["lab", "ssh"])
+    assert (args.name, args.command) == ("default", [])
+
+
+def test_lab_ssh_to_a_guest_that_is_not_up_names_the_fix(
+    tmp_path, monkeypatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli.lab, "STATE_DIR", tmp_path)
+    assert cli.main(["lab", "ssh", "--name", "nowhere", "--", "true"]) == cli.Exit.ERROR
+    assert "no lab guest 'nowhere' is up; run `llmhost lab up`" in capsys.readouterr().err
