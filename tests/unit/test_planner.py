@@ -3,6 +3,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import runpy
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from llmhost import plan_cli
+from llmhost import lab, plan_cli, tinymodel
 from llmhost.catalogue import ModelMeta, from_catalogue, resolve
 from llmhost.planner import (
     CPU_BLOCK_SIZE,
@@ -287,6 +288,10 @@ def test_cli_json_reports_a_refusal(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_inventory_plans_each_host(tmp_path: Path) -> None:
+    # The lab group's tiny models, made in a cache of this test's own (a fresh machine has none).
+    cache = tmp_path / "lab-cache"
+    for name, seed in lab.MODELS.items():
+        tinymodel.ensure(cache / "models" / name, seed=seed, name=name)
     inventory = tmp_path / "prod.py"
     inventory.write_text(
         'gpu = [("a.example", {"llmhost_stack": "max-quality"}), "b.example"]\n'
@@ -296,6 +301,7 @@ def test_cli_inventory_plans_each_host(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "llmhost.cli", "plan", str(inventory), "--gpu-memory", "80GB"],
         cwd=ROOT,
+        env={**os.environ, "LLMHOST_LAB_CACHE": str(cache)},
         capture_output=True,
         text=True,
         check=False,
