@@ -24,6 +24,7 @@ from pathlib import Path
 
 from llmhost import lab, units
 from llmhost.catalogue import resolve
+from llmhost.layout import Layout
 from llmhost.planner import GiB, plan_services
 from llmhost.settings import Settings
 
@@ -94,7 +95,7 @@ def gpu_units() -> dict[str, str]:
     metas = {svc.name: resolve(svc.model) for svc in settings.services}
     plan = plan_services(settings, 80 * GiB, metas)
     return {
-        units.unit_name(svc): units.render(
+        Layout.unit_name(svc): units.render(
             "vllm.service.j2", units.context(settings, svc, metas[svc.name], plan)
         )
         for svc in settings.services

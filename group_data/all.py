@@ -37,8 +37,11 @@ llmhost_wheelhouse = None
 llmhost_pip_cache_dir = None
 # How a unit starts vLLM: "vllm-serve" (the vllm console script) or "api-server-module".
 llmhost_launcher = "vllm-serve"
-# Address the services listen on.
+# Address the services listen on: an IP address, or a name that resolves on the host.
 llmhost_bind_host = "127.0.0.1"
+# Allow a bind beyond loopback, accepting that vLLM's /metrics, /tokenize, /pause and more
+# answer there without the API key.
+llmhost_bind_public = False
 
 # Largest sum of --gpu-memory-utilization over the services on one GPU.
 llmhost_gpu_memory_cap = 0.90

@@ -121,14 +121,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def connect_host(bind_host: str) -> str:
-    """Where a client on the host reaches a server bound to ``bind_host`` (a URL's host part)."""
-    address = ipaddress.ip_address(bind_host)
-    if address.is_unspecified:
-        return "127.0.0.1" if address.version == 4 else "[::1]"
-    return bind_host if address.version == 4 else f"[{bind_host}]"
-
-
 def _is_loopback(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:

@@ -1,4 +1,4 @@
-"""The llmhost deploy: preflight → system → Python env → models → services."""
+"""The llmhost deploy: check the host → system → venv → models → services."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pyinfra.api.exceptions import DeployError
 
 from llmhost.phases import preflight
 from llmhost.phases.models import install_models
-from llmhost.phases.pyenv import pyenv
-from llmhost.phases.services import install_services
-from llmhost.phases.system import system
+from llmhost.phases.services import start_services
+from llmhost.phases.system import install_system
+from llmhost.phases.venv import install_venv
 from llmhost.settings import Settings, SettingsError
 
 
@@ -23,8 +23,7 @@ def llmhost() -> None:
         # Raised while pyinfra prepares: no operation has run on any host yet.
         raise DeployError(f"llmhost: nothing was changed.\n{e}") from None
     logger.info(f"{host.name}: VRAM plan\n{checked.plan.render_table()}")
-    system(settings)
-    venv_op = pyenv(settings)
+    install_system(settings)
+    install_venv(settings)
     install_models(settings)
-    # Running services keep the vLLM they started with until they restart.
-    install_services(settings, checked, restart=venv_op.will_change)
+    start_services(settings, checked)

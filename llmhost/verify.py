@@ -25,8 +25,9 @@ from testinfra.backend.base import CommandResult
 from testinfra.host import Host as TestinfraHost
 
 from llmhost import probe
-from llmhost.checks import Plan, PlanError, PlannedService, connect_host, parse_systemctl_show
+from llmhost.checks import Plan, PlanError, PlannedService, parse_systemctl_show
 from llmhost.facts.nvidia import NvidiaComputeApp, NvidiaComputeApps, NvidiaGpu, NvidiaGpus
+from llmhost.layout import Layout, url_host
 from llmhost.settings import ServiceSpec, Settings
 
 PROBE_SOURCE = Path(probe.__file__).read_text(encoding="utf-8")
@@ -95,9 +96,13 @@ class HostTarget:
     # Drill only (--service-pids): the services' PIDs, given instead of read from systemd.
     pid_override: dict[str, list[int]] | None = None
 
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.settings)
+
     @cached_property
     def plan(self) -> Plan:
-        path = f"{self.settings.config_dir}/plan.json"
+        path = self.layout.plan
         result = self.run("cat %s", path)
         if result.rc != 0:
             pytest.fail(
@@ -161,7 +166,7 @@ class HostTarget:
     @property
     def api_key_file(self) -> str:
         """The deploy's 0600 env file ``VLLM_API_KEY=...`` that both units read."""
-        return f"{self.settings.config_dir}/api_key.env"
+        return self.layout.api_key_env
 
     def services(self) -> list[ServiceTarget]:
         return [ServiceTarget(self, spec) for spec in self.settings.services]
@@ -186,11 +191,11 @@ class ServiceTarget:
 
     @property
     def unit(self) -> str:
-        return f"llmhost-{self.name}.service"
+        return self.target.layout.unit_name(self.spec)
 
     @property
     def env_file(self) -> str:
-        return f"{self.target.settings.config_dir}/{self.name}.env"
+        return self.target.layout.env_path(self.spec)
 
     @property
     def planned(self) -> PlannedService:
@@ -204,7 +209,7 @@ class ServiceTarget:
             )
 
     def url(self, path: str) -> str:
-        return f"http://{connect_host(self.planned.bind_host)}:{self.planned.port}{path}"
+        return f"http://{url_host(self.planned.bind_host)}:{self.planned.port}{path}"
 
     def show(self) -> dict[str, str]:
         args = " ".join(f"-p {prop}" for prop in SHOW_PROPERTIES)

@@ -1,5 +1,6 @@
-"""Host facts beyond pyinfra's own: free disk, the Python version, a unit's restarts and the
-files changed since it started, and the files the host's package indexes offer."""
+"""Host facts beyond pyinfra's own: free disk, the Python version, one account, what a name
+resolves to, a unit's restarts and the files changed since it started, and the files the host's
+package indexes offer."""
 
 from __future__ import annotations
 
@@ -63,6 +64,92 @@ class PythonVersion(FactBase[tuple[int, int] | None]):
         text = "".join(output).strip()
         major, _, minor = text.partition(".")
         return (int(major), int(minor)) if major.isdigit() and minor.isdigit() else None
+
+
+class Account(TypedDict):
+    uid: int
+    comment: str
+    home: str
+    shell: str
+
+
+class PasswdAccount(FactBase[Account | None]):
+    """
+    One account from the host's user database (``getent passwd``), or ``None`` when there is
+    none (pyinfra's ``Users`` reads every account, with lastlog and shadow, on each run).
+
+    .. code:: python
+
+        {"uid": 998, "comment": "llmhost services", "home": "/var/cache/llmhost",
+         "shell": "/usr/sbin/nologin"}
+    """
+
+    @override
+    def command(self, user: str) -> StringCommand:
+        return StringCommand("getent passwd", QuoteString(user), "|| true")
+
+    @override
+    def process(self, output: list[str]) -> Account | None:
+        fields = "".join(output).strip().split(":")
+        if len(fields) != 7 or not fields[2].isdigit():
+            return None
+        return Account(uid=int(fields[2]), comment=fields[4], home=fields[5], shell=fields[6])
+
+
+class ResolvedAddresses(FactBase[list[str]]):
+    """
+    The addresses a host name resolves to on the host (``getent ahosts``), none if it does not.
+
+    .. code:: python
+
+        ["10.0.0.5"]
+    """
+
+    default = list
+
+    @override
+    def command(self, hostname: str) -> StringCommand:
+        return StringCommand("getent ahosts", QuoteString(hostname), "|| true")
+
+    @override
+    def process(self, output: list[str]) -> list[str]:
+        return sorted({line.split()[0] for line in output if line.strip()})
+
+
+class Snapshot(TypedDict):
+    name: str
+    # When its completion marker was written; None while it has none.
+    marked: int | None
+
+
+class SnapshotDirs(FactBase[list[Snapshot]]):
+    """
+    The directories directly under ``root`` (venv releases, model snapshots), each with the
+    time its completion ``marker`` was written.
+
+    .. code:: python
+
+        [{"name": "3f2a9c0d1e4b5a69", "marked": 1764640000}, {"name": "9e8d", "marked": None}]
+    """
+
+    default = list
+
+    @override
+    def command(self, root: str, marker: str) -> StringCommand:
+        return StringCommand(
+            f"r={shlex.quote(root)}; m={shlex.quote(marker)};",
+            'for d in "$r"/*/; do [ -d "$d" ] || continue;',
+            'echo "$(basename "$d") $(stat -c %Y "$d$m" 2>/dev/null || echo -)"; done',
+        )
+
+    @override
+    def process(self, output: list[str]) -> list[Snapshot]:
+        found = []
+        for line in output:
+            name, _, marked = line.rpartition(" ")
+            if name:
+                found.append(Snapshot(name=name, marked=int(marked) if marked.isdigit() else None))
+        return found
 
 
 class UnitRestarts(FactBase[int]):

@@ -11,7 +11,8 @@ from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
-MARKER = ".llmhost-complete"
+from llmhost.layout import MODEL_MARKER
+
 # What vLLM reads from a checkpoint; the rest of a hub repo (other formats, images) is skipped.
 HUB_PATTERNS = ("*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja")
 
@@ -20,7 +21,7 @@ def local_digest(src: str | Path) -> str:
     """A digest of every file's path and content under ``src``."""
     root = Path(src)
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MARKER):
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MODEL_MARKER):
         digest.update(str(path.relative_to(root)).encode() + b"\0")
         with path.open("rb") as f:
             digest.update(hashlib.file_digest(f, "sha256").digest())
@@ -28,7 +29,7 @@ def local_digest(src: str | Path) -> str:
 
 
 def _mark(dest: str, content: str) -> Iterable[StringCommand]:
-    marker = f"{dest}/{MARKER}"
+    marker = f"{dest}/{MODEL_MARKER}"
     yield StringCommand(
         "echo",
         QuoteString(content),
@@ -61,12 +62,12 @@ def local(src: str, dest: str):
     if not (Path(src) / "config.json").is_file():
         raise ValueError(f"{src}: not a model directory (no config.json)")
     digest = local_digest(src)
-    if host.get_fact(FileContents, path=f"{dest}/{MARKER}") == [digest]:
+    if host.get_fact(FileContents, path=f"{dest}/{MODEL_MARKER}") == [digest]:
         host.noop(f"model {dest} already complete")
         return
-    yield StringCommand("rm", "-f", QuoteString(f"{dest}/{MARKER}"))
+    yield StringCommand("rm", "-f", QuoteString(f"{dest}/{MODEL_MARKER}"))
     yield from files.sync._inner(
-        src=src, dest=dest, mode="644", dir_mode="755", exclude=MARKER, add_deploy_dir=False
+        src=src, dest=dest, mode="644", dir_mode="755", exclude=MODEL_MARKER, add_deploy_dir=False
     )
     yield from _mark(dest, digest)
 
@@ -103,11 +104,11 @@ def hub(
             repo="Qwen/Qwen2.5-7B-Instruct-AWQ",
             revision="b25037543e9394b818fdfca67ab2a00ecc7dd641",
             dest="/srv/llmhost/models/qwen7b",
-            venv="/opt/llmhost/venv",
+            venv="/opt/llmhost/venvs/3f2a9c0d1e4b5a69",
             user="vllm",
         )
     """
-    if host.get_fact(FileContents, path=f"{dest}/{MARKER}") == [revision]:
+    if host.get_fact(FileContents, path=f"{dest}/{MODEL_MARKER}") == [revision]:
         host.noop(f"model {repo}@{revision[:12]} already complete")
         return
     env = ["HF_HUB_DISABLE_TELEMETRY=1", "HF_HUB_ENABLE_HF_TRANSFER=0"]

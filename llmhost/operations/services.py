@@ -1,25 +1,52 @@
-"""A vLLM systemd service brought to running, and not left until its /health answers."""
+"""A vLLM systemd service brought to running, not left until its /health answers, and put back
+on its last good release when it does not."""
 
 from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
-from pyinfra.operations import systemd
+from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 
 from llmhost.facts.host import FilesChangedSinceStart, UnitRestarts
 
-# Fails fast when the unit dies or restarts while we wait, with its journal's tail.
-WAIT = """\
-u={unit}; n0=$(systemctl show -p NRestarts --value $u); end=$(($(date +%s) + {timeout}))
-until curl -fsS -o /dev/null --max-time 5 {url}; do
-  if [ "$(systemctl show -p NRestarts --value $u)" != "$n0" ] || ! systemctl is-active -q $u; then
-    journalctl -u $u -n 40 --no-pager >&2; echo "$u: stopped before {url} answered" >&2; exit 1
+# Run as: sh -c SWITCH switch UNIT URL TIMEOUT GOOD_DIR FILE... (values never enter the
+# script's text). Starts the unit and waits for its URL, failing fast when the unit dies or
+# restarts meanwhile. On success it copies FILE... (unit, env file) into GOOD_DIR; on failure it
+# puts those copies back, starts the unit again and waits for it, then fails with one line:
+# what failed, whether the rollback is healthy, and the failed start's journal.
+SWITCH = """\
+u=$1 url=$2 timeout=$3 good=$4; shift 4
+healthy() {
+  n0=$(systemctl show -p NRestarts --value "$u"); end=$(($(date +%s) + timeout))
+  until curl -fsS -o /dev/null --max-time 5 "$url"; do
+    if [ "$(systemctl show -p NRestarts --value "$u")" != "$n0" ] || ! systemctl is-active -q "$u"
+    then why="it stopped before $url answered"; return 1; fi
+    if [ "$(date +%s)" -ge "$end" ]; then why="$url not 200 after ${timeout}s"; return 1; fi
+    sleep 2
+  done
+}
+start() {
+  why="systemd could not start it"
+  # reset-failed: restarts are counted from this start on.
+  systemctl daemon-reload && systemctl enable -q "$u" &&
+    { systemctl reset-failed "$u" 2>/dev/null; systemctl restart "$u"; }
+}
+if start && healthy; then mkdir -p "$good" && cp -p "$@" "$good/"; exit; fi
+failed=$why; journal=$(journalctl -u "$u" -n 40 --no-pager)
+if [ ! -d "$good" ]; then
+  echo "$u: $failed; it has no earlier good release to roll back to" >&2
+else
+  for f in "$@"; do cp -p "$good/${f##*/}" "$f"; done
+  t0=$(date +%s)
+  if start && healthy; then
+    echo "$u: $failed; rolled back to its last good release:" \\
+      "healthy again after $(($(date +%s) - t0)) s" >&2
+  else
+    echo "$u: $failed; the rollback to its last good release failed too: $why" >&2
   fi
-  if [ "$(date +%s)" -ge "$end" ]; then
-    journalctl -u $u -n 40 --no-pager >&2; echo "$u: {url} not 200 after {timeout}s" >&2; exit 1
-  fi
-  sleep 2
-done"""
+fi
+printf '%s\\n' "$u: journal of the failed start:" "$journal" >&2
+exit 1"""
 
 
 @operation()
@@ -27,17 +54,26 @@ def healthy(
     unit: str,
     health_url: str,
     timeout_s: int,
+    good_dir: str,
+    release_files: list[str],
     restarted: bool = False,
     sources: list[str] | None = None,
 ):
     """
-    Start (or restart) a unit and wait until its health URL answers 200.
+    Start (or restart) a unit, wait until its health URL answers 200, else roll it back.
 
     + unit: the systemd unit
     + health_url: the URL that answers 200 once the service serves (vLLM's ``/health``)
     + timeout_s: how long the wait may take
+    + good_dir: where copies of ``release_files`` that answered /health are kept
+    + release_files: the files that say what the unit runs (its unit file, its env file)
     + restarted: restart the unit (this deploy changes what it runs)
     + sources: files the unit runs from; it is restarted when one is newer than its process
+
+    A start that does not answer /health puts back the copies in ``good_dir`` (the unit file
+    names the release venv and the model, so they come back too), starts the unit on them,
+    waits for it, and fails, naming the unit, what failed, how the rollback went and the journal's
+    tail (pyinfra prefixes each line with the host's name).
 
     An unchanged, running, enabled unit is not touched, except that restarts systemd made
     since the last deploy are acknowledged (``reset-failed`` zeroes NRestarts without touching
@@ -55,21 +91,26 @@ def healthy(
 
         services.healthy(
             unit="llmhost-coder.service", health_url="http://127.0.0.1:8001/health",
-            timeout_s=1800, restarted=unit.will_change,
-            sources=["/etc/systemd/system/llmhost-coder.service"],
+            timeout_s=1800, good_dir="/etc/llmhost/good/coder",
+            release_files=["/etc/systemd/system/llmhost-coder.service"],
+            restarted=unit.will_change,
         )
     """
     if sources and not restarted:
         restarted = bool(host.get_fact(FilesChangedSinceStart, unit=unit, paths=sources))
-    commands = list(
-        systemd.service._inner(
-            service=unit, running=True, enabled=True, restarted=restarted, daemon_reload=restarted
+    running = host.get_fact(SystemdStatus, services=[unit]).get(unit)
+    if restarted or not running:
+        yield StringCommand(
+            "sh",
+            "-c",
+            QuoteString(SWITCH),
+            "switch",
+            *(QuoteString(str(v)) for v in (unit, health_url, timeout_s, good_dir)),
+            *(QuoteString(f) for f in release_files),
         )
-    )
-    if not commands:
-        restarts = host.get_fact(UnitRestarts, unit=unit)
-        if restarts:
-            yield StringCommand("systemctl", "reset-failed", QuoteString(unit))
-        return
-    yield from commands
-    yield WAIT.format(unit=unit, url=health_url, timeout=timeout_s)
+    elif not host.get_fact(SystemdEnabled, services=[unit]).get(unit):
+        yield StringCommand("systemctl", "enable", QuoteString(unit))
+    elif host.get_fact(UnitRestarts, unit=unit):
+        yield StringCommand("systemctl", "reset-failed", QuoteString(unit))
+    else:
+        host.noop(f"{unit} already running on what it should run")

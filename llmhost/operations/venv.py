@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.files import FileContents
 
-STAMP = ".llmhost-installed"
-
-
-def spec_digest(python: str, packages: list[str], remove: list[str], find_links: str | None) -> str:
-    """What the venv was built from; a different digest means reinstall."""
-    spec = json.dumps([python, packages, remove, find_links], sort_keys=True)
-    return hashlib.sha256(spec.encode()).hexdigest()
+from llmhost.layout import VENV_STAMP, release_id
 
 
 @operation()
@@ -47,11 +38,11 @@ def pinned(
 
     .. code:: python
 
-        venv.pinned(path="/opt/llmhost/venv", packages=["vllm==0.33.0"])
+        venv.pinned(path="/opt/llmhost/venvs/3f2a9c0d1e4b5a69", packages=["vllm==0.33.0"])
     """
     remove = remove or []
-    stamp = f"{path}/{STAMP}"
-    digest = spec_digest(python, packages, remove, find_links)
+    stamp = f"{path}/{VENV_STAMP}"
+    digest = release_id(python, packages, remove, find_links)
     if host.get_fact(FileContents, path=stamp) == [digest]:
         host.noop(f"venv {path} already has {' '.join(packages)}")
         return

@@ -7,18 +7,20 @@ from io import StringIO
 from pyinfra.api import deploy
 from pyinfra.operations import files
 
+from llmhost.layout import Layout
 from llmhost.operations import models
-from llmhost.phases.preflight import hf_token, model_dest
+from llmhost.phases.preflight import hf_token
 from llmhost.settings import ModelSource, Settings
 
 
 @deploy("Models")
 def install_models(settings: Settings) -> None:
+    layout = Layout(settings)
     token_file = None
     hub = [svc for svc in settings.services if svc.model.source is ModelSource.HUB]
     token = hf_token(settings) if hub else None
     if token:
-        token_file = f"{settings.config_dir}/hf_token"
+        token_file = layout.hf_token
         files.put(
             name="HF token (0600)",
             src=StringIO(token + "\n"),
@@ -28,7 +30,7 @@ def install_models(settings: Settings) -> None:
             mode="600",
         )
     for svc in settings.services:
-        dest = model_dest(settings, svc.name)
+        dest = layout.model_dir(svc)
         if svc.model.source is ModelSource.LOCAL:
             assert svc.model.path
             models.local(name=f"Model for {svc.name}: {dest}", src=svc.model.path, dest=dest)
@@ -39,7 +41,7 @@ def install_models(settings: Settings) -> None:
                 repo=svc.model.repo,
                 revision=svc.model.revision,
                 dest=dest,
-                venv=settings.venv,
+                venv=layout.release,
                 user=settings.user,
                 token_file=token_file,
             )

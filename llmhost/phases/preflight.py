@@ -27,13 +27,20 @@ from pyinfra.facts.files import FileContents, FindDirectories
 from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import LinuxDistribution
 
+from llmhost import units, vllm_args
 from llmhost.catalogue import ModelMeta, ModelMetaError, is_unpinned, resolve
-from llmhost.facts.host import FreeDiskBytes, PackageIndexFiles, PythonVersion
+from llmhost.facts.host import (
+    FreeDiskBytes,
+    PackageIndexFiles,
+    PasswdAccount,
+    PythonVersion,
+    ResolvedAddresses,
+)
 from llmhost.facts.nvidia import NvidiaGpus
-from llmhost.operations.models import MARKER
-from llmhost.operations.venv import STAMP
+from llmhost.layout import Layout
+from llmhost.phases.system import NOLOGIN, USER_COMMENT
 from llmhost.planner import HostPlan, PlanError, plan_services
-from llmhost.settings import ModelSource, Settings
+from llmhost.settings import PUBLIC_BIND_WHY, ModelSource, Settings, is_ip, is_public
 
 GIB = 1024**3
 SUPPORTED_OS = {"Debian": (12, 13), "Ubuntu": (22, 24)}
@@ -45,6 +52,8 @@ VENV_BYTES = {True: 12 * GIB, False: 5 * GIB}
 RAM_PER_SERVICE_BYTES = 3 * GIB
 # awq_marlin, the kernel vLLM serves AWQ with, needs Ampere (8.0) or newer.
 MIN_COMPUTE_CAP = (8, 0)
+# An API key shorter than this is a placeholder, not a secret.
+MIN_API_KEY_CHARS = 16
 
 
 class PreflightError(Exception):
@@ -83,6 +92,8 @@ def run(settings: Settings) -> Preflight:
             f"need Python >= {'.'.join(map(str, MIN_PYTHON))}"
         )
 
+    _check_user(settings, problems)
+    _check_bind(settings, problems)
     secrets_ok = _check_secret_files(settings, problems)
     token = hf_token(settings) if secrets_ok else None
     if python is not None and python >= MIN_PYTHON:
@@ -96,8 +107,9 @@ def run(settings: Settings) -> Preflight:
         if not _model_complete(settings, svc_name)
     )
     _check_disk(settings.model_dir, need_models, "the models", problems)
-    if host.get_fact(FileContents, path=f"{settings.venv}/{STAMP}") is None:
-        _check_disk(settings.base_dir, VENV_BYTES[settings.gpu], "the venv", problems)
+    # A new release is built beside the running one, which stays until the services switch.
+    if host.get_fact(FileContents, path=Layout(settings).release_stamp) is None:
+        _check_disk(settings.base_dir, VENV_BYTES[settings.gpu], "the new release's venv", problems)
 
     for svc in settings.services:
         if is_unpinned(svc.model):
@@ -119,19 +131,17 @@ def run(settings: Settings) -> Preflight:
             plan = plan_services(settings, gpu_total, metas)
         except PlanError as e:
             problems.append(f"plan: {e}")
+    if plan is not None:
+        _check_extra_args(settings, metas, plan, problems)
     _check_ram(settings, metas, plan, problems)
     if problems or plan is None:
         raise PreflightError("\n".join(f"{name}: {p}" for p in problems))
     return Preflight(metas=metas, gpu_total_bytes=gpu_total, plan=plan)
 
 
-def model_dest(settings: Settings, svc_name: str) -> str:
-    return f"{settings.model_dir}/{settings.service(svc_name).model.dirname}"
-
-
 def _model_complete(settings: Settings, svc_name: str) -> bool:
-    marker = host.get_fact(FileContents, path=f"{model_dest(settings, svc_name)}/{MARKER}")
-    return marker is not None
+    marker = Layout(settings).model_marker(settings.service(svc_name))
+    return host.get_fact(FileContents, path=marker) is not None
 
 
 def _model_metas(
@@ -154,19 +164,84 @@ def _model_metas(
     return metas
 
 
+def _check_user(settings: Settings, problems: list[str]) -> None:
+    """The service user is the deploy's own, or does not exist yet: never another account."""
+    account = host.get_fact(PasswdAccount, user=settings.user)
+    if account is None:
+        return
+    # Made by an earlier deploy before it marked the account with USER_COMMENT.
+    legacy = account["home"] == settings.cache_dir and account["shell"] == NOLOGIN
+    if account["uid"] == 0 or not (account["comment"] == USER_COMMENT or legacy):
+        problems.append(
+            f"llmhost_user {settings.user!r} is an existing account (uid {account['uid']}, "
+            f"home {account['home']}) that llmhost did not create; the deploy would take it "
+            "over: pick a name of llmhost's own, e.g. 'vllm'"
+        )
+
+
+def _check_bind(settings: Settings, problems: list[str]) -> None:
+    """A bind name resolves on the host; beyond loopback only with the acknowledgement (for an
+    IP address, settings checked that)."""
+    if is_ip(settings.bind_host):
+        return
+    addresses = host.get_fact(ResolvedAddresses, hostname=settings.bind_host)
+    if not addresses:
+        problems.append(
+            f"llmhost_bind_host {settings.bind_host!r} does not resolve on the host; use an IP "
+            "address (127.0.0.1 by default) or a name in the host's /etc/hosts or DNS"
+        )
+    elif any(map(is_public, addresses)) and not settings.bind_public:
+        problems.append(
+            f"llmhost_bind_host {settings.bind_host!r} resolves to {', '.join(addresses)}, "
+            f"not only loopback: {PUBLIC_BIND_WHY}"
+        )
+
+
+def _check_extra_args(
+    settings: Settings, metas: dict[str, ModelMeta], plan: HostPlan, problems: list[str]
+) -> None:
+    """No ``extra_args`` overrides a planned flag or carries a secret (``vllm_args``)."""
+    for svc in settings.services:
+        planned = units.planned_argv(settings, svc, metas[svc.name], plan)
+        flags = {f for f in map(vllm_args.flag_name, planned) if f}
+        for problem in vllm_args.problems(svc.extra_args, flags):
+            problems.append(f"llmhost_services[{svc.name!r}].extra_args: {problem}")
+
+
 def _check_secret_files(settings: Settings, problems: list[str]) -> bool:
-    """The controller's secret files named in data hold something; False if one does not."""
+    """The controller's secret files named in data hold one secret each; False if one does
+    not. A secret goes into an env file line: whitespace in it would start another variable."""
     found = True
-    for key, path, fix in (
-        ("llmhost_api_key_file", settings.api_key_file, "or unset it: one is made on the host"),
-        ("llmhost_hf_token_file", settings.hf_token_file, "or unset it and export HF_TOKEN"),
+    for key, path, fix, min_chars in (
+        (
+            "llmhost_api_key_file",
+            settings.api_key_file,
+            "or unset it: one is made on the host",
+            MIN_API_KEY_CHARS,
+        ),
+        ("llmhost_hf_token_file", settings.hf_token_file, "or unset it and export HF_TOKEN", 1),
     ):
-        if path and not (Path(path).is_file() and Path(path).read_text().strip()):
+        if not path:
+            continue
+        secret = Path(path).read_text().strip() if Path(path).is_file() else ""
+        if not secret:
             problems.append(
                 f"{key} {path!r}: no such file on the controller, or it is empty; "
                 f"write the secret to it {fix}"
             )
-            found = False
+        elif len(secret.split()) != 1 or not secret.isprintable():
+            problems.append(
+                f"{key} {path!r}: holds more than one word or a control character; write "
+                "the secret alone, on one line"
+            )
+        elif len(secret) < min_chars:
+            problems.append(
+                f"{key} {path!r}: {len(secret)} characters is a placeholder, not a secret; "
+                f"write at least {min_chars} random ones (e.g. `openssl rand -hex 32`)"
+            )
+        else:
+            continue
+        found = False
     return found
 
 
@@ -185,7 +260,7 @@ def _check_vllm_pin(settings: Settings, problems: list[str]) -> None:
         return
     project = canonicalize_name(settings.vllm_package)
     installed = host.get_fact(
-        FindDirectories, path=f"{settings.venv}/lib", maxdepth=3, fname="*.dist-info"
+        FindDirectories, path=f"{Layout(settings).release}/lib", maxdepth=3, fname="*.dist-info"
     )
     local = [PurePosixPath(path).name for path in installed]
     if settings.wheelhouse:

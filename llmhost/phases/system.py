@@ -10,10 +10,13 @@ from llmhost.settings import Settings
 # python3-venv makes the venv; curl is the health probe; libnuma1 is loaded by vLLM's
 # CPU and CUDA builds alike (torch's NUMA support).
 PACKAGES = ["python3-venv", "curl", "ca-certificates", "libnuma1"]
+# Marks the service user as the deploy's own: preflight refuses to take over any other account.
+USER_COMMENT = "llmhost services"
+NOLOGIN = "/usr/sbin/nologin"
 
 
 @deploy("System: user, directories, packages")
-def system(settings: Settings) -> None:
+def install_system(settings: Settings) -> None:
     apt.packages(
         name="Install the OS packages the venv needs",
         packages=PACKAGES,
@@ -26,9 +29,10 @@ def system(settings: Settings) -> None:
         user=settings.user,
         group=settings.user,
         system=True,
+        comment=USER_COMMENT,
         home=settings.cache_dir,
         create_home=False,
-        shell="/usr/sbin/nologin",
+        shell=NOLOGIN,
     )
     for path, owner, mode in (
         (settings.base_dir, "root", "755"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from llmhost import lab
+from llmhost.layout import Layout
+from llmhost.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -22,8 +25,23 @@ GUEST = os.environ.get("LLMHOST_IT_GUEST", "it")
 HOST = f"lab-{GUEST}"
 # The guest's model store, a host directory that outlives the guest like a separate disk.
 MODEL_STORE = lab.STATE_DIR / "stores" / GUEST
-# The lab's services (group_data/lab.py), in the order the deploy starts them.
-SERVICES = ("coder", "general")
+
+
+def _lab_data() -> dict:
+    data: dict = {}
+    for path in ("group_data/all.py", "group_data/lab.py"):
+        data.update(runpy.run_path(str(ROOT / path)))
+    return data
+
+
+# The guest's paths and names as the deploy lays them out from the lab's data.
+LAYOUT = Layout(Settings.from_host_data(_lab_data(), where="group_data/lab.py"))
+# The lab's services, in the order the deploy starts them.
+SERVICES = tuple(svc.name for svc in LAYOUT.settings.services)
+
+
+def unit(name: str) -> str:
+    return LAYOUT.unit_name(LAYOUT.settings.service(name))
 
 
 @dataclass(frozen=True)
@@ -94,6 +112,14 @@ def guest() -> Iterator[lab.Guest]:
 
 @pytest.fixture(scope="session")
 def converged(guest: lab.Guest) -> DeployRun:
+    run = deploy()
+    assert run.returncode == 0, run.output[-5000:]
+    return run
+
+
+@pytest.fixture
+def start_converged(converged: DeployRun) -> DeployRun:
+    """A converged guest with no restarts counted, whatever the test before left behind."""
     run = deploy()
     assert run.returncode == 0, run.output[-5000:]
     return run

@@ -1,16 +1,21 @@
-"""What the failure drills share: pyinfra's results table and the bytes a deploy uploaded."""
+"""What the failure drills share: a deploy running in the background, pyinfra's results table
+and the bytes a deploy uploaded."""
 
 from __future__ import annotations
 
 import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-# The lab's directories on the guest (group_data defaults); the model store is bound at
-# MODEL_DIR by `llmhost lab up --model-store`.
-MODEL_DIR = "/srv/llmhost/models"
-VENV = "/opt/llmhost/venv"
-WHEELHOUSE = "/opt/llmhost/wheelhouse"
+from conftest import GUEST, ROOT, deploy_command
+
+from llmhost import lab
 
 # A row of pyinfra's results table: operation, hosts, success, error, no change ("-" is 0).
 _ROW = re.compile(r"^\s+(llmhost \| .*?)\s{2,}(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$", re.M)
@@ -54,3 +59,59 @@ def uploads(output: str, under: str) -> dict[str, int]:
         for src, dest in _UPLOAD.findall(output)
         if dest.startswith(prefix)
     }
+
+
+class LiveDeploy:
+    """The README's deploy, running in the background, its output read as it comes."""
+
+    def __init__(self, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            deploy_command(*extra),
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_until(self, done: Callable[[], bool], what: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the deploy ended before {what}:\n{self.output[-3000:]}")
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"no {what} after {timeout_s:.0f} s:\n{self.output[-3000:]}")
+            time.sleep(0.1)
+
+    def wait_on_guest(self, condition: str, what: str, timeout_s: int) -> None:
+        """Wait for a guest shell condition, polled on the guest so that the signal is not late."""
+        guest = lab.find(GUEST)
+        assert guest is not None
+        poll = f"until {condition}; do sleep 0.2; done"
+        waiter = subprocess.Popen(
+            lab.ssh_command(guest, f"timeout {timeout_s} sh -c {shlex.quote(poll)}")
+        )
+        try:
+            self.wait_until(lambda: waiter.poll() is not None, what, timeout_s + 30)
+        finally:
+            waiter.kill()
+        assert waiter.returncode == 0, f"no {what} after {timeout_s} s"
+
+    def stop(self, sig: signal.Signals) -> int:
+        self.proc.send_signal(sig)
+        # pyinfra may finish the running operation after Ctrl-C, or stop at once.
+        returncode = self.proc.wait(timeout=900)
+        self._reader.join(timeout=10)
+        return returncode

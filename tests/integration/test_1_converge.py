@@ -6,14 +6,12 @@ import json
 import re
 import subprocess
 
-from conftest import BIN, GUEST, DeployRun, deploy, host_checks, on_guest
+from conftest import BIN, GUEST, LAYOUT, SERVICES, DeployRun, deploy, host_checks, on_guest, unit
 
 
 def _service_state() -> dict[str, str]:
-    out = on_guest(
-        "systemctl show -p MainPID -p ActiveEnterTimestamp -p NRestarts "
-        "llmhost-coder.service llmhost-general.service"
-    )
+    units = " ".join(map(unit, SERVICES))
+    out = on_guest(f"systemctl show -p MainPID -p ActiveEnterTimestamp -p NRestarts {units}")
     return {"state": out}
 
 
@@ -37,9 +35,9 @@ def test_post_deploy_checks_pass(converged: DeployRun) -> None:
 
 
 def test_kv_prediction_matches_what_vllm_logs(converged: DeployRun) -> None:
-    plan = json.loads(on_guest("cat /etc/llmhost/plan.json"))
+    plan = json.loads(on_guest(f"cat {LAYOUT.plan}"))
     for name, planned in plan["services"].items():
-        journal = on_guest(f"journalctl -u llmhost-{name}.service --no-pager -o cat")
+        journal = on_guest(f"journalctl -u {unit(name)} --no-pager -o cat")
         sizes = re.findall(r"CPU KV cache size: ([\d,]+) tokens", journal)
         assert sizes, f"{name}: vLLM logged no KV cache size"
         assert int(sizes[-1].replace(",", "")) == planned["kv_tokens"], (name, sizes[-1], planned)
@@ -48,7 +46,7 @@ def test_kv_prediction_matches_what_vllm_logs(converged: DeployRun) -> None:
 def test_changing_one_service_restarts_only_that_service(converged: DeployRun) -> None:
     def pids() -> dict[str, str]:
         return {
-            name: on_guest(f"systemctl show -p MainPID --value llmhost-{name}.service").strip()
+            name: on_guest(f"systemctl show -p MainPID --value {unit(name)}").strip()
             for name in ("coder", "general")
         }
 
@@ -59,13 +57,15 @@ def test_changing_one_service_restarts_only_that_service(converged: DeployRun) -
     after = pids()
     assert after["coder"] == before["coder"], "coder was restarted though only general changed"
     assert after["general"] != before["general"], "general was not restarted"
-    assert "--max-model-len 512" in on_guest("cat /etc/systemd/system/llmhost-general.service")
+    assert "--max-model-len 512" in on_guest(
+        f"cat {LAYOUT.unit_path(LAYOUT.settings.service('general'))}"
+    )
     # Back to the data as committed, for the tests after this one.
     assert deploy().returncode == 0
 
 
 def test_lab_ssh_runs_a_command_as_the_readme_shows(converged: DeployRun) -> None:
-    command = ["systemctl", "is-active", "llmhost-coder.service", "llmhost-general.service"]
+    command = ["systemctl", "is-active", *map(unit, SERVICES)]
     result = subprocess.run(
         [BIN / "llmhost", "lab", "ssh", "--name", GUEST, "--", *command],
         text=True,

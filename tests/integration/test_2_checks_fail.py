@@ -4,11 +4,12 @@ a stopped service, a broken API key. (A service that restarted: test_5_drills' k
 from __future__ import annotations
 
 import pytest
-from conftest import HOST, DeployRun, host_checks, on_guest
+from conftest import HOST, LAYOUT, DeployRun, host_checks, on_guest, unit
 
+CODER = unit("coder")
 WAIT_HEALTHY = (
-    "for i in $(seq 300); do curl -fs -o /dev/null http://127.0.0.1:8001/health && exit 0; "
-    "sleep 1; done; exit 1"
+    f"for i in $(seq 300); do curl -fs -o /dev/null "
+    f"{LAYOUT.health_url(LAYOUT.settings.service('coder'))} && exit 0; sleep 1; done; exit 1"
 )
 
 
@@ -21,20 +22,20 @@ def _failures(*select: str) -> str:
 @pytest.fixture
 def restore_coder():
     yield
-    on_guest("systemctl start llmhost-coder.service")
+    on_guest(f"systemctl start {CODER}")
     on_guest(WAIT_HEALTHY)
 
 
 def test_a_stopped_service_fails_its_checks(converged: DeployRun, restore_coder) -> None:
-    on_guest("systemctl stop llmhost-coder.service")
+    on_guest(f"systemctl stop {CODER}")
     out = _failures("coder and (active_enabled or health)")
-    assert f"{HOST}::coder: llmhost-coder.service is" in out
+    assert f"{HOST}::coder: {CODER} is" in out
     assert "(want active, enabled)" in out
     assert "/health answered" in out
 
 
 def test_a_broken_api_key_fails_the_chat_check(converged: DeployRun) -> None:
-    key_file = "/etc/llmhost/api_key.env"
+    key_file = LAYOUT.api_key_env
     # The file now holds a key the running services do not know (owner and mode kept).
     on_guest(f"cp -p {key_file} {key_file}.orig")
     on_guest(f"sed -i 's/^VLLM_API_KEY=.*/VLLM_API_KEY=not-the-deployed-key/' {key_file}")

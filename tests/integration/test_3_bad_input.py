@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HOST, DeployRun, deploy, on_guest
+from conftest import HOST, LAYOUT, SERVICES, DeployRun, deploy, on_guest, unit
 
 from llmhost import lab
 
 GIB = 1024**3
 # Where a deploy writes; -xdev keeps find off the lab's bind mounts, so the model store (a host
 # directory bound at the model dir) is named on its own.
-WATCHED = ("/etc", "/opt", "/srv", "/srv/llmhost/models", "/var/cache/llmhost", "/usr")
+_S = LAYOUT.settings
+WATCHED = ("/etc", "/opt", "/srv", _S.model_dir, _S.cache_dir, "/usr")
 MARKER = "/run/llmhost-bad-input.marker"
-UNITS = "llmhost-coder.service llmhost-general.service"
+UNITS = " ".join(map(unit, SERVICES))
 FAKE_SMI = "/usr/local/bin/nvidia-smi"
 # A pinned, catalogued repo: planning it needs no hub.
 QWEN_7B = {
@@ -41,6 +42,8 @@ class Inputs:
     no_config: Path
     too_big: Path
     small_disk: str
+    short_key: Path
+    two_line_key: Path
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,107 @@ CASES = [
         lambda p: {"llmhost_api_key_file": str(p.absent)},
         ("llmhost_api_key_file", "no such file on the controller", "one is made on the host"),
     ),
+    Case(
+        "api-key-placeholder",
+        lambda p: {"llmhost_api_key_file": str(p.short_key)},
+        ("llmhost_api_key_file", "8 characters is a placeholder", "openssl rand -hex 32"),
+    ),
+    Case(
+        "api-key-with-a-second-line",
+        lambda p: {"llmhost_api_key_file": str(p.two_line_key)},
+        ("llmhost_api_key_file", "more than one word", "the secret alone, on one line"),
+    ),
+    # What a tired operator or an attacker puts in the data: each would have broken the host.
+    Case(
+        "root-user",
+        lambda _: {"llmhost_user": "root"},
+        ("llmhost_user: the services must not run as root", "an account of their own"),
+    ),
+    Case(
+        "existing-system-account",
+        lambda _: {"llmhost_user": "daemon"},
+        ("llmhost_user 'daemon' is an existing account", "pick a name of llmhost's own"),
+    ),
+    Case(
+        "bind-not-an-address",
+        lambda _: {"llmhost_bind_host": "not an address"},
+        ("llmhost_bind_host: 'not an address' is neither an IP address", "use 127.0.0.1"),
+    ),
+    Case(
+        "bind-name-that-does-not-resolve",
+        lambda _: {"llmhost_bind_host": "vllm.invalid"},
+        ("llmhost_bind_host 'vllm.invalid' does not resolve on the host", "use an IP address"),
+    ),
+    Case(
+        "public-bind-unacknowledged",
+        lambda _: {"llmhost_bind_host": "0.0.0.0"},
+        ("/metrics, /tokenize", "answer without the API key", "llmhost_bind_public = True"),
+    ),
+    Case(
+        "extra-args-move-the-port",
+        lambda _: _over(coder={"extra_args": ["--port", "9000"]}),
+        ("['coder'].extra_args: --port is planned by the deploy", "set the service's own key"),
+    ),
+    Case(
+        "extra-args-abbreviate-a-planned-flag",
+        lambda _: _over(general={"extra_args": ["--max_num_seqs=256"]}),
+        ("--max_num_seqs (read as --max-num-seqs) is planned by the deploy",),
+    ),
+    Case(
+        "extra-args-carry-the-api-key",
+        lambda _: _over(coder={"extra_args": ["--api-key", "0123456789abcdef"]}),
+        ("--api-key puts a secret on the command line", "llmhost_api_key_file"),
+    ),
+    Case(
+        "extra-args-read-a-config-file",
+        lambda _: _over(coder={"extra_args": ["--config", "/etc/vllm.yaml"]}),
+        ("--config reads flags from a file", "put each flag in extra_args"),
+    ),
+    Case(
+        "extra-args-removed-flag",
+        lambda _: _over(coder={"extra_args": ["--disable-log-requests"]}),
+        ("--disable-log-requests was removed from vLLM", "remove it"),
+    ),
+    Case(
+        "extra-args-unit-injection",
+        lambda _: _over(coder={"extra_args": ["--seed", "1\nExecStartPre=/bin/id"]}),
+        ("holds a control character", "remove it"),
+    ),
+    Case(
+        "env-file-injection",
+        lambda _: _over(coder={"cpu_threads_bind": "0\nLD_PRELOAD=/tmp/x.so"}),
+        ("cpu_threads_bind: '0\\nLD_PRELOAD=/tmp/x.so' is not allowed", "core numbers"),
+    ),
+    Case(
+        "served-name-with-a-space",
+        lambda _: _over(general={"served_model_name": "tiny general"}),
+        ("served_model_name: 'tiny general' is not allowed", "no spaces"),
+    ),
+    Case(
+        "system-directory",
+        lambda _: {"llmhost_base_dir": "/usr"},
+        ("llmhost_base_dir: /usr is a system directory", "a directory of llmhost's own"),
+    ),
+    Case(
+        "path-climbs-out",
+        lambda _: {"llmhost_config_dir": "/etc/llmhost/../sudoers.d"},
+        ("llmhost_config_dir: write it plainly, without '.', '..'",),
+    ),
+    Case(
+        "overlapping-directories",
+        lambda _: {"llmhost_cache_dir": "/srv/llmhost/models/cache"},
+        ("llmhost_model_dir '/srv/llmhost/models' and llmhost_cache_dir", "overlap"),
+    ),
+    Case(
+        "unpinned-pip-extra",
+        lambda _: {"llmhost_pip_extra": ["torch==2.13.0+cpu", "transformers"]},
+        ("llmhost_pip_extra: 'transformers' is not a pinned requirement", "NAME==VERSION"),
+    ),
+    Case(
+        "pip-option-in-pip-extra",
+        lambda _: {"llmhost_pip_extra": ["--extra-index-url=http://127.0.0.1:9/simple"]},
+        ("is not a pinned requirement", "other indexes go in the host's pip config"),
+    ),
 ]
 
 
@@ -220,7 +324,11 @@ def inputs(converged: DeployRun, tmp_path_factory: pytest.TempPathFactory) -> In
     shutil.copy2(tiny / "config.json", too_big)
     with (too_big / "model.safetensors").open("wb") as f:
         f.truncate(free + GIB)  # sparse: no bytes are written
-    return Inputs(root / "absent", no_config, too_big, small_disk)
+    short_key = root / "short.key"
+    short_key.write_text("changeme\n")
+    two_line_key = root / "two-line.key"
+    two_line_key.write_text("0123456789abcdef0123456789abcdef\nLD_PRELOAD=/tmp/x.so\n")
+    return Inputs(root / "absent", no_config, too_big, small_disk, short_key, two_line_key)
 
 
 @contextmanager

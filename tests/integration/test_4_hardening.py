@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import GUEST, ROOT, SERVICES, DeployRun, on_guest
+from conftest import GUEST, LAYOUT, ROOT, SERVICES, DeployRun, on_guest, unit
 
 GOAL = "4.0"
-USER = "vllm"
+USER = LAYOUT.settings.user
 
 
 def test_exposure_within_goal_and_every_setting_left_off_explained(converged: DeployRun) -> None:
@@ -28,14 +28,14 @@ def test_exposure_within_goal_and_every_setting_left_off_explained(converged: De
 
 @pytest.mark.parametrize("name", SERVICES)
 def test_every_process_runs_unprivileged(converged: DeployRun, name: str) -> None:
-    unit = f"llmhost-{name}.service"
+    service_unit = unit(name)
     uid = on_guest(f"id -u {USER}").strip()
     pids = [
         line.split()[0]
         for line in on_guest("ps -eo pid=,unit=").splitlines()
-        if line.split()[1:] == [unit]
+        if line.split()[1:] == [service_unit]
     ]
-    assert pids, f"{unit} has no processes"
+    assert pids, f"{service_unit} has no processes"
     for pid in pids:
         fields = dict(
             line.split(":", 1)
@@ -49,4 +49,4 @@ def test_every_process_runs_unprivileged(converged: DeployRun, name: str) -> Non
             "CapEff": ["0000000000000000"],
             "NoNewPrivs": ["1"],
             "Seccomp": ["2"],
-        }, f"{unit} PID {pid}: {status}"
+        }, f"{service_unit} PID {pid}: {status}"

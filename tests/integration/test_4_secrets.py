@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from conftest import DeployRun, deploy, on_guest
+from conftest import LAYOUT, DeployRun, deploy, on_guest
 
-API_KEY_FILE = "/etc/llmhost/api_key.env"
+API_KEY_FILE = LAYOUT.api_key_env
 # Where a secret could land on disk; each is searched without crossing into other mounts (the
 # lab's model store and pip cache are controller directories bound into the guest).
 SEARCHED = ("/etc", "/opt", "/srv", "/var", "/home", "/root", "/tmp", "/run/systemd")

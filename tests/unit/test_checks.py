@@ -10,11 +10,11 @@ import json
 
 import pytest
 
+from llmhost import layout
 from llmhost.checks import (
     MIB,
     Plan,
     PlanError,
-    connect_host,
     driver_problems,
     foreign_gpu_problems,
     gpu_total_problems,
@@ -150,10 +150,13 @@ def test_percentile_nearest_rank() -> None:
 
 @pytest.mark.parametrize(
     ("bind", "url_host"),
-    [("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "127.0.0.1"), ("::", "[::1]"), ("::1", "[::1]")],
-)
-def test_connect_host(bind: str, url_host: str) -> None:
-    assert connect_host(bind) == url_host
+    [
+        ("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "127.0.0.1"), ("::", "[::1]"), ("::1", "[::1]"),
+        ("fd00::5", "[fd00::5]"), ("gpu-01.internal", "gpu-01.internal"),
+    ],
+)  # fmt: skip
+def test_url_host(bind: str, url_host: str) -> None:
+    assert layout.url_host(bind) == url_host
 
 
 def test_listeners_planned_plus_internal_loopback_pass() -> None:

@@ -78,3 +78,60 @@ def test_bad_data_is_refused_with_the_key(changes: dict, message: str) -> None:
     with pytest.raises(SettingsError) as error:
         settings(**changes)
     assert message in str(error.value)
+
+
+def _svc(**changes) -> dict:
+    return {"llmhost_service_overrides": {"coder": changes}}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"llmhost_user": "root"}, "llmhost_user: the services must not run as root"),
+        ({"llmhost_bind_host": "not an address"}, "neither an IP address nor a host name"),
+        ({"llmhost_bind_host": "0.0.0.0"}, "set llmhost_bind_public = True to accept that"),
+        ({"llmhost_bind_host": "::"}, "answer without the API key"),
+        ({"llmhost_base_dir": "/usr"}, "llmhost_base_dir: /usr is a system directory"),
+        ({"llmhost_config_dir": "/"}, "llmhost_config_dir: / is a system directory"),
+        ({"llmhost_base_dir": "/opt/x/../../etc"}, "without '.', '..', '//' or a trailing '/'"),
+        ({"llmhost_model_dir": "/srv/models/"}, "without '.', '..', '//' or a trailing '/'"),
+        (
+            {"llmhost_cache_dir": "/srv/llmhost/models/cache"},
+            "llmhost_model_dir '/srv/llmhost/models' and llmhost_cache_dir "
+            "'/srv/llmhost/models/cache' overlap",
+        ),
+        ({"llmhost_config_dir": "/opt/llmhost"}, "llmhost_base_dir '/opt/llmhost' and llmhost_"),
+        ({"llmhost_pip_extra": ["torch"]}, "'torch' is not a pinned requirement"),
+        ({"llmhost_pip_extra": ["--index-url=http://x"]}, "write NAME==VERSION"),
+        ({"llmhost_pip_extra": ["x @ file:///tmp/x.whl"]}, "not a pinned requirement"),
+        ({"llmhost_pip_remove": ["-r", "x"]}, "llmhost_pip_remove: '-r' is not a package name"),
+        (_svc(served_model_name="tiny coder"), "served_model_name: 'tiny coder' is not allowed"),
+        (_svc(cpu_threads_bind="0\nLD_PRELOAD=/x.so"), "cpu_threads_bind: '0\\nLD_PRELOAD"),
+        (_svc(model={"repo": "../../etc"}), "model.repo: '../../etc' is not allowed here"),
+    ],
+    ids=[
+        "root-user", "bind-not-an-address", "bind-wildcard-v4", "bind-wildcard-v6",
+        "system-base-dir", "root-config-dir", "dotdot-dir", "trailing-slash", "nested-dirs",
+        "same-dirs", "unpinned-extra", "pip-option", "pip-url", "pip-remove-option",
+        "served-name-space", "env-injection", "repo-traversal",
+    ],
+)  # fmt: skip
+def test_input_that_could_break_the_host_is_refused(changes: dict, message: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        settings(**changes)
+    assert message in str(error.value)
+    assert len(str(error.value).splitlines()) == 1, error.value
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"llmhost_bind_host": "0.0.0.0", "llmhost_bind_public": True},
+        {"llmhost_bind_host": "::1"},
+        {"llmhost_bind_host": "localhost"},
+        {"llmhost_pip_extra": ["torch==2.13.0+cpu"]},
+        _svc(cpu_threads_bind="0-3|4-7"),
+    ],
+)
+def test_good_input_near_the_rules_is_accepted(changes: dict) -> None:
+    settings(**changes)

@@ -12,6 +12,7 @@ import pytest
 
 from llmhost import units
 from llmhost.catalogue import resolve
+from llmhost.layout import UNIT_DIR, Layout
 from llmhost.planner import HostPlan, plan_services
 from llmhost.settings import Settings
 
@@ -51,16 +52,17 @@ def test_systemd_analyze_verify_accepts_the_prod_units(prod, rendered, tmp_path)
     settings, _, _ = prod
     # A root with systemd's own units and the venv's entry point, so verify can resolve both.
     shutil.copytree("/usr/lib/systemd/system", tmp_path / "usr/lib/systemd/system", symlinks=True)
-    exe = tmp_path / settings.venv.lstrip("/") / "bin/vllm"
+    layout = Layout(settings)
+    exe = tmp_path / layout.release.lstrip("/") / "bin/vllm"
     exe.parent.mkdir(parents=True)
     exe.write_text("#!/bin/sh\n")
     exe.chmod(0o755)
-    unit_dir = tmp_path / "etc/systemd/system"
+    unit_dir = tmp_path / UNIT_DIR.lstrip("/")
     unit_dir.mkdir(parents=True)
     names = []
     for svc in settings.services:
-        (unit_dir / units.unit_name(svc)).write_text(rendered[svc.name][0])
-        names.append(units.unit_name(svc))
+        (unit_dir / layout.unit_name(svc)).write_text(rendered[svc.name][0])
+        names.append(layout.unit_name(svc))
     result = subprocess.run(
         ["systemd-analyze", "verify", f"--root={tmp_path}", *names],
         capture_output=True,

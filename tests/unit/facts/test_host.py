@@ -15,3 +15,10 @@ TestPythonVersion = make_fact_tests(
 TestFilesChangedSinceStart = make_fact_tests(
     "llmhost", "facts.host.FilesChangedSinceStart", HERE / "host.FilesChangedSinceStart"
 )
+TestPasswdAccount = make_fact_tests(
+    "llmhost", "facts.host.PasswdAccount", HERE / "host.PasswdAccount"
+)
+TestResolvedAddresses = make_fact_tests(
+    "llmhost", "facts.host.ResolvedAddresses", HERE / "host.ResolvedAddresses"
+)
+TestSnapshotDirs = make_fact_tests("llmhost", "facts.host.SnapshotDirs", HERE / "host.SnapshotDirs")

@@ -14,6 +14,9 @@ TestModelsHub = make_operation_tests("llmhost.operations", "models.hub", HERE / 
 TestServicesHealthy = make_operation_tests(
     "llmhost.operations", "services.healthy", HERE / "services.healthy"
 )
+TestSnapshotsPruned = make_operation_tests(
+    "llmhost.operations", "snapshots.pruned", HERE / "snapshots.pruned"
+)
 TestSecretsApiKey = make_operation_tests(
     "llmhost.operations", "secrets.generated_api_key", HERE / "secrets.generated_api_key"
 )

@@ -1,0 +1,107 @@
+"""Every host path and name the deploy, the checks and the tools use, from one host's Settings.
+
+The one place each is written: the deploy's phases, the post-deploy checks, the lab's drills and
+the benches all read them from here (pure: no pyinfra).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from dataclasses import dataclass
+
+from llmhost.settings import ServiceSpec, Settings
+
+# Written last into a finished venv (its content: the release id) and a complete model snapshot.
+VENV_STAMP = ".llmhost-installed"
+MODEL_MARKER = ".llmhost-complete"
+UNIT_DIR = "/etc/systemd/system"
+
+
+def release_id(python: str, packages: list[str], remove: list[str], find_links: str | None) -> str:
+    """What a venv is built from; another id is another release, in a directory of its own."""
+    spec = json.dumps([python, packages, remove, find_links], sort_keys=True)
+    return hashlib.sha256(spec.encode()).hexdigest()
+
+
+def url_host(bind_host: str) -> str:
+    """Where a client on the host reaches a service bound to ``bind_host`` (IPv6-safe)."""
+    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+    host = wildcard.get(bind_host, bind_host)
+    try:
+        is_v6 = ipaddress.ip_address(host).version == 6
+    except ValueError:
+        is_v6 = False
+    return f"[{host}]" if is_v6 else host
+
+
+@dataclass(frozen=True)
+class Layout:
+    settings: Settings
+
+    # The Python env: one venv per release (pins), the services pointed at one of them.
+    @property
+    def releases_dir(self) -> str:
+        return f"{self.settings.base_dir}/venvs"
+
+    @property
+    def wheelhouse(self) -> str | None:
+        return f"{self.settings.base_dir}/wheelhouse" if self.settings.wheelhouse else None
+
+    @property
+    def packages(self) -> list[str]:
+        s = self.settings
+        return [f"{s.vllm_package}=={s.vllm_version}", *s.pip_extra]
+
+    @property
+    def release(self) -> str:
+        """The venv of the release this host's data pins."""
+        s = self.settings
+        rid = release_id(s.python, self.packages, s.pip_remove, self.wheelhouse)
+        return f"{self.releases_dir}/{rid[:16]}"
+
+    @property
+    def release_stamp(self) -> str:
+        return f"{self.release}/{VENV_STAMP}"
+
+    # Models.
+    def model_dir(self, svc: ServiceSpec) -> str:
+        return f"{self.settings.model_dir}/{svc.model.dirname}"
+
+    def model_marker(self, svc: ServiceSpec) -> str:
+        return f"{self.model_dir(svc)}/{MODEL_MARKER}"
+
+    # Secrets and the applied plan.
+    @property
+    def api_key_env(self) -> str:
+        return f"{self.settings.config_dir}/api_key.env"
+
+    @property
+    def hf_token(self) -> str:
+        return f"{self.settings.config_dir}/hf_token"
+
+    @property
+    def plan(self) -> str:
+        return f"{self.settings.config_dir}/plan.json"
+
+    # Services.
+    @staticmethod
+    def unit_name(svc: ServiceSpec) -> str:
+        return f"llmhost-{svc.name}.service"
+
+    def unit_path(self, svc: ServiceSpec) -> str:
+        return f"{UNIT_DIR}/{self.unit_name(svc)}"
+
+    def env_path(self, svc: ServiceSpec) -> str:
+        return f"{self.settings.config_dir}/{svc.name}.env"
+
+    def good_dir(self, svc: ServiceSpec) -> str:
+        """Copies of the unit and env file that last answered /health: what rollback restores."""
+        return f"{self.settings.config_dir}/good/{svc.name}"
+
+    def url(self, svc: ServiceSpec, path: str) -> str:
+        return f"http://{url_host(self.settings.bind_host)}:{svc.port}{path}"
+
+    def health_url(self, svc: ServiceSpec) -> str:
+        return self.url(svc, "/health")

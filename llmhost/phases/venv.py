@@ -1,0 +1,33 @@
+"""Python env: the pinned vLLM in a release venv of its own, beside the one the services run."""
+
+from __future__ import annotations
+
+from pyinfra.api import deploy
+from pyinfra.operations import files
+
+from llmhost.layout import Layout
+from llmhost.operations import venv
+from llmhost.settings import Settings
+
+
+@deploy("Python env: pinned vLLM release")
+def install_venv(settings: Settings) -> None:
+    layout = Layout(settings)
+    if settings.wheelhouse and layout.wheelhouse:
+        files.sync(
+            name="Push the wheelhouse",
+            src=settings.wheelhouse,
+            dest=layout.wheelhouse,
+            mode="644",
+            add_deploy_dir=False,
+        )
+    # A new pin builds a new release: the running services keep theirs until each switches.
+    venv.pinned(
+        name=f"Install {' '.join(layout.packages)} into {layout.release}",
+        path=layout.release,
+        packages=layout.packages,
+        python=settings.python,
+        remove=settings.pip_remove,
+        find_links=layout.wheelhouse,
+        pip_cache_dir=settings.pip_cache_dir,
+    )
