@@ -11,10 +11,10 @@ from llmhost.phases.models import install_models
 from llmhost.phases.services import start_services
 from llmhost.phases.system import install_system
 from llmhost.phases.venv import install_venv
-from llmhost.settings import Settings, SettingsError
+from llmhost.settings import Settings, SettingsError, data_defaults
 
 
-@deploy("llmhost")
+@deploy("llmhost", data_defaults=data_defaults())
 def llmhost() -> None:
     try:
         settings = Settings.from_host_data(host.data.dict(), where=host.name)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import runpy
 import sys
 from enum import IntEnum
 from pathlib import Path
@@ -67,15 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--project-dir",
         default=".",
         type=Path,
-        help="directory holding group_data/ (default: the current directory)",
+        help="directory holding the inventory's group_data/ (default: the current directory)",
     )
 
 
 def _host_data(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     """(host name, merged host data) for each inventory host, or one what-if host."""
-    defaults = args.project_dir / "group_data" / "all.py"
-    if not defaults.is_file():
-        raise BadInput(f"{defaults}: missing; run from the project directory or pass --project-dir")
     override: dict[str, Any] = {}
     if args.stack:
         override["llmhost_stack"] = args.stack
@@ -85,8 +81,8 @@ def _host_data(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
         return _inventory_hosts(args.inventory, args.project_dir, override)
     if not args.stack:
         raise BadInput("give an inventory file, or --stack NAME for a what-if")
-    # A what-if host has nothing but the data defaults and the overrides.
-    return [(WHAT_IF, {**runpy.run_path(str(defaults)), **override})]
+    # A what-if host has nothing but the defaults (Settings' own) and the overrides.
+    return [(WHAT_IF, override)]
 
 
 def _inventory_hosts(

