@@ -19,11 +19,6 @@ from llmhost.settings import ModelSource, ModelSpec
 
 CATALOGUE_DIR = Path(__file__).with_name("catalogue")
 
-# Placeholder revision for a catalogued repo whose real commit sha could not be found. It passes
-# the schema (so a stack can name the model and be planned offline) but no hub has it: a deploy
-# must refuse it and ask for the real sha (see ``is_unpinned``).
-UNPINNED = "0" * 40
-
 # The keys vLLM tries, in order, for a model's maximum length (it takes the smallest present).
 _MAX_LEN_KEYS = (
     "max_position_embeddings",
@@ -132,20 +127,11 @@ def _entries() -> Iterator[dict[str, Any]]:
 
 
 def catalogue_entry(repo: str, revision: str) -> dict[str, Any] | None:
-    """The catalogue's record of ``repo`` at ``revision``, or None.
-
-    A record whose revision is unknown (``"revision": null``) stands for the repo at any
-    revision: those repos have not changed in years, but their sha could not be confirmed.
-    """
+    """The catalogue's record of ``repo`` at ``revision``, or None."""
     for entry in _entries():
-        if entry["repo"] == repo and entry["revision"] in (revision, None):
+        if entry["repo"] == repo and entry["revision"] == revision:
             return entry
     return None
-
-
-def is_unpinned(model: ModelSpec) -> bool:
-    """True for a hub model still on the ``UNPINNED`` placeholder revision."""
-    return model.source is ModelSource.HUB and model.revision == UNPINNED
 
 
 def from_catalogue(repo: str, revision: str) -> ModelMeta:

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from llmhost.catalogue import ModelMeta, is_unpinned
+from llmhost.catalogue import ModelMeta
 
 if TYPE_CHECKING:
     from llmhost.settings import Settings
@@ -87,7 +87,6 @@ class ServiceRequest:
     enforce_eager: bool = False
     # What the table shows in its model column (repo or path).
     label: str = ""
-    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -262,12 +261,11 @@ def _notes(req: ServiceRequest) -> tuple[str, ...]:
     meta = req.meta
     if req.max_model_len > meta.max_position_embeddings:
         return (
-            *req.notes,
             f"max_model_len {req.max_model_len} is past the model's "
             f"{meta.max_position_embeddings} positions; vLLM allows it ({meta.rope_scaling}) "
             "but the model was not trained that long",
         )
-    return req.notes
+    return ()
 
 
 def _knobs(req: ServiceRequest, bpt: int, block: int, available: int) -> list[str]:
@@ -459,12 +457,6 @@ def plan_services(
     for svc in settings.services:
         if svc.name not in metas:
             raise PlanError(f"{svc.name}: no model metadata for {svc.model.repo or svc.model.path}")
-        notes = ()
-        if is_unpinned(svc.model):
-            notes = (
-                f"{svc.model.repo} has no pinned revision (placeholder {svc.model.revision[:8]}…); "
-                "set llmhost_service_overrides to the real commit sha before deploying",
-            )
         requests.append(
             ServiceRequest(
                 name=svc.name,
@@ -476,7 +468,6 @@ def plan_services(
                 max_num_batched_tokens=svc.max_num_batched_tokens,
                 enforce_eager=svc.enforce_eager,
                 label=svc.model.repo or svc.model.path or "",
-                notes=notes,
             )
         )
     if not settings.gpu:

@@ -2,9 +2,8 @@
 
 Sized for one 80-96 GB card (they fit at 80 GB with the default 0.90 cap; the planner shares
 the rest out as extra KV). Select one with ``llmhost_stack``; change single knobs with
-``llmhost_service_overrides``. Revisions come from the catalogue (``llmhost/catalogue/``);
-where a repo's sha could not be found it is ``catalogue.UNPINNED`` and must be pinned before
-a deploy downloads the model.
+``llmhost_service_overrides``. Each revision is the catalogue's (``llmhost/catalogue/``, where
+``revision_source`` says where the sha was read).
 """
 
 from __future__ import annotations
@@ -13,19 +12,17 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from llmhost.catalogue import UNPINNED
-
 DEEPSEEK_CODER_33B = {
     "source": "hub",
     "repo": "TheBloke/deepseek-coder-33B-instruct-AWQ",
-    "revision": UNPINNED,
+    "revision": "c40b499bac2712cd3c445cf1b05d2c6558ab0d29",
 }
 # The seed named TheBloke/Mistral-7B-v0.1-AWQ, which is the BASE model (no chat tuning, sliding
 # window 4096); the general service needs the instruction-tuned v0.2.
 MISTRAL_7B_INSTRUCT = {
     "source": "hub",
     "repo": "TheBloke/Mistral-7B-Instruct-v0.2-AWQ",
-    "revision": UNPINNED,
+    "revision": "f970a2bb89d5c2f9d217dc337f39e24625d6462a",
 }
 QWEN_CODER_32B = {
     "source": "hub",

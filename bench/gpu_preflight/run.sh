@@ -9,7 +9,7 @@ PYINFRA=(python3 -m pyinfra -y @local deploy.py --dry)
 # No network there: a wheelhouse naming the pinned vLLM lets the pin check pass; --dry installs
 # nothing, so the file's content never matters.
 house=$(mktemp -d)
-version=$(python3 -c 'import runpy; print(runpy.run_path("group_data/all.py")["llmhost_vllm_version"])')
+version=$(python3 -c 'from llmhost.settings import data_defaults; print(data_defaults()["llmhost_vllm_version"])')
 touch "$house/vllm-$version-cp38-abi3-manylinux_2_31_x86_64.whl"
 
 run() {  # title, pyinfra args...
@@ -21,15 +21,8 @@ run() {  # title, pyinfra args...
 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv
 run "air-gapped host, no wheelhouse: the pin cannot be checked" --data llmhost_stack=single-vendor
 run "stack single-vendor" --data llmhost_stack=single-vendor --data "llmhost_wheelhouse=$house"
-run "stack primary: no pinned revisions for the TheBloke repos" --data "llmhost_wheelhouse=$house"
-# The catalogue knows the TheBloke models' configs whatever the revision: stand-in shas show the
-# plans those stacks would get once pinned.
-sha=0123456789abcdef0123456789abcdef01234567
-run "stack max-quality, stand-in revision" --data llmhost_stack=max-quality \
-    --data "llmhost_wheelhouse=$house" \
-    --data "llmhost_service_overrides={\"coder\": {\"model\": {\"revision\": \"$sha\"}}}"
-run "stack primary, stand-in revisions" --data "llmhost_wheelhouse=$house" \
-    --data "llmhost_service_overrides={\"coder\": {\"model\": {\"revision\": \"$sha\"}}, \"general\": {\"model\": {\"revision\": \"$sha\"}}}"
+run "stack primary, as shipped" --data "llmhost_wheelhouse=$house"
+run "stack max-quality" --data llmhost_stack=max-quality --data "llmhost_wheelhouse=$house"
 run "driver older than the minimum" --data llmhost_stack=single-vendor \
     --data "llmhost_wheelhouse=$house" --data 'llmhost_min_nvidia_driver="999.0"'
 run "wishes that do not fit" --data llmhost_stack=single-vendor --data "llmhost_wheelhouse=$house" \

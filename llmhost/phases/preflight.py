@@ -28,7 +28,7 @@ from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import LinuxDistribution
 
 from llmhost import units, vllm_args
-from llmhost.catalogue import ModelMeta, ModelMetaError, is_unpinned, resolve
+from llmhost.catalogue import ModelMeta, ModelMetaError, resolve
 from llmhost.facts.host import (
     FreeDiskBytes,
     PackageIndexFiles,
@@ -112,12 +112,6 @@ def run(settings: Settings) -> Preflight:
         _check_disk(settings.base_dir, VENV_BYTES[settings.gpu], "the new release's venv", problems)
 
     for svc in settings.services:
-        if is_unpinned(svc.model):
-            problems.append(
-                f"service {svc.name!r}: {svc.model.repo} has no pinned revision (all zeros); set "
-                f"llmhost_service_overrides = {{{svc.name!r}: {{'model': {{'revision': SHA}}}}}} "
-                "with the commit sha from the repo's 'Files and versions' page"
-            )
         gated = svc.model.gated and svc.model.source is ModelSource.HUB
         if gated and secrets_ok and not token:
             problems.append(

@@ -11,12 +11,10 @@ from safetensors.numpy import save_file
 
 from llmhost import catalogue
 from llmhost.catalogue import (
-    UNPINNED,
     ModelMeta,
     ModelMetaError,
     catalogue_entry,
     from_local_dir,
-    is_unpinned,
     resolve,
 )
 from llmhost.settings import ModelSpec
@@ -47,10 +45,7 @@ def test_catalogue_holds_the_five_models() -> None:
 def test_entry_says_where_its_revision_came_from(stem: str) -> None:
     entry = ENTRIES[stem]
     assert stem == entry["repo"].replace("/", "--")
-    if entry["revision"] is None:
-        assert entry["revision_source"].startswith("NOT FOUND")
-    else:
-        assert re.fullmatch(r"[0-9a-f]{40}", entry["revision"])
+    assert re.fullmatch(r"[0-9a-f]{40}", entry["revision"])
     assert entry["revision_source"] and entry["config_source"] and entry["weights_bytes_source"]
 
 
@@ -170,9 +165,11 @@ def test_local_dir_without_weights_names_the_dir(tmp_path: Path) -> None:
         from_local_dir(tmp_path)
 
 
-def test_unknown_revision_entries_match_any_revision() -> None:
-    assert catalogue_entry("TheBloke/Mistral-7B-Instruct-v0.2-AWQ", "a" * 40) is not None
-    assert catalogue_entry("Qwen/Qwen2.5-7B-Instruct-AWQ", "a" * 40) is None
+def test_an_entry_is_one_revision() -> None:
+    assert catalogue_entry("TheBloke/Mistral-7B-Instruct-v0.2-AWQ", "a" * 40) is None
+    assert catalogue_entry(
+        "TheBloke/Mistral-7B-Instruct-v0.2-AWQ", "f970a2bb89d5c2f9d217dc337f39e24625d6462a"
+    )
 
 
 def _hub(repo: str, revision: str) -> ModelSpec:
@@ -208,8 +205,3 @@ def test_resolve_local_source(tmp_path: Path) -> None:
     model = _model_dir(tmp_path / "m")
     spec = ModelSpec.model_validate({"source": "local", "path": str(model)})
     assert resolve(spec).num_layers == 2
-
-
-def test_is_unpinned() -> None:
-    assert is_unpinned(_hub("TheBloke/Mistral-7B-Instruct-v0.2-AWQ", UNPINNED))
-    assert not is_unpinned(_hub("Qwen/Qwen2.5-7B-Instruct-AWQ", "c" * 40))

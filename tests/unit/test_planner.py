@@ -39,10 +39,6 @@ DEFAULTS = {
 CARDS = [80 * 10**9, 94 * 10**9, 96 * 10**9]
 
 
-def _catalogued(repo: str) -> ModelMeta:
-    return from_catalogue(repo, "0" * 40) if repo.startswith("TheBloke/") else _by_repo(repo)
-
-
 def _by_repo(repo: str) -> ModelMeta:
     svc = next(s["model"] for stack in STACKS.values() for s in stack if s["model"]["repo"] == repo)
     return from_catalogue(svc["repo"], svc["revision"])
@@ -59,7 +55,7 @@ def _by_repo(repo: str) -> ModelMeta:
     ],
 )
 def test_kv_bytes_per_token_match_facts(repo: str, kib: int) -> None:
-    meta = _catalogued(repo)
+    meta = _by_repo(repo)
     assert kv_bytes_per_token(meta) == kib * KiB
     assert kv_bytes_per_token(meta, "fp8") == kib * KiB // 2
 
@@ -141,19 +137,19 @@ def test_refusal_when_weights_alone_do_not_fit() -> None:
 
 
 def test_max_model_len_above_what_vllm_accepts_is_refused() -> None:
-    deepseek = _catalogued("TheBloke/deepseek-coder-33B-instruct-AWQ")
+    deepseek = _by_repo("TheBloke/deepseek-coder-33B-instruct-AWQ")
     too_long = ServiceRequest(name="coder", meta=deepseek, max_model_len=131072)
     with pytest.raises(
         PlanError, match=r"coder: max_model_len 131072 .* lower max_model_len to 65536"
     ):
         plan_gpu([too_long], 141 * 10**9)
-    qwen = _catalogued("Qwen/Qwen2.5-7B-Instruct-AWQ")
+    qwen = _by_repo("Qwen/Qwen2.5-7B-Instruct-AWQ")
     with pytest.raises(PlanError, match="lower max_model_len to 32768"):
         plan_cpu([ServiceRequest(name="general", meta=qwen, max_model_len=65536)])
 
 
 def test_past_trained_length_fits_with_a_note() -> None:
-    deepseek = _catalogued("TheBloke/deepseek-coder-33B-instruct-AWQ")
+    deepseek = _by_repo("TheBloke/deepseek-coder-33B-instruct-AWQ")
     plan = plan_gpu([ServiceRequest(name="coder", meta=deepseek, max_model_len=32768)], 96 * GiB)
     assert "not trained that long" in plan.services["coder"].notes[0]
 
@@ -209,14 +205,14 @@ def test_cpu_kv_space_is_whole_gib_and_predicts_vllms_token_count() -> None:
 
 
 def test_cpu_kv_space_covers_the_wishes() -> None:
-    qwen = _catalogued("Qwen/Qwen2.5-7B-Instruct-AWQ")
+    qwen = _by_repo("Qwen/Qwen2.5-7B-Instruct-AWQ")
     plan = plan_cpu([ServiceRequest(name="g", meta=qwen, max_model_len=32768, concurrency=3)])
     # 3 x 32768 x 56 KiB = 5.25 GiB -> 6
     assert plan.services["g"].cpu_kv_cache_gib == 6
 
 
 def test_cpu_given_space_too_small_is_refused_naming_the_key() -> None:
-    qwen = _catalogued("Qwen/Qwen2.5-7B-Instruct-AWQ")
+    qwen = _by_repo("Qwen/Qwen2.5-7B-Instruct-AWQ")
     request = ServiceRequest(name="g", meta=qwen, max_model_len=32768, concurrency=3)
     with pytest.raises(PlanError, match="raise llmhost_cpu_kv_cache_gib to 6"):
         plan_cpu([request], kv_space_gib=2)
@@ -233,10 +229,10 @@ def test_adapter_needs_gpu_memory_on_gpu_hosts() -> None:
         _plan(_settings("primary"), None)
 
 
-def test_adapter_notes_unpinned_revisions() -> None:
-    plan = _plan(_settings("max-quality"), 96 * GiB)
-    assert "no pinned revision" in plan.services["coder"].notes[0]
-    assert plan.services["general"].notes == ()
+def test_every_stack_is_pinned_and_plans_without_notes() -> None:
+    for name in STACKS:
+        plan = _plan(_settings(name), 80 * GiB)
+        assert all(svc.notes == () for svc in plan.services.values()), name
 
 
 def test_plan_to_dict_is_json() -> None:

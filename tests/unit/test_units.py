@@ -18,7 +18,6 @@ from llmhost.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 GB = 10**9
-FAKE_SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 def _group_data(*names: str) -> dict:
@@ -31,8 +30,8 @@ def _group_data(*names: str) -> dict:
 @pytest.fixture(scope="module")
 def prod() -> tuple[Settings, HostPlan, dict]:
     data = _group_data("all", "prod")
-    pins = {name: {"model": {"revision": FAKE_SHA}} for name in ("coder", "general")}
-    settings = Settings.from_host_data({**data, "llmhost_service_overrides": pins}, "prod")
+    # prod as shipped, no edits: the primary stack, pinned by the catalogue.
+    settings = Settings.from_host_data(data, "prod")
     metas = {svc.name: resolve(svc.model) for svc in settings.services}
     return settings, plan_services(settings, 80 * GB, metas), metas
 
