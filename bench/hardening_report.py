@@ -17,20 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 from llmhost import lab, units
 from llmhost.catalogue import resolve
-from llmhost.layout import Layout
+from llmhost.layout import UNIT_DIR, Layout, unit_name
 from llmhost.planner import GiB, plan_services
-from llmhost.settings import Settings
+from llmhost.settings import group_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL = 4.0
-PLAN = "/etc/llmhost/plan.json"
 OVERALL = re.compile(r"Overall exposure level for \S+: ([\d.]+)")
 
 # Why each setting systemd-analyze counts as off stays off (keys: its "name" column). "Tried":
@@ -88,10 +86,7 @@ def analyse(guest: lab.Guest, target: str, offline: bool = False) -> tuple[float
 
 def gpu_units() -> dict[str, str]:
     """The prod GPU host's unit files, rendered as the deploy would (planned for an 80 GB card)."""
-    data: dict = {}
-    for path in ("group_data/all.py", "group_data/prod.py"):
-        data.update(runpy.run_path(str(ROOT / path)))
-    settings = Settings.from_host_data(data, where="group_data/prod.py")
+    settings = group_settings(ROOT, "prod")
     metas = {svc.name: resolve(svc.model) for svc in settings.services}
     plan = plan_services(settings, 80 * GiB, metas)
     return {
@@ -112,15 +107,15 @@ def main() -> int:
         raise SystemExit(f"no running lab guest {args.name!r}: llmhost lab up --name {args.name}")
 
     # The services the deploy applied (its plan.json), not every unit named llmhost-*.
-    plan = json.loads(guest_run(guest, f"cat {PLAN}"))
-    loaded = [f"llmhost-{name}.service" for name in sorted(plan["services"])]
+    plan = json.loads(guest_run(guest, f"cat {Layout(group_settings(ROOT, 'lab')).plan}"))
+    loaded = [unit_name(name) for name in sorted(plan["services"])]
     # (unit, how it is scored, what systemd-analyze is given, offline).
     targets = [
         target
         for unit in loaded
         for target in (
             (unit, "lab, loaded", unit, False),
-            (unit, "lab, offline", f"/etc/systemd/system/{unit}", True),
+            (unit, "lab, offline", f"{UNIT_DIR}/{unit}", True),
         )
     ]
     guest_run(guest, "rm -rf /run/llmhost-gpu-units && mkdir /run/llmhost-gpu-units")

@@ -1,6 +1,6 @@
 """Host-independent logic of the post-deploy checks (``tests/host``): parse, compare, summarise.
 
-Nothing here touches a host: the tests read a host through testinfra (``llmhost.verify``) and
+Nothing here touches a host: the tests read a host through testinfra (``tests/host/targets.py``) and
 hand the numbers to these functions, which return the problems as operator-ready sentences
 (host, service, the numbers, what to look at). An empty list means the check passed.
 """

@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from llmhost.settings import data_defaults
+
 CACHE_DIR = Path(os.environ.get("LLMHOST_LAB_CACHE", "/var/cache/llmhost-lab"))
 STATE_DIR = Path(os.environ.get("LLMHOST_LAB_STATE", "/var/lib/llmhost-lab"))
 SUITE = "bookworm"
@@ -376,14 +378,29 @@ def up(name: str = "default", model_store: str | None = None) -> Guest:
         binds = [f"--bind={pip_cache}:{GUEST_PIP_CACHE}"]
         if model_store:
             Path(model_store).mkdir(parents=True, exist_ok=True)
-            binds.append(f"--bind={model_store}:/srv/llmhost/models")
-        log = (gdir / "console.log").open("w")
-        proc = subprocess.Popen(
+            # Where the deploy keeps models by default: the store stands in for a model disk.
+            binds.append(f"--bind={model_store}:{data_defaults()['llmhost_model_dir']}")
+        proc = _boot(guest, root, gdir / "console.log", binds)
+        guest = dataclasses.replace(guest, pid=proc.pid)
+        (gdir / "guest.json").write_text(guest.to_json())
+        _write_ssh_config()
+        _wait_ready(guest, proc)
+    except BaseException:
+        down(name, quiet=True)
+        raise
+    print(f"lab: guest {name!r} up at {guest.address} in {time.monotonic() - started:.1f}s")
+    return guest
+
+
+def _boot(guest: Guest, root: Path, console: Path, binds: list[str]) -> subprocess.Popen[bytes]:
+    """systemd-nspawn booting the guest's root in its network namespace, in the background."""
+    with console.open("w") as log:
+        return subprocess.Popen(
             [
                 "systemd-nspawn",
                 "--boot",
                 f"--directory={root}",
-                f"--machine=llmhost-{name}",
+                f"--machine=llmhost-{guest.name}",
                 "--register=no",
                 "--keep-unit",
                 f"--network-namespace-path=/run/netns/{guest.netns}",
@@ -397,15 +414,6 @@ def up(name: str = "default", model_store: str | None = None) -> Guest:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        guest = dataclasses.replace(guest, pid=proc.pid)
-        (gdir / "guest.json").write_text(guest.to_json())
-        _write_ssh_config()
-        _wait_ready(guest, proc)
-    except BaseException:
-        down(name, quiet=True)
-        raise
-    print(f"lab: guest {name!r} up at {guest.address} in {time.monotonic() - started:.1f}s")
-    return guest
 
 
 def _install_firstboot(root: Path) -> None:

@@ -25,6 +25,11 @@ def release_id(python: str, packages: list[str], remove: list[str], find_links: 
     return hashlib.sha256(spec.encode()).hexdigest()
 
 
+def unit_name(service: str) -> str:
+    """The systemd unit of the service named ``service``."""
+    return f"llmhost-{service}.service"
+
+
 def url_host(bind_host: str) -> str:
     """Where a client on the host reaches a service bound to ``bind_host`` (IPv6-safe)."""
     wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1"}
@@ -88,7 +93,7 @@ class Layout:
     # Services.
     @staticmethod
     def unit_name(svc: ServiceSpec) -> str:
-        return f"llmhost-{svc.name}.service"
+        return unit_name(svc.name)
 
     def unit_path(self, svc: ServiceSpec) -> str:
         return f"{UNIT_DIR}/{self.unit_name(svc)}"

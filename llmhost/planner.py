@@ -289,6 +289,62 @@ def _either(options: Sequence[str]) -> str:
     return options[0] if len(options) == 1 else f"{', '.join(options[:-1])}, or {options[-1]}"
 
 
+@dataclass(frozen=True)
+class _Terms:
+    """One service's memory terms inside its fraction, before the KV share."""
+
+    kv_bytes_per_token: int
+    activation: int
+    cuda_graphs: int
+    # Weights, context, activation peak and graphs: what the fraction holds besides KV.
+    fixed: int
+    # The KV its wishes need (concurrency x max_model_len tokens).
+    kv_need: int
+
+
+def _terms(req: ServiceRequest) -> _Terms:
+    bpt = kv_bytes_per_token(req.meta, req.kv_cache_dtype)
+    activation = activation_bytes(req.meta, req.max_num_batched_tokens, req.max_num_seqs)
+    graphs = cuda_graph_bytes(req.meta, req.enforce_eager)
+    return _Terms(
+        kv_bytes_per_token=bpt,
+        activation=activation,
+        cuda_graphs=graphs,
+        fixed=req.meta.weights_bytes + CUDA_CONTEXT_BYTES + activation + graphs,
+        kv_need=req.concurrency
+        * tokens_per_sequence(req.meta, req.max_model_len, GPU_BLOCK_SIZE)
+        * bpt,
+    )
+
+
+def _gpu_service_plan(
+    req: ServiceRequest, t: _Terms, kv: int, total: int, step: int
+) -> ServicePlan:
+    """The service's fraction, rounded up to 0.001 of the card with ``step`` to spare."""
+    milli = (t.fixed + kv + step) * 10**FRACTION_DECIMALS // total
+    kv_bytes = milli * total // 10**FRACTION_DECIMALS - t.fixed
+    kv_tokens = kv_bytes // (GPU_BLOCK_SIZE * t.kv_bytes_per_token) * GPU_BLOCK_SIZE
+    per_seq = tokens_per_sequence(req.meta, req.max_model_len, GPU_BLOCK_SIZE)
+    return ServicePlan(
+        name=req.name,
+        label=req.label,
+        weights_bytes=req.meta.weights_bytes,
+        context_bytes=CUDA_CONTEXT_BYTES,
+        activation_bytes=t.activation,
+        cuda_graph_bytes=t.cuda_graphs,
+        kv_bytes=kv_bytes,
+        kv_bytes_per_token=t.kv_bytes_per_token,
+        kv_tokens=kv_tokens,
+        max_model_len=req.max_model_len,
+        concurrency=req.concurrency,
+        max_concurrency=round(kv_tokens / per_seq, 2),
+        gpu_memory_utilization=milli / 10**FRACTION_DECIMALS,
+        kv_cache_memory_bytes=kv_bytes,
+        cpu_kv_cache_gib=None,
+        notes=_notes(req),
+    )
+
+
 def plan_gpu(
     requests: Sequence[ServiceRequest],
     gpu_total_bytes: int,
@@ -303,54 +359,21 @@ def plan_gpu(
     total = gpu_total_bytes
     budget = min(math.floor(cap * total), total - headroom_bytes)
     step = -(-total // 10**FRACTION_DECIMALS)  # one 0.001 of the card, reserved per service
-    bpt = [kv_bytes_per_token(r.meta, r.kv_cache_dtype) for r in requests]
-    activations = [
-        activation_bytes(r.meta, r.max_num_batched_tokens, r.max_num_seqs) for r in requests
-    ]
-    graphs = [cuda_graph_bytes(r.meta, r.enforce_eager) for r in requests]
-    fixed = [
-        r.meta.weights_bytes + CUDA_CONTEXT_BYTES + a + g
-        for r, a, g in zip(requests, activations, graphs, strict=True)
-    ]
-    need = [
-        r.concurrency * tokens_per_sequence(r.meta, r.max_model_len, GPU_BLOCK_SIZE) * b
-        for r, b in zip(requests, bpt, strict=True)
-    ]
+    terms = [_terms(r) for r in requests]
+    fixed = sum(t.fixed for t in terms)
+    need = sum(t.kv_need for t in terms)
     usable = budget - step * len(requests)
-    spare = usable - sum(fixed) - sum(need)
+    spare = usable - fixed - need
     if spare < 0:
-        _refuse(requests, bpt, fixed, need, usable, total, budget)
-
-    plans = {}
-    milli_sum = 0
-    for req, b, f, n, a, g in zip(requests, bpt, fixed, need, activations, graphs, strict=True):
-        kv = n + spare * n // sum(need)
-        milli = (f + kv + step) * 10**FRACTION_DECIMALS // total
-        milli_sum += milli
-        reserved = milli * total // 10**FRACTION_DECIMALS
-        kv_bytes = reserved - f
-        kv_tokens = kv_bytes // (GPU_BLOCK_SIZE * b) * GPU_BLOCK_SIZE
-        per_seq = tokens_per_sequence(req.meta, req.max_model_len, GPU_BLOCK_SIZE)
-        plans[req.name] = ServicePlan(
-            name=req.name,
-            label=req.label,
-            weights_bytes=req.meta.weights_bytes,
-            context_bytes=CUDA_CONTEXT_BYTES,
-            activation_bytes=a,
-            cuda_graph_bytes=g,
-            kv_bytes=kv_bytes,
-            kv_bytes_per_token=b,
-            kv_tokens=kv_tokens,
-            max_model_len=req.max_model_len,
-            concurrency=req.concurrency,
-            max_concurrency=round(kv_tokens / per_seq, 2),
-            gpu_memory_utilization=milli / 10**FRACTION_DECIMALS,
-            kv_cache_memory_bytes=kv_bytes,
-            cpu_kv_cache_gib=None,
-            notes=_notes(req),
-        )
-    fraction_sum = milli_sum / 10**FRACTION_DECIMALS
-    free = total - sum(p.kv_bytes for p in plans.values()) - sum(fixed)
+        _refuse(requests, terms, usable, total, budget)
+    # Spare memory is shared out in proportion to each service's KV need.
+    plans = {
+        req.name: _gpu_service_plan(req, t, t.kv_need + spare * t.kv_need // need, total, step)
+        for req, t in zip(requests, terms, strict=True)
+    }
+    fraction_sum = sum(p.gpu_memory_utilization or 0 for p in plans.values())
+    fraction_sum = round(fraction_sum, FRACTION_DECIMALS)
+    free = total - sum(p.kv_bytes for p in plans.values()) - fixed
     return HostPlan(
         mode="gpu",
         services=plans,
@@ -368,20 +391,20 @@ def plan_gpu(
 
 def _refuse(
     requests: Sequence[ServiceRequest],
-    bpt: Sequence[int],
-    fixed: Sequence[int],
-    need: Sequence[int],
+    terms: Sequence[_Terms],
     usable: int,
     total: int,
     budget: int,
 ) -> None:
     """Raise a ``PlanError`` blaming the service with the largest KV need."""
+    need = [t.kv_need for t in terms]
+    fixed = sum(t.fixed for t in terms)
     i = max(range(len(requests)), key=lambda k: need[k])
     req = requests[i]
-    available = usable - sum(fixed) - (sum(need) - need[i])
+    available = usable - fixed - (sum(need) - need[i])
     if available <= 0:
         raise PlanError(
-            f"{req.name}: weights and overheads ({sum(fixed) / GiB:.1f} GiB) and the other "
+            f"{req.name}: weights and overheads ({fixed / GiB:.1f} GiB) and the other "
             f"services' KV ({(sum(need) - need[i]) / GiB:.1f} GiB) leave no KV room in the "
             f"{budget / GiB:.1f} GiB budget of this {total / GiB:.1f} GiB GPU; use a GPU with "
             "more memory, a smaller model, or lower the other service's wishes"
@@ -391,7 +414,7 @@ def _refuse(
         for other, n in zip(requests, need, strict=True)
         if other is not req and n
     ]
-    options = _knobs(req, bpt[i], GPU_BLOCK_SIZE, available) + others
+    options = _knobs(req, terms[i].kv_bytes_per_token, GPU_BLOCK_SIZE, available) + others
     options = options or ["use a GPU with more memory"]
     raise PlanError(
         f"{req.name}: {req.concurrency} x {req.max_model_len}-token sequences need "

@@ -12,13 +12,16 @@ import difflib
 import ipaddress
 import json
 import re
+import runpy
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from llmhost.stacks import stack_services
 
 PREFIX = "llmhost_"
 REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -297,8 +300,6 @@ class Settings(Strict):
             )
         overrides = ours.pop("service_overrides", None) or {}
         if not ours.get("services"):
-            from llmhost.stacks import stack_services
-
             try:
                 ours["services"] = stack_services(ours.get("stack"))
             except KeyError as e:
@@ -332,6 +333,15 @@ def key_table() -> str:
 
 def _shown(value: Any) -> str:
     return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def group_settings(project_dir: str | Path, group: str) -> Settings:
+    """One inventory group's settings as the deploy reads them: ``group_data/all.py``, then
+    ``group_data/<group>.py``, over the defaults."""
+    data: dict[str, Any] = {}
+    for name in ("all", group):
+        data.update(runpy.run_path(str(Path(project_dir) / "group_data" / f"{name}.py")))
+    return Settings.from_host_data(data, where=f"group_data/{group}.py")
 
 
 def _apply_overrides(

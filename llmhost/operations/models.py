@@ -12,6 +12,7 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
 from llmhost.layout import MODEL_MARKER
+from llmhost.operations.marks import written_last
 
 # What vLLM reads from a checkpoint; the rest of a hub repo (other formats, images) is skipped.
 HUB_PATTERNS = ("*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja")
@@ -26,20 +27,6 @@ def local_digest(src: str | Path) -> str:
         with path.open("rb") as f:
             digest.update(hashlib.file_digest(f, "sha256").digest())
     return digest.hexdigest()
-
-
-def _mark(dest: str, content: str) -> Iterable[StringCommand]:
-    marker = f"{dest}/{MODEL_MARKER}"
-    yield StringCommand(
-        "echo",
-        QuoteString(content),
-        ">",
-        QuoteString(f"{marker}.tmp"),
-        "&&",
-        "mv",
-        QuoteString(f"{marker}.tmp"),
-        QuoteString(marker),
-    )
 
 
 @operation()
@@ -69,7 +56,7 @@ def local(src: str, dest: str):
     yield from files.sync._inner(
         src=src, dest=dest, mode="644", dir_mode="755", exclude=MODEL_MARKER, add_deploy_dir=False
     )
-    yield from _mark(dest, digest)
+    yield written_last(f"{dest}/{MODEL_MARKER}", digest)
 
 
 @operation()
@@ -133,4 +120,4 @@ def hub(
         QuoteString(dest),
         *includes,
     )
-    yield from _mark(dest, revision)
+    yield written_last(f"{dest}/{MODEL_MARKER}", revision)

@@ -9,6 +9,7 @@ from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.files import FileContents
 
 from llmhost.layout import VENV_STAMP, release_id
+from llmhost.operations.marks import written_last
 
 
 @operation()
@@ -77,13 +78,4 @@ def pinned(
     yield StringCommand(
         QuoteString(f"{path}/bin/python"), "-c", QuoteString(f"import {import_check}")
     )
-    yield StringCommand(
-        "echo",
-        digest,
-        ">",
-        QuoteString(f"{stamp}.tmp"),
-        "&&",
-        "mv",
-        QuoteString(f"{stamp}.tmp"),
-        QuoteString(stamp),
-    )
+    yield written_last(stamp, digest)

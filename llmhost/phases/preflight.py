@@ -75,50 +75,20 @@ def hf_token(settings: Settings) -> str | None:
 
 
 def run(settings: Settings) -> Preflight:
+    """Every check, then the plan; ``PreflightError`` with one line per problem."""
     problems: list[str] = []
-    name = host.name
-
-    distro = host.get_fact(LinuxDistribution)
-    supported = SUPPORTED_OS.get(distro["name"] or "", ())
-    if distro["major"] not in supported:
-        wanted = ", ".join(f"{os_} {'/'.join(map(str, v))}" for os_, v in SUPPORTED_OS.items())
-        problems.append(f"OS is {distro['name']} {distro['major']}; llmhost supports {wanted}")
-
-    python = host.get_fact(PythonVersion, python=settings.python)
-    if python is None or python < MIN_PYTHON:
-        found = "missing" if python is None else f"{python[0]}.{python[1]}"
-        problems.append(
-            f"llmhost_python {settings.python!r} is {found}; "
-            f"need Python >= {'.'.join(map(str, MIN_PYTHON))}"
-        )
-
+    python_ok = _check_os_and_python(settings, problems)
     _check_user(settings, problems)
     _check_bind(settings, problems)
     secrets_ok = _check_secret_files(settings, problems)
     token = hf_token(settings) if secrets_ok else None
-    if python is not None and python >= MIN_PYTHON:
+    if python_ok:
         _check_vllm_pin(settings, problems)
     metas = _model_metas(settings, token, problems)
     gpu_total = _check_gpu(settings, problems) if settings.gpu else None
-
-    need_models = sum(
-        meta.weights_bytes
-        for svc_name, meta in metas.items()
-        if not _model_complete(settings, svc_name)
-    )
-    _check_disk(settings.model_dir, need_models, "the models", problems)
-    # A new release is built beside the running one, which stays until the services switch.
-    if host.get_fact(FileContents, path=Layout(settings).release_stamp) is None:
-        _check_disk(settings.base_dir, VENV_BYTES[settings.gpu], "the new release's venv", problems)
-
-    for svc in settings.services:
-        gated = svc.model.gated and svc.model.source is ModelSource.HUB
-        if gated and secrets_ok and not token:
-            problems.append(
-                f"service {svc.name!r}: {svc.model.repo} is gated and no token was given; "
-                "export HF_TOKEN on the controller or set llmhost_hf_token_file"
-            )
-
+    _check_disks(settings, metas, problems)
+    if secrets_ok and not token:
+        _check_gated(settings, problems)
     plan = None
     if len(metas) == len(settings.services) and (gpu_total or not settings.gpu):
         try:
@@ -129,8 +99,48 @@ def run(settings: Settings) -> Preflight:
         _check_extra_args(settings, metas, plan, problems)
     _check_ram(settings, metas, plan, problems)
     if problems or plan is None:
-        raise PreflightError("\n".join(f"{name}: {p}" for p in problems))
+        raise PreflightError("\n".join(f"{host.name}: {p}" for p in problems))
     return Preflight(metas=metas, gpu_total_bytes=gpu_total, plan=plan)
+
+
+def _check_os_and_python(settings: Settings, problems: list[str]) -> bool:
+    """A supported OS; False when the interpreter the venv is made with is missing or old."""
+    distro = host.get_fact(LinuxDistribution)
+    supported = SUPPORTED_OS.get(distro["name"] or "", ())
+    if distro["major"] not in supported:
+        wanted = ", ".join(f"{os_} {'/'.join(map(str, v))}" for os_, v in SUPPORTED_OS.items())
+        problems.append(f"OS is {distro['name']} {distro['major']}; llmhost supports {wanted}")
+    python = host.get_fact(PythonVersion, python=settings.python)
+    if python is None or python < MIN_PYTHON:
+        found = "missing" if python is None else f"{python[0]}.{python[1]}"
+        problems.append(
+            f"llmhost_python {settings.python!r} is {found}; "
+            f"need Python >= {'.'.join(map(str, MIN_PYTHON))}"
+        )
+        return False
+    return True
+
+
+def _check_disks(settings: Settings, metas: dict[str, ModelMeta], problems: list[str]) -> None:
+    """Room for the models not complete yet, and for a new release beside the running one."""
+    need_models = sum(
+        meta.weights_bytes
+        for svc_name, meta in metas.items()
+        if not _model_complete(settings, svc_name)
+    )
+    _check_disk(settings.model_dir, need_models, "the models", problems)
+    # A new release is built beside the running one, which stays until the services switch.
+    if host.get_fact(FileContents, path=Layout(settings).release_stamp) is None:
+        _check_disk(settings.base_dir, VENV_BYTES[settings.gpu], "the new release's venv", problems)
+
+
+def _check_gated(settings: Settings, problems: list[str]) -> None:
+    for svc in settings.services:
+        if svc.model.gated and svc.model.source is ModelSource.HUB:
+            problems.append(
+                f"service {svc.name!r}: {svc.model.repo} is gated and no token was given; "
+                "export HF_TOKEN on the controller or set llmhost_hf_token_file"
+            )
 
 
 def _model_complete(settings: Settings, svc_name: str) -> bool:

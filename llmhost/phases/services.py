@@ -6,33 +6,20 @@ from __future__ import annotations
 from io import StringIO
 
 from pyinfra.api import deploy
+from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files
 
 from llmhost import units
 from llmhost.layout import MODEL_MARKER, VENV_STAMP, Layout
 from llmhost.operations import secrets, services, snapshots
 from llmhost.phases.preflight import Preflight
-from llmhost.settings import Settings
+from llmhost.settings import ServiceSpec, Settings
 
 
 @deploy("Services: units and health-gated start")
 def start_services(settings: Settings, checked: Preflight) -> None:
     layout = Layout(settings)
-    if settings.api_key_file:
-        with open(settings.api_key_file, encoding="utf-8") as f:
-            key = f.read().strip()
-        key_op = files.put(
-            name="API key (0600)",
-            src=StringIO(f"VLLM_API_KEY={key}\n"),
-            dest=layout.api_key_env,
-            user=settings.user,
-            group=settings.user,
-            mode="600",
-        )
-    else:
-        key_op = secrets.generated_api_key(
-            name="API key (generated once, 0600)", path=layout.api_key_env, user=settings.user
-        )
+    key_op = _write_api_key(settings, layout)
     files.put(
         name="The applied VRAM plan",
         src=StringIO(units.plan_json(settings, checked.plan, checked.gpu_total_bytes)),
@@ -42,41 +29,69 @@ def start_services(settings: Settings, checked: Preflight) -> None:
     # In the configured order: each instance measures free GPU memory when it starts, and a
     # failed switch stops the deploy before the next service is touched.
     for svc in settings.services:
-        ctx = units.context(settings, svc, checked.metas[svc.name], checked.plan)
-        unit = files.template(
-            name=f"Unit {layout.unit_name(svc)}",
-            src=units.template("vllm.service.j2"),
-            dest=layout.unit_path(svc),
-            mode="644",
-            **ctx,
+        _switch(settings, layout, checked, svc, key_changed=key_op.will_change)
+    _prune(settings, layout)
+
+
+def _write_api_key(settings: Settings, layout: Layout) -> OperationMeta:
+    if not settings.api_key_file:
+        return secrets.generated_api_key(
+            name="API key (generated once, 0600)", path=layout.api_key_env, user=settings.user
         )
-        env = files.template(
-            name=f"Environment of {svc.name} (0600)",
-            src=units.template("vllm.env.j2"),
-            dest=layout.env_path(svc),
-            user=settings.user,
-            group=settings.user,
-            mode="600",
-            **ctx,
-        )
-        services.healthy(
-            name=f"Start {layout.unit_name(svc)} and wait for /health",
-            unit=layout.unit_name(svc),
-            health_url=layout.health_url(svc),
-            timeout_s=settings.health_timeout_s,
-            good_dir=layout.good_dir(svc),
-            release_files=[layout.unit_path(svc), layout.env_path(svc)],
-            restarted=unit.will_change or env.will_change or key_op.will_change,
-            # What it runs: a stopped deploy may have changed these without restarting it.
-            sources=[
-                layout.release_stamp,
-                layout.model_marker(svc),
-                layout.unit_path(svc),
-                layout.env_path(svc),
-                layout.api_key_env,
-            ],
-        )
-    # Every service is healthy on what this run planned: keep that and the previous one.
+    with open(settings.api_key_file, encoding="utf-8") as f:
+        key = f.read().strip()
+    return files.put(
+        name="API key (0600)",
+        src=StringIO(f"VLLM_API_KEY={key}\n"),
+        dest=layout.api_key_env,
+        user=settings.user,
+        group=settings.user,
+        mode="600",
+    )
+
+
+def _switch(
+    settings: Settings, layout: Layout, checked: Preflight, svc: ServiceSpec, key_changed: bool
+) -> None:
+    """The service's unit and env file, then its health-gated (re)start with rollback."""
+    ctx = units.context(settings, svc, checked.metas[svc.name], checked.plan)
+    unit = files.template(
+        name=f"Unit {layout.unit_name(svc)}",
+        src=units.template("vllm.service.j2"),
+        dest=layout.unit_path(svc),
+        mode="644",
+        **ctx,
+    )
+    env = files.template(
+        name=f"Environment of {svc.name} (0600)",
+        src=units.template("vllm.env.j2"),
+        dest=layout.env_path(svc),
+        user=settings.user,
+        group=settings.user,
+        mode="600",
+        **ctx,
+    )
+    services.healthy(
+        name=f"Start {layout.unit_name(svc)} and wait for /health",
+        unit=layout.unit_name(svc),
+        health_url=layout.health_url(svc),
+        timeout_s=settings.health_timeout_s,
+        good_dir=layout.good_dir(svc),
+        release_files=[layout.unit_path(svc), layout.env_path(svc)],
+        restarted=unit.will_change or env.will_change or key_changed,
+        # What it runs: a stopped deploy may have changed these without restarting it.
+        sources=[
+            layout.release_stamp,
+            layout.model_marker(svc),
+            layout.unit_path(svc),
+            layout.env_path(svc),
+            layout.api_key_env,
+        ],
+    )
+
+
+def _prune(settings: Settings, layout: Layout) -> None:
+    """Every service is healthy on what this run planned: keep that and the previous one."""
     snapshots.pruned(
         name=f"Prune releases in {layout.releases_dir}",
         root=layout.releases_dir,

@@ -19,10 +19,10 @@ from pyinfra.api.exceptions import NoGroupError
 from pyinfra.api.host import Host as PyinfraHost
 from pyinfra.api.inventory import Inventory
 from pyinfra.context import ctx_state
+from targets import HostTarget, connect
 
 from llmhost.checks import MIB, parse_service_pids
 from llmhost.settings import Settings, SettingsError
-from llmhost.verify import HostTarget, connect
 
 with warnings.catch_warnings():
     # pyinfra_cli monkey-patches with gevent on import and warns about it: pyinfra's own noise.

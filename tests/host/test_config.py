@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmhost.verify import HostTarget, ServiceTarget, fail_on
+from targets import HostTarget, ServiceTarget, fail_on
 
 
 def _private_file_problems(target: HostTarget, path: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from targets import HostTarget, ServiceTarget, fail_on
 
 from llmhost.checks import (
     GIB,
@@ -15,7 +16,6 @@ from llmhost.checks import (
     service_vram_problems,
 )
 from llmhost.facts.nvidia import NvidiaGpu
-from llmhost.verify import HostTarget, ServiceTarget, fail_on
 
 pytestmark = pytest.mark.gpu
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from targets import ServiceTarget, fail_on
+
 from llmhost.checks import listener_problems
 from llmhost.probe import chat_text
-from llmhost.verify import ServiceTarget, fail_on
 
 
 def _answer(result: dict[str, Any]) -> str:

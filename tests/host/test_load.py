@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from targets import HostTarget, fail_on
+
 from llmhost.checks import journal_problems, summarise_load
-from llmhost.verify import HostTarget, fail_on
 
 
 def test_load(target: HostTarget, request_timeout: float, report: list[str]) -> None:

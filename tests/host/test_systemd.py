@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from targets import ServiceTarget, fail_on
+
 from llmhost.checks import journal_problems
-from llmhost.verify import ServiceTarget, fail_on
 
 
 def test_active_enabled(service: ServiceTarget) -> None:

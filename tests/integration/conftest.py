@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import runpy
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 from llmhost import lab
 from llmhost.layout import Layout
-from llmhost.settings import Settings
+from llmhost.settings import group_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -25,17 +24,8 @@ GUEST = os.environ.get("LLMHOST_IT_GUEST", "it")
 HOST = f"lab-{GUEST}"
 # The guest's model store, a host directory that outlives the guest like a separate disk.
 MODEL_STORE = lab.STATE_DIR / "stores" / GUEST
-
-
-def _lab_data() -> dict:
-    data: dict = {}
-    for path in ("group_data/all.py", "group_data/lab.py"):
-        data.update(runpy.run_path(str(ROOT / path)))
-    return data
-
-
 # The guest's paths and names as the deploy lays them out from the lab's data.
-LAYOUT = Layout(Settings.from_host_data(_lab_data(), where="group_data/lab.py"))
+LAYOUT = Layout(group_settings(ROOT, "lab"))
 # The lab's services, in the order the deploy starts them.
 SERVICES = tuple(svc.name for svc in LAYOUT.settings.services)
 

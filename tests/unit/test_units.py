@@ -3,7 +3,6 @@ and no secret is in them."""
 
 from __future__ import annotations
 
-import runpy
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,24 +13,16 @@ from llmhost import units
 from llmhost.catalogue import resolve
 from llmhost.layout import UNIT_DIR, Layout
 from llmhost.planner import HostPlan, plan_services
-from llmhost.settings import Settings
+from llmhost.settings import Settings, group_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 GB = 10**9
 
 
-def _group_data(*names: str) -> dict:
-    data: dict = {}
-    for name in names:
-        data.update(runpy.run_path(str(ROOT / "group_data" / f"{name}.py")))
-    return {k: v for k, v in data.items() if k.startswith("llmhost_")}
-
-
 @pytest.fixture(scope="module")
 def prod() -> tuple[Settings, HostPlan, dict]:
-    data = _group_data("all", "prod")
     # prod as shipped, no edits: the primary stack, pinned by the catalogue.
-    settings = Settings.from_host_data(data, "prod")
+    settings = group_settings(ROOT, "prod")
     metas = {svc.name: resolve(svc.model) for svc in settings.services}
     return settings, plan_services(settings, 80 * GB, metas), metas
 
@@ -107,10 +98,14 @@ def test_lab_env_pins_threads_and_sizes_the_cpu_kv_cache(tmp_path) -> None:
     from llmhost import tinymodel
     from llmhost.catalogue import from_local_dir
 
-    data = _group_data("all", "lab")
-    for svc in data["llmhost_services"]:
-        svc["model"]["path"] = str(tinymodel.ensure(tmp_path / svc["name"], seed=1))
-    settings = Settings.from_host_data(data, "lab")
+    lab = group_settings(ROOT, "lab")
+    # The lab's services on tiny models made here (a fresh machine has no lab cache).
+    services = [
+        svc.model_copy(update={"model": svc.model.model_copy(update={"path": str(path)})})
+        for svc in lab.services
+        for path in [tinymodel.ensure(tmp_path / svc.name, seed=1)]
+    ]
+    settings = lab.model_copy(update={"services": services})
     metas = {s.name: from_local_dir(s.model.path) for s in settings.services}
     plan = plan_services(settings, None, metas)
     for svc in settings.services:

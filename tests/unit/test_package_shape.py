@@ -1,0 +1,88 @@
+"""The package's shape: no import circle, short functions, nothing of the tests or the lab in
+what a deploy imports."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "llmhost"
+MAX_LINES = 50
+
+
+def _modules() -> dict[str, ast.Module]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = ast.parse(path.read_text(encoding="utf-8"))
+    return found
+
+
+def _imports(tree: ast.Module, modules: set[str]) -> set[str]:
+    """The package modules ``tree`` imports, at any depth (function-local imports count)."""
+    found = set()
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        found |= {n for n in names if n in modules}
+    return found
+
+
+def test_no_import_circle() -> None:
+    modules = _modules()
+    graph = {name: _imports(tree, set(modules)) - {name} for name, tree in modules.items()}
+    # Packages import their submodules only through the files that name them.
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            pytest.fail(f"import circle: {' -> '.join([*path[path.index(name) :], name])}")
+        if name in done:
+            return
+        for dep in sorted(graph.get(name, ())):
+            visit(dep, [*path, name])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+
+
+def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """A function's lines, its docstring left out."""
+    assert node.end_lineno is not None
+    lines = node.end_lineno - node.lineno + 1
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+        assert first.end_lineno is not None
+        lines -= first.end_lineno - first.lineno + 1
+    return lines
+
+
+def test_no_function_over_the_limit() -> None:
+    long = [
+        f"{name}.{node.name}: {_body_lines(node)} lines"
+        for name, tree in _modules().items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and _body_lines(node) > MAX_LINES
+    ]
+    assert not long, f"split into named steps (at most {MAX_LINES} lines): {long}"
+
+
+def test_the_deploy_imports_no_test_or_lab_module() -> None:
+    code = (
+        "import sys, llmhost.deploy; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'pytest', '_pytest', 'testinfra', 'llmhost_lab'} | "
+        "{m for m in sys.modules if m in ('llmhost.lab', 'llmhost.tinymodel', 'llmhost.verify')}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
