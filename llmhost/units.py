@@ -14,7 +14,8 @@ from llmhost.layout import Layout
 from llmhost.planner import HostPlan
 from llmhost.settings import ServiceSpec, Settings
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# Package data (the checkout's top-level templates/ links here, where pyinfra users look).
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def template(name: str) -> str:

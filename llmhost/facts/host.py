@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 from typing import TypedDict
 
 from pyinfra.api import FactBase, QuoteString, StringCommand
 from typing_extensions import override
 
-from llmhost import pipindex
-
-PIPINDEX_SOURCE = Path(pipindex.__file__).read_text(encoding="utf-8")
+from llmhost import pipindex, remote
 
 
 class FreeDiskBytes(FactBase[int | None]):
@@ -228,15 +225,9 @@ class PackageIndexFiles(FactBase[IndexFiles | None]):
 
     @override
     def command(self, python: str, project: str) -> StringCommand:
-        # -B: a preflight writes nothing on the host, not even bytecode caches.
-        return StringCommand(
-            QuoteString(python),
-            "-B",
-            "-c",
-            QuoteString(PIPINDEX_SOURCE),
-            QuoteString(project),
-            "2>/dev/null || true",
-        )
+        # A preflight writes nothing on the host, not even bytecode caches.
+        command = remote.argv(pipindex, project, python=python)
+        return StringCommand(*map(QuoteString, command), "2>/dev/null || true")
 
     @override
     def process(self, output: list[str]) -> IndexFiles | None:

@@ -14,7 +14,6 @@ import shlex
 import tempfile
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,13 +23,11 @@ from pyinfra.connectors.local import LocalConnector
 from testinfra.backend.base import CommandResult
 from testinfra.host import Host as TestinfraHost
 
-from llmhost import probe
+from llmhost import probe, remote
 from llmhost.checks import Plan, PlanError, PlannedService, parse_systemctl_show
 from llmhost.facts.nvidia import NvidiaComputeApp, NvidiaComputeApps, NvidiaGpu, NvidiaGpus
 from llmhost.layout import Layout, url_host
 from llmhost.settings import ServiceSpec, Settings
-
-PROBE_SOURCE = Path(probe.__file__).read_text(encoding="utf-8")
 
 SHOW_PROPERTIES = (
     "ActiveState",
@@ -134,7 +131,8 @@ class HostTarget:
 
     def probe(self, mode: str, where: str | None = None, **args: Any) -> Any:
         """Run ``llmhost.probe`` on the host and return its JSON answer."""
-        result = self.run("python3 -c %s %s %s", PROBE_SOURCE, mode, json.dumps(args), where=where)
+        command = remote.argv(probe, mode, json.dumps(args))
+        result = self.run(" ".join(["%s"] * len(command)), *command, where=where)
         if result.rc != 0:
             # Not check_output: its message would repeat the whole probe source.
             pytest.fail(
