@@ -1,0 +1,120 @@
+"""``preflight.run`` against faked facts: a host that can work passes, and each problem is one
+line naming the key and the fix (the lab's bad-input catalogue runs the same on a real host)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from llmhost.phases import preflight
+from llmhost.phases.system import NOLOGIN, USER_COMMENT
+from llmhost.settings import Settings
+
+GIB = 1024**3
+H200 = {
+    "index": 0,
+    "uuid": "GPU-1",
+    "name": "NVIDIA H200",
+    "memory_total_bytes": 143771 * 1024**2,
+    "memory_used_bytes": 0,
+    "memory_free_bytes": 143156 * 1024**2,
+    "compute_cap": (9, 0),
+    "driver_version": "580.159.04",
+}
+
+
+@dataclass
+class FakeHost:
+    """What ``preflight`` reads of a host: a fresh Debian 12 GPU host that can work."""
+
+    name: str = "gpu-01"
+    facts: dict[str, Any] = field(
+        default_factory=lambda: {
+            "LinuxDistribution": {"name": "Debian", "major": 12},
+            "PythonVersion": (3, 11),
+            "FileContents": None,
+            "PasswdAccount": None,
+            "ResolvedAddresses": [],
+            "FindDirectories": [],
+            "PackageIndexFiles": {
+                "sources": ["https://index.example/simple/vllm/"],
+                "files": ["vllm-0.33.0-cp38-abi3-manylinux_2_31_x86_64.whl"],
+                "errors": [],
+            },
+            "Memory": 256 * 1024,
+            "NvidiaGpus": [H200],
+            "FreeDiskBytes": 2000 * GIB,
+        }
+    )
+
+    def get_fact(self, fact: type, **kwargs: Any) -> Any:
+        return self.facts[fact.__name__]
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, facts: dict[str, Any], **data: Any) -> list[str]:
+    fake = FakeHost()
+    fake.facts.update(facts)
+    monkeypatch.setattr(preflight, "host", fake)
+    settings = Settings.from_host_data({"llmhost_stack": "single-vendor", **data}, "gpu-01")
+    try:
+        preflight.run(settings)
+    except preflight.PreflightError as e:
+        return str(e).splitlines()
+    return []
+
+
+def test_a_host_that_can_work_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _run(monkeypatch, {}) == []
+
+
+def test_the_deploys_own_user_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    ours = {"uid": 998, "comment": USER_COMMENT, "home": "/srv/x", "shell": NOLOGIN}
+    assert _run(monkeypatch, {"PasswdAccount": ours}) == []
+
+
+@pytest.mark.parametrize(
+    ("facts", "data", "expect"),
+    [
+        (
+            {"NvidiaGpus": [{**H200, "driver_version": "550.54.14"}]},
+            {},
+            "gpu-01: NVIDIA driver 550.54.14 is older than 580.65.06",
+        ),
+        ({"NvidiaGpus": []}, {}, "gpu-01: no NVIDIA GPU answers"),
+        (
+            {"PasswdAccount": {"uid": 1, "comment": "", "home": "/usr/sbin", "shell": NOLOGIN}},
+            {"llmhost_user": "daemon"},
+            "gpu-01: llmhost_user 'daemon' is an existing account (uid 1, home /usr/sbin)",
+        ),
+        (
+            {"ResolvedAddresses": []},
+            {"llmhost_bind_host": "vllm.internal"},
+            "llmhost_bind_host 'vllm.internal' does not resolve on the host",
+        ),
+        (
+            {"ResolvedAddresses": ["10.0.0.5"]},
+            {"llmhost_bind_host": "gpu-01.internal"},
+            "resolves to 10.0.0.5, not only loopback",
+        ),
+        (
+            {},
+            {"llmhost_service_overrides": {"coder": {"extra_args": ["-q", "fp8"]}}},
+            "llmhost_services['coder'].extra_args: -q (read as --quantization) is planned",
+        ),
+        ({"FreeDiskBytes": 5 * GIB}, {}, "has 5.0 GiB free; the models need"),
+        ({"PythonVersion": (3, 9)}, {}, "llmhost_python 'python3' is 3.9; need Python >= 3.10"),
+        ({"LinuxDistribution": {"name": "CentOS", "major": 7}}, {}, "OS is CentOS 7"),
+    ],
+    ids=[
+        "old-driver", "no-gpu", "foreign-user", "unresolvable-bind", "public-bind-name",
+        "planned-quantization", "small-disk", "old-python", "unsupported-os",
+    ],
+)  # fmt: skip
+def test_each_problem_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, facts: dict[str, Any], data: dict[str, Any], expect: str
+) -> None:
+    problems = _run(monkeypatch, facts, **data)
+    assert any(expect in line for line in problems), problems
+    assert all(line.startswith("gpu-01: ") for line in problems), problems
