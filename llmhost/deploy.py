@@ -18,7 +18,7 @@ from llmhost.settings import Settings, SettingsError, data_defaults
 def llmhost() -> None:
     try:
         settings = Settings.from_host_data(host.data.dict(), where=host.name)
-        checked = preflight.run(settings)
+        checked = preflight.check_host(settings)
     except (SettingsError, preflight.PreflightError) as e:
         # Raised while pyinfra prepares: no operation has run on any host yet.
         raise DeployError(f"llmhost: nothing was changed.\n{e}") from None

@@ -74,7 +74,7 @@ def hf_token(settings: Settings) -> str | None:
     return os.environ.get("HF_TOKEN") or None
 
 
-def run(settings: Settings) -> Preflight:
+def check_host(settings: Settings) -> Preflight:
     """Every check, then the plan; ``PreflightError`` with one line per problem."""
     problems: list[str] = []
     python_ok = _check_os_and_python(settings, problems)

@@ -1,4 +1,4 @@
-"""``preflight.run`` against faked facts: a host that can work passes, and each problem is one
+"""``preflight.check_host`` against faked facts: a host that can work passes, and each problem is one
 line naming the key and the fix (the lab's bad-input catalogue runs the same on a real host)."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, facts: dict[str, Any], **data: Any) ->
     monkeypatch.setattr(preflight, "host", fake)
     settings = Settings.from_host_data({"llmhost_stack": "single-vendor", **data}, "gpu-01")
     try:
-        preflight.run(settings)
+        preflight.check_host(settings)
     except preflight.PreflightError as e:
         return str(e).splitlines()
     return []
