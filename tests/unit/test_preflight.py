@@ -1,5 +1,6 @@
-"""``preflight.check_host`` against faked facts: a host that can work passes, and each problem
-is one line naming the key and the fix (the lab's bad-input catalogue runs the same on a real host)."""
+"""``preflight.check_host`` against faked facts: a host that can work passes, and each
+problem is one line naming the key and the fix (the lab's bad-input catalogue runs the same on a
+real host)."""
 
 from __future__ import annotations
 
