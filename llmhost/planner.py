@@ -87,6 +87,8 @@ class ServiceRequest:
     enforce_eager: bool = False
     # What the table shows in its model column (repo or path).
     label: str = ""
+    # Set by the service itself: the planner reports what it gives instead of sizing it.
+    gpu_memory_utilization: float | None = None
 
 
 @dataclass(frozen=True)
@@ -317,11 +319,14 @@ def _terms(req: ServiceRequest) -> _Terms:
     )
 
 
-def _gpu_service_plan(
-    req: ServiceRequest, t: _Terms, kv: int, total: int, step: int
-) -> ServicePlan:
-    """The service's fraction, rounded up to 0.001 of the card with ``step`` to spare."""
-    milli = (t.fixed + kv + step) * 10**FRACTION_DECIMALS // total
+def _milli(t: _Terms, kv: int, total: int, step: int) -> int:
+    """The fraction, in 0.001 of the card, that holds ``t``'s terms and ``kv``, rounded up by
+    ``step`` (one 0.001) so that truncation never takes from the KV."""
+    return (t.fixed + kv + step) * 10**FRACTION_DECIMALS // total
+
+
+def _gpu_service_plan(req: ServiceRequest, t: _Terms, milli: int, total: int) -> ServicePlan:
+    """What ``milli`` thousandths of the card hold for the service."""
     kv_bytes = milli * total // 10**FRACTION_DECIMALS - t.fixed
     kv_tokens = kv_bytes // (GPU_BLOCK_SIZE * t.kv_bytes_per_token) * GPU_BLOCK_SIZE
     per_seq = tokens_per_sequence(req.meta, req.max_model_len, GPU_BLOCK_SIZE)
@@ -341,8 +346,37 @@ def _gpu_service_plan(
         gpu_memory_utilization=milli / 10**FRACTION_DECIMALS,
         kv_cache_memory_bytes=kv_bytes,
         cpu_kv_cache_gib=None,
-        notes=_notes(req),
+        notes=_notes(req) + _short_of_wish(req, kv_tokens / per_seq),
     )
+
+
+def _short_of_wish(req: ServiceRequest, holds: float) -> tuple[str, ...]:
+    if req.gpu_memory_utilization is None or holds >= req.concurrency:
+        return ()
+    return (
+        f"its gpu_memory_utilization {req.gpu_memory_utilization} holds {holds:.2f} sequences of "
+        f"{req.max_model_len} tokens, fewer than concurrency {req.concurrency}",
+    )
+
+
+def _fixed_fraction(req: ServiceRequest, t: _Terms, total: int, step: int) -> int:
+    """A service's own fraction in thousandths, or ``PlanError`` if it cannot hold one
+    sequence of ``max_model_len`` (vLLM refuses to start then)."""
+    assert req.gpu_memory_utilization is not None
+    milli = round(req.gpu_memory_utilization * 10**FRACTION_DECIMALS)
+    kv = milli * total // 10**FRACTION_DECIMALS - t.fixed
+    one = tokens_per_sequence(req.meta, req.max_model_len, GPU_BLOCK_SIZE) * t.kv_bytes_per_token
+    if kv < one:
+        least = _milli(t, one, total, step) / 10**FRACTION_DECIMALS
+        raise PlanError(
+            f"{req.name}: gpu_memory_utilization {req.gpu_memory_utilization} is "
+            f"{milli * total / 10**FRACTION_DECIMALS / GiB:.1f} GiB of this {total / GiB:.1f} GiB "
+            f"GPU; weights and overheads take {t.fixed / GiB:.1f} GiB and leave "
+            f"{max(kv, 0) / GiB:.2f} GiB of KV, less than one {req.max_model_len}-token sequence "
+            f"needs ({one / GiB:.2f} GiB); raise it to {least:.3f}, lower max_model_len, or unset "
+            "it to have it planned"
+        )
+    return milli
 
 
 def plan_gpu(
@@ -359,18 +393,24 @@ def plan_gpu(
     total = gpu_total_bytes
     budget = min(math.floor(cap * total), total - headroom_bytes)
     step = -(-total // 10**FRACTION_DECIMALS)  # one 0.001 of the card, reserved per service
-    terms = [_terms(r) for r in requests]
-    fixed = sum(t.fixed for t in terms)
-    need = sum(t.kv_need for t in terms)
-    usable = budget - step * len(requests)
-    spare = usable - fixed - need
-    if spare < 0:
-        _refuse(requests, terms, usable, total, budget)
-    # Spare memory is shared out in proportion to each service's KV need.
-    plans = {
-        req.name: _gpu_service_plan(req, t, t.kv_need + spare * t.kv_need // need, total, step)
-        for req, t in zip(requests, terms, strict=True)
+    terms = {r.name: _terms(r) for r in requests}
+    milli = {
+        r.name: _fixed_fraction(r, terms[r.name], total, step)
+        for r in requests
+        if r.gpu_memory_utilization is not None
     }
+    given = sum(milli.values()) * total // 10**FRACTION_DECIMALS
+    if given > budget:
+        raise PlanError(
+            f"the services' own gpu_memory_utilization sum to {sum(milli.values()) / 1000:.3f}, "
+            f"above the {budget / total:.3f} of this GPU that llmhost_gpu_memory_cap and "
+            "llmhost_gpu_headroom_gib allow; lower them"
+        )
+    planned = [r for r in requests if r.name not in milli]
+    if planned:
+        milli |= _share(planned, [terms[r.name] for r in planned], budget - given, total, step)
+    plans = {r.name: _gpu_service_plan(r, terms[r.name], milli[r.name], total) for r in requests}
+    fixed = sum(t.fixed for t in terms.values())
     fraction_sum = sum(p.gpu_memory_utilization or 0 for p in plans.values())
     fraction_sum = round(fraction_sum, FRACTION_DECIMALS)
     free = total - sum(p.kv_bytes for p in plans.values()) - fixed
@@ -387,6 +427,22 @@ def plan_gpu(
         fraction_sum=fraction_sum,
         free_bytes=free,
     )
+
+
+def _share(
+    requests: Sequence[ServiceRequest], terms: Sequence[_Terms], budget: int, total: int, step: int
+) -> dict[str, int]:
+    """Fractions for the services the planner sizes, in ``budget`` bytes, or ``PlanError``:
+    each gets its wishes' KV, and the spare is shared out in proportion to those."""
+    usable = budget - step * len(requests)
+    need = sum(t.kv_need for t in terms)
+    spare = usable - sum(t.fixed for t in terms) - need
+    if spare < 0:
+        _refuse(requests, terms, usable, total, budget)
+    return {
+        req.name: _milli(t, t.kv_need + spare * t.kv_need // need, total, step)
+        for req, t in zip(requests, terms, strict=True)
+    }
 
 
 def _refuse(
@@ -491,6 +547,7 @@ def plan_services(
                 max_num_batched_tokens=svc.max_num_batched_tokens,
                 enforce_eager=svc.enforce_eager,
                 label=svc.model.repo or svc.model.path or "",
+                gpu_memory_utilization=svc.gpu_memory_utilization,
             )
         )
     if not settings.gpu:

@@ -114,6 +114,8 @@ class ServiceSpec(Strict):
     max_num_batched_tokens: Annotated[int, Field(ge=16)] = 8192
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     enforce_eager: bool = False
+    # Set to fix the fraction yourself; the planner then reports the KV it gives.
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=0.98)] | None = None
     # Lab (CPU build): the core(s) this instance's OpenMP threads are pinned to.
     cpu_threads_bind: Annotated[str, Field(pattern=CPU_BIND_RE)] | None = None
     extra_args: list[str] = []
@@ -256,6 +258,12 @@ class Settings(Strict):
                         f"llmhost_{a} {str(pa)!r} and llmhost_{b} {str(pb)!r} overlap; "
                         "give each a directory of its own, neither inside the other"
                     )
+        fixed = [svc.name for svc in self.services if svc.gpu_memory_utilization is not None]
+        if fixed and not self.gpu:
+            raise ValueError(
+                f"llmhost_services {fixed}: gpu_memory_utilization is for GPU hosts; on a CPU "
+                "host set llmhost_cpu_kv_cache_gib, or unset it"
+            )
         if is_ip(self.bind_host) and is_public(self.bind_host) and not self.bind_public:
             raise ValueError(
                 f"llmhost_bind_host {self.bind_host!r} is not loopback: {PUBLIC_BIND_WHY}"

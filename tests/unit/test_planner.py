@@ -26,7 +26,7 @@ from llmhost.planner import (
     plan_gpu,
     plan_services,
 )
-from llmhost.settings import Settings
+from llmhost.settings import Settings, SettingsError
 from llmhost.stacks import STACKS
 
 KiB = 1 << 10
@@ -329,3 +329,49 @@ def test_cli_bad_input_exits_2(
 )
 def test_parse_size(text: str, size: int) -> None:
     assert plan_cli.parse_size(text) == size
+
+
+def _fixed(**fractions: float) -> dict[str, Any]:
+    return {
+        "llmhost_service_overrides": {
+            name: {"gpu_memory_utilization": value} for name, value in fractions.items()
+        }
+    }
+
+
+def test_a_service_may_fix_its_own_fraction() -> None:
+    total = 80 * 10**9
+    plan = _plan(_settings("primary", **_fixed(coder=0.5)), total)
+    coder, general = plan.services["coder"], plan.services["general"]
+    assert coder.gpu_memory_utilization == 0.5
+    # The fraction holds weights and overheads, the rest is KV in whole 16-token blocks.
+    kv = 500 * total // 1000 - coder.weights_bytes - coder.overhead_bytes
+    assert coder.kv_bytes == kv
+    assert coder.kv_tokens == kv // (16 * coder.kv_bytes_per_token) * 16
+    # The other service is planned in what is left under the cap.
+    assert general.gpu_memory_utilization is not None
+    assert 0.5 + general.gpu_memory_utilization <= DEFAULTS["llmhost_gpu_memory_cap"]
+
+
+def test_a_fixed_fraction_short_of_the_wish_is_reported() -> None:
+    plan = _plan(_settings("primary", **_fixed(coder=0.4)), 80 * 10**9)
+    coder = plan.services["coder"]
+    assert coder.max_concurrency < coder.concurrency
+    assert "holds" in coder.notes[-1] and "fewer than concurrency 4" in coder.notes[-1]
+
+
+def test_a_fixed_fraction_without_room_for_one_sequence_is_refused() -> None:
+    # 0.3 of an 80 GB card: 22.4 GiB, 20.9 of them weights and overheads, 1.47 GiB of KV where
+    # one 16384-token sequence needs 3.88.
+    with pytest.raises(PlanError, match=r"coder: gpu_memory_utilization 0.3 .* raise it to 0\.333"):
+        _plan(_settings("primary", **_fixed(coder=0.3)), 80 * 10**9)
+
+
+def test_fixed_fractions_above_the_cap_are_refused() -> None:
+    with pytest.raises(PlanError, match=r"own gpu_memory_utilization sum to 0\.950"):
+        _plan(_settings("primary", **_fixed(coder=0.5, general=0.45)), 80 * 10**9)
+
+
+def test_a_fixed_fraction_on_a_cpu_host_is_refused() -> None:
+    with pytest.raises(SettingsError, match="gpu_memory_utilization is for GPU hosts"):
+        _settings("primary", llmhost_gpu=False, **_fixed(coder=0.5))
