@@ -61,6 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cpu", action="store_true", help="what-if for a CPU host (vLLM's CPU build)"
     )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="[SERVICE=]DIR",
+        help="what-if: SERVICE (default: the stack's first) runs the model in DIR, a local "
+        "directory with config.json and safetensors (or their index); repeatable",
+    )
     parser.add_argument("--json", action="store_true", help="print the plans as JSON")
     parser.add_argument(
         "--project-dir",
@@ -78,11 +86,31 @@ def _host_data(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     if args.cpu:
         override["llmhost_gpu"] = False
     if args.inventory:
+        if args.model:
+            raise BadInput("--model plans a what-if: use it with --stack, not an inventory")
         return _inventory_hosts(args.inventory, args.project_dir, override)
     if not args.stack:
         raise BadInput("give an inventory file, or --stack NAME for a what-if")
+    if args.model:
+        override["llmhost_service_overrides"] = _local_models(args.stack, args.model)
     # A what-if host has nothing but the defaults (Settings' own) and the overrides.
     return [(WHAT_IF, override)]
+
+
+def _local_models(stack: str, given: list[str]) -> dict[str, Any]:
+    """``--model [SERVICE=]DIR`` as service overrides to a local model directory."""
+    names = [svc["name"] for svc in STACKS[stack]]
+    overrides: dict[str, Any] = {}
+    for item in given:
+        name, sep, path = item.rpartition("=")
+        name = name if sep else names[0]
+        if name not in names:
+            raise BadInput(f"--model {item!r}: stack {stack} has services {names}, not {name!r}")
+        if not Path(path).is_dir():
+            raise BadInput(f"--model {item!r}: {path} is not a directory on this machine")
+        model = {"source": "local", "path": path, "repo": None, "revision": None}
+        overrides[name] = {"model": model}
+    return overrides
 
 
 def _inventory_hosts(

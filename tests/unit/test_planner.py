@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from llmhost import lab, plan_cli, tinymodel
-from llmhost.catalogue import ModelMeta, from_catalogue, resolve
+from llmhost.catalogue import ModelMeta, catalogue_entry, from_catalogue, resolve
 from llmhost.planner import (
     CPU_BLOCK_SIZE,
     GPU_BLOCK_SIZE,
@@ -27,7 +27,7 @@ from llmhost.planner import (
     plan_services,
 )
 from llmhost.settings import Settings, SettingsError
-from llmhost.stacks import STACKS
+from llmhost.stacks import QWEN_7B, STACKS
 
 KiB = 1 << 10
 ROOT = Path(__file__).resolve().parents[2]
@@ -375,3 +375,31 @@ def test_fixed_fractions_above_the_cap_are_refused() -> None:
 def test_a_fixed_fraction_on_a_cpu_host_is_refused() -> None:
     with pytest.raises(SettingsError, match="gpu_memory_utilization is for GPU hosts"):
         _settings("primary", llmhost_gpu=False, **_fixed(coder=0.5))
+
+
+def test_cli_plans_a_local_model_directory(capsys, tmp_path: Path) -> None:
+    # A checkpoint directory as a user has one: config.json and a safetensors index.
+    entry = catalogue_entry(QWEN_7B["repo"], QWEN_7B["revision"])
+    assert entry is not None
+    (tmp_path / "config.json").write_text(json.dumps(entry["config"]))
+    index = {"metadata": {"total_size": entry["weights_bytes"]}, "weight_map": {}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    argv = ["--stack", "single-vendor", "--gpu-memory", "80GB", "--json"]
+
+    code, out, _ = _cli(capsys, *argv, "--model", f"general={tmp_path}")
+    local = json.loads(out)["hosts"]["what-if"]["services"]["general"]
+    code_catalogue, out_catalogue, _ = _cli(capsys, *argv)
+    catalogued = json.loads(out_catalogue)["hosts"]["what-if"]["services"]["general"]
+    assert code == code_catalogue == plan_cli.Exit.FITS
+    assert local["model"] == str(tmp_path)
+    assert {k: v for k, v in local.items() if k != "model"} == {
+        k: v for k, v in catalogued.items() if k != "model"
+    }
+
+
+def test_cli_model_names_a_service_of_the_stack(capsys, tmp_path: Path) -> None:
+    code, _, err = _cli(
+        capsys, "--stack", "primary", "--gpu-memory", "80GB", "--model", f"w={tmp_path}"
+    )
+    assert code == plan_cli.Exit.BAD_INPUT
+    assert "stack primary has services ['coder', 'general'], not 'w'" in err
