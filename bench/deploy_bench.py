@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from llmhost import lab
+from llmhost_lab import lab
 
 ROOT = Path(__file__).resolve().parents[1]
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")

@@ -21,11 +21,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llmhost import lab, units
+from llmhost import units
 from llmhost.catalogue import resolve
 from llmhost.layout import UNIT_DIR, Layout, unit_name
 from llmhost.planner import GiB, plan_services
 from llmhost.settings import group_settings
+from llmhost_lab import lab
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL = 4.0

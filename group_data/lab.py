@@ -1,7 +1,7 @@
-# The lab host: vLLM's CPU build serving two tiny generated models (llmhost/lab.py makes them).
-from llmhost.lab import GUEST_PIP_CACHE as _PIP_CACHE
-from llmhost.lab import model_path as _model_path
-from llmhost.lab import wheelhouse as _wheelhouse
+# The lab host: vLLM's CPU build serving two tiny generated models (llmhost_lab makes them).
+from llmhost_lab.lab import GUEST_PIP_CACHE as _PIP_CACHE
+from llmhost_lab.lab import model_path as _model_path
+from llmhost_lab.lab import wheelhouse as _wheelhouse
 
 llmhost_gpu = False
 llmhost_stack = None

@@ -1,7 +1,7 @@
 """The running lab guests (`llmhost lab up`) as pyinfra hosts in the group `lab`."""
 
-from llmhost.lab import guests as _guests
-from llmhost.lab import is_running as _is_running
+from llmhost_lab.lab import guests as _guests
+from llmhost_lab.lab import is_running as _is_running
 
 lab = [
     (

@@ -1,4 +1,5 @@
-"""The ``llmhost`` command: the lab host and the VRAM planner."""
+"""The ``llmhost`` command: the VRAM planner and the lab host (``llmhost_lab``, imported only by
+``llmhost lab``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import argparse
 import os
 import sys
 from enum import IntEnum
-
-from llmhost import lab
+from types import ModuleType
 
 
 class Exit(IntEnum):
@@ -17,6 +17,16 @@ class Exit(IntEnum):
 
 
 def _lab(args: argparse.Namespace) -> int:
+    from llmhost_lab import lab
+
+    try:
+        return _lab_action(lab, args)
+    except lab.LabError as e:
+        print(f"llmhost: {e}", file=sys.stderr)
+        return Exit.ERROR
+
+
+def _lab_action(lab: ModuleType, args: argparse.Namespace) -> int:
     if args.action == "up":
         guest = lab.up(args.name, model_store=args.model_store)
         print(f"ssh: {' '.join(lab.ssh_command(guest))}")
@@ -71,11 +81,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except lab.LabError as e:
-        print(f"llmhost: {e}", file=sys.stderr)
-        return Exit.ERROR
+    return int(args.func(args))
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from llmhost import lab
 from llmhost.layout import Layout
 from llmhost.settings import group_settings
+from llmhost_lab import lab
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

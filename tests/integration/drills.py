@@ -15,7 +15,7 @@ from pathlib import Path
 
 from conftest import GUEST, ROOT, deploy_command
 
-from llmhost import lab
+from llmhost_lab import lab
 
 # A row of pyinfra's results table: operation, hosts, success, error, no change ("-" is 0).
 _ROW = re.compile(r"^\s+(llmhost \| .*?)\s{2,}(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$", re.M)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import HOST, LAYOUT, SERVICES, DeployRun, deploy, on_guest, unit
 
-from llmhost import lab
+from llmhost_lab import lab
 
 GIB = 1024**3
 # Where a deploy writes; -xdev keeps find off the lab's bind mounts, so the model store (a host

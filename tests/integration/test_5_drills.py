@@ -32,8 +32,8 @@ from conftest import (
 )
 from drills import LiveDeploy, changed, op_result, uploads
 
-from llmhost import lab
 from llmhost.operations.models import local_digest
+from llmhost_lab import lab
 
 VENV = LAYOUT.release
 CODER = LAYOUT.settings.service("coder")

@@ -25,8 +25,8 @@ from conftest import (
 )
 from drills import LiveDeploy
 
-from llmhost import lab
 from llmhost.layout import VENV_STAMP, Layout
+from llmhost_lab import lab
 
 # Runs on the guest: completions against one service until STOP exists (or LIMIT seconds),
 # then the counts as JSON. The key is read from the deploy's 0600 file, never passed around.

@@ -12,7 +12,7 @@ from pathlib import Path
 from conftest import GUEST, LAYOUT, MODEL_STORE, SERVICES, DeployRun, deploy, host_checks
 from drills import op_result, uploads
 
-from llmhost import lab
+from llmhost_lab import lab
 
 
 def _files(root: Path) -> dict[str, tuple[int, int, int]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmhost import cli
+from llmhost_lab import lab
 
 
 def test_lab_ssh_takes_the_command_after_the_name() -> None:
@@ -20,6 +21,6 @@ def test_lab_ssh_without_a_command_opens_a_shell() -> None:
 def test_lab_ssh_to_a_guest_that_is_not_up_names_the_fix(
     tmp_path, monkeypatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli.lab, "STATE_DIR", tmp_path)
+    monkeypatch.setattr(lab, "STATE_DIR", tmp_path)
     assert cli.main(["lab", "ssh", "--name", "nowhere", "--", "true"]) == cli.Exit.ERROR
     assert "no lab guest 'nowhere' is up; run `llmhost lab up`" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from llmhost import lab, plan_cli, tinymodel
+from llmhost import plan_cli
 from llmhost.catalogue import ModelMeta, catalogue_entry, from_catalogue, resolve
 from llmhost.planner import (
     CPU_BLOCK_SIZE,
@@ -28,6 +28,7 @@ from llmhost.planner import (
 )
 from llmhost.settings import Settings, SettingsError
 from llmhost.stacks import QWEN_7B, STACKS
+from llmhost_lab import lab, tinymodel
 
 KiB = 1 << 10
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ import pytest
 from safetensors import deserialize
 from tokenizers import Tokenizer
 
-from llmhost import tinymodel
-from llmhost.tinymodel import FILES, MARKER, ensure, generate, is_complete
+from llmhost_lab import tinymodel
+from llmhost_lab.tinymodel import FILES, MARKER, ensure, generate, is_complete
 
 
 def _digests(model: Path) -> dict[str, str]:

@@ -95,8 +95,8 @@ def test_no_secret_and_no_removed_flag_in_units(rendered) -> None:
 
 
 def test_lab_env_pins_threads_and_sizes_the_cpu_kv_cache(tmp_path) -> None:
-    from llmhost import tinymodel
     from llmhost.catalogue import from_local_dir
+    from llmhost_lab import tinymodel
 
     lab = group_settings(ROOT, "lab")
     # The lab's services on tiny models made here (a fresh machine has no lab cache).

@@ -167,7 +167,7 @@ def wheelhouse() -> Path:
 
 def prepare_assets() -> None:
     """Generate the lab's tiny models and gather its wheelhouse on the controller (cached)."""
-    from llmhost import tinymodel
+    from llmhost_lab import tinymodel
 
     for name, seed in MODELS.items():
         tinymodel.ensure(model_path(name), seed=seed, name=name)
