@@ -5,19 +5,22 @@ deploy and the host tests share one answer to "does it fit, with how much headro
 
 The rule, per GPU:
 
-* budget = min(cap x total, total - headroom); both services together stay within it.
-* each service needs: weights + overhead (CUDA context, activation peak, CUDA graphs) + KV for
-  ``concurrency`` sequences of ``max_model_len`` tokens. If the sum exceeds the budget the plan
-  is refused with a ``PlanError`` that names the service, the numbers and the knobs.
+* budget = min(cap x CUDA's total, CUDA's total - headroom - each process's memory beyond its
+  fraction); the fractions together stay within it.
+* each service needs: its terms inside the fraction (weights as loaded, activation peak, growth
+  outside PyTorch, and in the pinned vLLM the CUDA-graph estimate) + KV for ``concurrency``
+  sequences of ``max_model_len`` tokens. If the sum exceeds the budget the plan is refused
+  with a ``PlanError`` that names the service, the numbers and the knobs.
 * spare memory is shared out in proportion to each service's KV need (a service that asked
-  for twice the KV gets twice the extra), so both gain the same relative concurrency.
+  for twice the KV gets twice the extra), so both gain the same relative concurrency; a
+  service that sets ``gpu_memory_utilization`` itself keeps it and is told what it holds.
 * fractions are rounded down to 3 decimals, after reserving one 0.001 step per service so the
   rounding never eats into what a service asked for; their sum never exceeds the cap.
 
-vLLM takes the fraction of the GPU's TOTAL memory and sizes its KV cache as
-total x fraction - weights - activation peak - non-torch memory - CUDA graphs (FACTS.md), so
-the KV tokens reported here are what it should log as "GPU KV cache size: N tokens" when the
-overhead estimates below hold; they are deliberately generous, so vLLM usually finds more.
+vLLM requests ceil(CUDA's total x fraction) and gives its KV cache what its profiler does not
+charge to anything else (the terms below, each with its source), so the KV tokens reported here
+are what it should log as "GPU KV cache size: N tokens"; each term errs a little high, so vLLM
+finds slightly more (-0.6 % / -0.5 % on the H200 with 0.25.0), never less.
 On CPU hosts (vLLM's CPU build) there is no fraction: the KV space is an integer number of GiB
 (``VLLM_CPU_KVCACHE_SPACE``) per service.
 """
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
 GiB = 1 << 30
 MiB = 1 << 20
+KiB = 1 << 10
 DEFAULT_CAP = 0.90
 FRACTION_DECIMALS = 3
 # vLLM's default --block-size on CUDA: KV is allocated in blocks of this many tokens.
@@ -46,27 +50,50 @@ CPU_BLOCK_SIZE = 128
 # 16 bits too), fp8 halves it.
 KV_ELEMENT_BYTES = {"auto": 2, "fp8": 1}
 
-CUDA_CONTEXT_BYTES = 1 * GiB
-"""Per-process memory outside PyTorch's allocator: CUDA context, cuBLAS/attention workspaces.
+# What vLLM charges at start, term by term, modelled on its profiler (the worker's
+# ``determine_available_memory`` and ``vllm.utils.mem_utils.memory_profiling``):
+#   requested = ceil(total_cuda x fraction), total_cuda being CUDA's total (nvidia-smi's total
+#     less the driver's reservation)
+#   KV = requested - (weights as loaded + activation peak + non-torch growth) - graph estimate
+# where the graph estimate is charged inside the fraction by 0.33 (VLLM_MEMORY_PROFILER_
+# ESTIMATE_CUDAGRAPHS defaults on) and is 0 in 0.25 (its V2 runner's estimate returns 0, the
+# graphs then come on top). The CUDA context predates vLLM's first memory snapshot: it is
+# outside the fraction in both. Measured with 0.25.0 on the H200 (FACTS.md).
 
-Measured here (H200, driver 580.159.04, PyTorch 2.11+cu130): a fresh process holds 0.61 GiB
-after creating its context and 0.68 GiB outside the allocator after a bf16 matmul and a flash
-attention call. vLLM's profiler adds 0.16-0.23 GiB of its own "non_torch_memory" on one GPU
-(vLLM PRs #12126, #14447). 1 GiB covers both.
-"""
+WEIGHTS_LOADED_FACTOR = 1.04
+"""Weights as loaded ("Model loading took") over their tensor bytes: 18.49 / 18.00 GiB (1.027)
+and 5.38 / 5.19 GiB (1.037) for the 32B and 7B AWQ shapes on the H200 (vLLM 0.25.0)."""
 
-ACTIVATION_MARGIN = 1.25
-"""Safety factor on ``activation_bytes``; the formula alone gave 1.15 GiB where vLLM measured
-1.26 GiB ("PyTorch activation peak memory", Llama-3-8B, 8192 tokens, vLLM PR #10511)."""
+ACTIVATION_MARGIN = 1.05
+"""On ``activation_bytes``: the formula alone matched vLLM's "activation peak" within 0.02 GiB
+(1.61 and 1.13 GiB measured, 32B and 7B shapes, 8192 batched tokens, vLLM 0.25.0)."""
 
-CUDA_GRAPH_BYTES_PER_LAYER = 24 * MiB
-"""CUDA-graph memory per decoder layer unless ``enforce_eager``.
+NON_TORCH_BYTES = 300 * MiB
+"""Growth of memory outside PyTorch's allocator while the instance starts and profiles, inside
+the fraction: 0.22 GiB measured for both shapes (vLLM 0.25.0, one GPU)."""
 
-vLLM captures graphs for up to 67 batch sizes by default; its logs show 6-28 MiB per captured
-size (vLLM PR #22897), i.e. about 0.5-1 GiB per instance, and the estimate
-it charges since v0.21 can over-count (#45178, #53013). 24 MiB x layers gives 0.7 GiB for a
-7B model and 1.5 GiB for a 33B one: the upper end, pending a measurement on the target card.
-"""
+CUDA_CONTEXT_BYTES = 600 * MiB
+"""Each process's CUDA context, outside its fraction: 0.51 GiB measured (H200, driver
+580.159.04, PyTorch 2.11+cu130)."""
+
+CUDA_GRAPH_BYTES_PER_LAYER_SEQ = 160 * KiB
+"""CUDA-graph memory per decoder layer and per ``max_num_seqs`` (the capture sizes grow with
+it), unless ``enforce_eager``: 0.20 / 0.37 GiB for 64 layers at 32 / 64 sequences and 0.10 /
+0.18 GiB for 28 layers, at most 103 KiB per layer and sequence (vLLM 0.25.0, H200), x 1.5 for
+the estimate's reported over-count (#45178, #53013)."""
+
+DRIVER_RESERVED_BYTES = 640 * MiB
+"""nvidia-smi's total minus CUDA's, when the host's own figure is not known (``llmhost plan``):
+615 MiB on an H200, 556 MiB on an H100 80GB."""
+
+MODELLED_VERSIONS = ("0.33", "0.25")
+"""The vLLM releases whose accounting this planner models: the pin, and the one it was checked
+against on a real GPU. 0.25 charges no graph estimate inside the fraction."""
+
+
+def graphs_inside_fraction(vllm_version: str) -> bool:
+    """Whether ``vllm_version`` takes its CUDA-graph estimate from the KV budget."""
+    return not vllm_version.startswith("0.25.")
 
 
 class PlanError(ValueError):
@@ -95,7 +122,9 @@ class ServiceRequest:
 class ServicePlan:
     name: str
     label: str
+    # As loaded (GPU) or on disk (CPU).
     weights_bytes: int
+    # Outside the fraction, per process.
     context_bytes: int
     activation_bytes: int
     cuda_graph_bytes: int
@@ -110,10 +139,20 @@ class ServicePlan:
     kv_cache_memory_bytes: int | None
     cpu_kv_cache_gib: int | None
     notes: tuple[str, ...] = ()
+    non_torch_bytes: int = 0
+    # Whether the vLLM version planned for charges the graph estimate inside the fraction.
+    graphs_inside: bool = True
 
     @property
     def overhead_bytes(self) -> int:
-        return self.context_bytes + self.activation_bytes + self.cuda_graph_bytes
+        """What the fraction holds besides weights and KV."""
+        graphs = self.cuda_graph_bytes if self.graphs_inside else 0
+        return self.activation_bytes + self.non_torch_bytes + graphs
+
+    @property
+    def outside_bytes(self) -> int:
+        """What the process holds beyond its fraction."""
+        return self.context_bytes + (0 if self.graphs_inside else self.cuda_graph_bytes)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -122,10 +161,12 @@ class ServicePlan:
             "weights_gib": _gib(self.weights_bytes),
             "overhead_gib": _gib(self.overhead_bytes),
             "overhead": {
-                "cuda_context_gib": _gib(self.context_bytes),
                 "activation_gib": _gib(self.activation_bytes),
+                "non_torch_gib": _gib(self.non_torch_bytes),
                 "cuda_graphs_gib": _gib(self.cuda_graph_bytes),
+                "cuda_graphs_inside_fraction": self.graphs_inside,
             },
+            "outside_fraction": {"cuda_context_gib": _gib(self.context_bytes)},
             "kv_gib": _gib(self.kv_bytes),
             "kv_bytes_per_token": self.kv_bytes_per_token,
             "kv_tokens": self.kv_tokens,
@@ -234,8 +275,10 @@ def activation_bytes(meta: ModelMeta, max_num_batched_tokens: int, max_num_seqs:
     return math.ceil((max_num_batched_tokens * per_token + sampler) * ACTIVATION_MARGIN)
 
 
-def cuda_graph_bytes(meta: ModelMeta, enforce_eager: bool) -> int:
-    return 0 if enforce_eager else meta.num_layers * CUDA_GRAPH_BYTES_PER_LAYER
+def cuda_graph_bytes(meta: ModelMeta, enforce_eager: bool, max_num_seqs: int = 64) -> int:
+    if enforce_eager:
+        return 0
+    return meta.num_layers * max_num_seqs * CUDA_GRAPH_BYTES_PER_LAYER_SEQ
 
 
 def _check(req: ServiceRequest) -> None:
@@ -293,50 +336,65 @@ def _either(options: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class _Terms:
-    """One service's memory terms inside its fraction, before the KV share."""
+    """One service's memory terms as the planned vLLM version charges them."""
 
     kv_bytes_per_token: int
+    weights: int
     activation: int
+    non_torch: int
     cuda_graphs: int
-    # Weights, context, activation peak and graphs: what the fraction holds besides KV.
-    fixed: int
+    graphs_inside: bool
+    # What its fraction holds besides KV, and what the process holds beyond its fraction.
+    inside: int
+    outside: int
     # The KV its wishes need (concurrency x max_model_len tokens).
     kv_need: int
 
 
-def _terms(req: ServiceRequest) -> _Terms:
+def _terms(req: ServiceRequest, graphs_inside: bool) -> _Terms:
     bpt = kv_bytes_per_token(req.meta, req.kv_cache_dtype)
+    weights = math.ceil(req.meta.weights_bytes * WEIGHTS_LOADED_FACTOR)
     activation = activation_bytes(req.meta, req.max_num_batched_tokens, req.max_num_seqs)
-    graphs = cuda_graph_bytes(req.meta, req.enforce_eager)
+    graphs = cuda_graph_bytes(req.meta, req.enforce_eager, req.max_num_seqs)
+    per_seq = tokens_per_sequence(req.meta, req.max_model_len, GPU_BLOCK_SIZE)
     return _Terms(
         kv_bytes_per_token=bpt,
+        weights=weights,
         activation=activation,
+        non_torch=NON_TORCH_BYTES,
         cuda_graphs=graphs,
-        fixed=req.meta.weights_bytes + CUDA_CONTEXT_BYTES + activation + graphs,
-        kv_need=req.concurrency
-        * tokens_per_sequence(req.meta, req.max_model_len, GPU_BLOCK_SIZE)
-        * bpt,
+        graphs_inside=graphs_inside,
+        inside=weights + activation + NON_TORCH_BYTES + (graphs if graphs_inside else 0),
+        outside=CUDA_CONTEXT_BYTES + (0 if graphs_inside else graphs),
+        kv_need=req.concurrency * per_seq * bpt,
     )
 
 
-def _milli(t: _Terms, kv: int, total: int, step: int) -> int:
+def _milli(t: _Terms, kv: int, card: int, step: int) -> int:
     """The fraction, in 0.001 of the card, that holds ``t``'s terms and ``kv``, rounded up by
     ``step`` (one 0.001) so that truncation never takes from the KV."""
-    return (t.fixed + kv + step) * 10**FRACTION_DECIMALS // total
+    return (t.inside + kv + step) * 10**FRACTION_DECIMALS // card
 
 
-def _gpu_service_plan(req: ServiceRequest, t: _Terms, milli: int, total: int) -> ServicePlan:
-    """What ``milli`` thousandths of the card hold for the service."""
-    kv_bytes = milli * total // 10**FRACTION_DECIMALS - t.fixed
+def _requested(milli: int, card: int) -> int:
+    """vLLM's requested memory for a fraction: ceil(CUDA's total x fraction)."""
+    return -(-card * milli // 10**FRACTION_DECIMALS)
+
+
+def _gpu_service_plan(req: ServiceRequest, t: _Terms, milli: int, card: int) -> ServicePlan:
+    """What ``milli`` thousandths of the card (CUDA's total) hold for the service."""
+    kv_bytes = _requested(milli, card) - t.inside
     kv_tokens = kv_bytes // (GPU_BLOCK_SIZE * t.kv_bytes_per_token) * GPU_BLOCK_SIZE
     per_seq = tokens_per_sequence(req.meta, req.max_model_len, GPU_BLOCK_SIZE)
     return ServicePlan(
         name=req.name,
         label=req.label,
-        weights_bytes=req.meta.weights_bytes,
+        weights_bytes=t.weights,
         context_bytes=CUDA_CONTEXT_BYTES,
         activation_bytes=t.activation,
         cuda_graph_bytes=t.cuda_graphs,
+        non_torch_bytes=t.non_torch,
+        graphs_inside=t.graphs_inside,
         kv_bytes=kv_bytes,
         kv_bytes_per_token=t.kv_bytes_per_token,
         kv_tokens=kv_tokens,
@@ -359,19 +417,19 @@ def _short_of_wish(req: ServiceRequest, holds: float) -> tuple[str, ...]:
     )
 
 
-def _fixed_fraction(req: ServiceRequest, t: _Terms, total: int, step: int) -> int:
+def _fixed_fraction(req: ServiceRequest, t: _Terms, card: int, step: int) -> int:
     """A service's own fraction in thousandths, or ``PlanError`` if it cannot hold one
     sequence of ``max_model_len`` (vLLM refuses to start then)."""
     assert req.gpu_memory_utilization is not None
     milli = round(req.gpu_memory_utilization * 10**FRACTION_DECIMALS)
-    kv = milli * total // 10**FRACTION_DECIMALS - t.fixed
+    kv = _requested(milli, card) - t.inside
     one = tokens_per_sequence(req.meta, req.max_model_len, GPU_BLOCK_SIZE) * t.kv_bytes_per_token
     if kv < one:
-        least = _milli(t, one, total, step) / 10**FRACTION_DECIMALS
+        least = _milli(t, one, card, step) / 10**FRACTION_DECIMALS
         raise PlanError(
             f"{req.name}: gpu_memory_utilization {req.gpu_memory_utilization} is "
-            f"{milli * total / 10**FRACTION_DECIMALS / GiB:.1f} GiB of this {total / GiB:.1f} GiB "
-            f"GPU; weights and overheads take {t.fixed / GiB:.1f} GiB and leave "
+            f"{_requested(milli, card) / GiB:.1f} GiB of this GPU's {card / GiB:.1f} GiB; "
+            f"weights and overheads take {t.inside / GiB:.1f} GiB and leave "
             f"{max(kv, 0) / GiB:.2f} GiB of KV, less than one {req.max_model_len}-token sequence "
             f"needs ({one / GiB:.2f} GiB); raise it to {least:.3f}, lower max_model_len, or unset "
             "it to have it planned"
@@ -384,44 +442,52 @@ def plan_gpu(
     gpu_total_bytes: int,
     cap: float = DEFAULT_CAP,
     headroom_bytes: int = 0,
+    reserved_bytes: int = DRIVER_RESERVED_BYTES,
+    graphs_inside: bool = True,
 ) -> HostPlan:
-    """Fractions of one GPU for co-located services, or ``PlanError``."""
+    """Fractions of one GPU for co-located services, or ``PlanError``.
+
+    ``gpu_total_bytes`` is nvidia-smi's total, ``reserved_bytes`` what the driver keeps of it
+    (the fractions multiply the rest, CUDA's total); ``graphs_inside``: the vLLM version
+    planned for charges its graph estimate inside the fraction (``graphs_inside_fraction``).
+    """
     if not requests:
         raise PlanError("no services to plan")
     for req in requests:
         _check(req)
-    total = gpu_total_bytes
-    budget = min(math.floor(cap * total), total - headroom_bytes)
-    step = -(-total // 10**FRACTION_DECIMALS)  # one 0.001 of the card, reserved per service
-    terms = {r.name: _terms(r) for r in requests}
+    card = gpu_total_bytes - reserved_bytes
+    terms = {r.name: _terms(r, graphs_inside) for r in requests}
+    outside = sum(t.outside for t in terms.values())
+    # The fractions, and beyond them each process's context, leave the headroom free.
+    budget = min(math.floor(cap * card), card - headroom_bytes - outside)
+    step = -(-card // 10**FRACTION_DECIMALS)  # one 0.001 of the card, reserved per service
     milli = {
-        r.name: _fixed_fraction(r, terms[r.name], total, step)
+        r.name: _fixed_fraction(r, terms[r.name], card, step)
         for r in requests
         if r.gpu_memory_utilization is not None
     }
-    given = sum(milli.values()) * total // 10**FRACTION_DECIMALS
+    given = sum(_requested(m, card) for m in milli.values())
     if given > budget:
         raise PlanError(
             f"the services' own gpu_memory_utilization sum to {sum(milli.values()) / 1000:.3f}, "
-            f"above the {budget / total:.3f} of this GPU that llmhost_gpu_memory_cap and "
+            f"above the {budget / card:.3f} of this GPU that llmhost_gpu_memory_cap and "
             "llmhost_gpu_headroom_gib allow; lower them"
         )
     planned = [r for r in requests if r.name not in milli]
     if planned:
-        milli |= _share(planned, [terms[r.name] for r in planned], budget - given, total, step)
-    plans = {r.name: _gpu_service_plan(r, terms[r.name], milli[r.name], total) for r in requests}
-    fixed = sum(t.fixed for t in terms.values())
-    fraction_sum = sum(p.gpu_memory_utilization or 0 for p in plans.values())
-    fraction_sum = round(fraction_sum, FRACTION_DECIMALS)
-    free = total - sum(p.kv_bytes for p in plans.values()) - fixed
+        milli |= _share(planned, [terms[r.name] for r in planned], budget - given, card, step)
+    plans = {r.name: _gpu_service_plan(r, terms[r.name], milli[r.name], card) for r in requests}
+    fraction_sum = round(sum(milli.values()) / 10**FRACTION_DECIMALS, FRACTION_DECIMALS)
+    # Under load, when each process has taken its activation peak back.
+    free = card - sum(_requested(m, card) for m in milli.values()) - outside
     return HostPlan(
         mode="gpu",
         services=plans,
         verdict=(
             f"fits: fractions sum to {fraction_sum:.3f} (cap {cap:.2f}); "
-            f"{free / GiB:.1f} GiB of {total / GiB:.1f} GiB stays free"
+            f"{free / GiB:.1f} GiB of {gpu_total_bytes / GiB:.1f} GiB stays free"
         ),
-        gpu_total_bytes=total,
+        gpu_total_bytes=gpu_total_bytes,
         cap=cap,
         budget_bytes=budget,
         fraction_sum=fraction_sum,
@@ -436,7 +502,7 @@ def _share(
     each gets its wishes' KV, and the spare is shared out in proportion to those."""
     usable = budget - step * len(requests)
     need = sum(t.kv_need for t in terms)
-    spare = usable - sum(t.fixed for t in terms) - need
+    spare = usable - sum(t.inside for t in terms) - need
     if spare < 0:
         _refuse(requests, terms, usable, total, budget)
     return {
@@ -454,7 +520,7 @@ def _refuse(
 ) -> None:
     """Raise a ``PlanError`` blaming the service with the largest KV need."""
     need = [t.kv_need for t in terms]
-    fixed = sum(t.fixed for t in terms)
+    fixed = sum(t.inside for t in terms)
     i = max(range(len(requests)), key=lambda k: need[k])
     req = requests[i]
     available = usable - fixed - (sum(need) - need[i])
@@ -529,9 +595,13 @@ def plan_cpu(
 
 
 def plan_services(
-    settings: Settings, gpu_total_bytes: int | None, metas: Mapping[str, ModelMeta]
+    settings: Settings,
+    gpu_total_bytes: int | None,
+    metas: Mapping[str, ModelMeta],
+    gpu_reserved_bytes: int = DRIVER_RESERVED_BYTES,
 ) -> HostPlan:
-    """The plan for one host's validated settings; ``gpu_total_bytes`` is None on CPU hosts."""
+    """The plan for one host's validated settings; ``gpu_total_bytes`` (nvidia-smi's) is None
+    on CPU hosts, ``gpu_reserved_bytes`` the driver's part of it where the host told."""
     requests = []
     for svc in settings.services:
         if svc.name not in metas:
@@ -562,4 +632,6 @@ def plan_services(
         gpu_total_bytes,
         cap=settings.gpu_memory_cap,
         headroom_bytes=math.ceil(settings.gpu_headroom_gib * GiB),
+        reserved_bytes=gpu_reserved_bytes,
+        graphs_inside=graphs_inside_fraction(settings.vllm_version),
     )

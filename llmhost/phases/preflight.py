@@ -36,10 +36,10 @@ from llmhost.facts.host import (
     PythonVersion,
     ResolvedAddresses,
 )
-from llmhost.facts.nvidia import NvidiaGpus
+from llmhost.facts.nvidia import NvidiaGpu, NvidiaGpus
 from llmhost.layout import Layout
 from llmhost.phases.system import NOLOGIN, USER_COMMENT
-from llmhost.planner import HostPlan, PlanError, plan_services
+from llmhost.planner import DRIVER_RESERVED_BYTES, HostPlan, PlanError, plan_services
 from llmhost.settings import PUBLIC_BIND_WHY, ModelSource, Settings, is_ip, is_public
 
 GIB = 1024**3
@@ -85,14 +85,15 @@ def check_host(settings: Settings) -> Preflight:
     if python_ok:
         _check_vllm_pin(settings, problems)
     metas = _model_metas(settings, token, problems)
-    gpu_total = _check_gpu(settings, problems) if settings.gpu else None
+    gpu = _check_gpu(settings, problems) if settings.gpu else None
+    gpu_total = gpu["memory_total_bytes"] if gpu else None
     _check_disks(settings, metas, problems)
     if secrets_ok and not token:
         _check_gated(settings, problems)
     plan = None
     if len(metas) == len(settings.services) and (gpu_total or not settings.gpu):
         try:
-            plan = plan_services(settings, gpu_total, metas)
+            plan = plan_services(settings, gpu_total, metas, gpu_reserved_bytes=_reserved(gpu))
         except PlanError as e:
             problems.append(f"plan: {e}")
     if plan is not None:
@@ -349,7 +350,21 @@ def _check_ram(
         )
 
 
-def _check_gpu(settings: Settings, problems: list[str]) -> int | None:
+def _reserved(gpu: NvidiaGpu | None) -> int:
+    """The driver's reservation: nvidia-smi's total - used - free (or the planner's model)."""
+    if gpu is None:
+        return DRIVER_RESERVED_BYTES
+    total, used, free = (
+        gpu["memory_total_bytes"],
+        gpu["memory_used_bytes"],
+        gpu["memory_free_bytes"],
+    )
+    if total is None or used is None or free is None:
+        return DRIVER_RESERVED_BYTES
+    return total - used - free
+
+
+def _check_gpu(settings: Settings, problems: list[str]) -> NvidiaGpu | None:
     gpus = host.get_fact(NvidiaGpus)
     if not gpus:
         problems.append(
@@ -372,7 +387,8 @@ def _check_gpu(settings: Settings, problems: list[str]) -> int | None:
         )
     if gpu["memory_total_bytes"] is None:
         problems.append(f"GPU {gpu['name']}: nvidia-smi reports no total memory")
-    return gpu["memory_total_bytes"]
+        return None
+    return gpu
 
 
 def _check_disk(path: str, need: int, what: str, problems: list[str]) -> None:

@@ -133,7 +133,7 @@ CASES = [
         },
         (
             "plan: coder: 16 x 32768-token sequences need 128.0 GiB of KV",
-            "lower max_model_len to 8192",
+            "lower max_model_len to 9216",
             "lower concurrency to 4",
         ),
         gpu_driver="580.159.04",
