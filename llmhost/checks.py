@@ -29,7 +29,7 @@ JOURNAL_PATTERNS = re.compile(
 )
 
 
-class PlanError(ValueError):
+class AppliedPlanError(ValueError):
     """plan.json on the host is missing a field or is not what the deploy writes."""
 
 
@@ -63,7 +63,7 @@ class Plan:
                 services={name: PlannedService(**svc) for name, svc in raw["services"].items()},
             )
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise PlanError(
+            raise AppliedPlanError(
                 f"{where}: not a plan the deploy writes ({type(e).__name__}: {e}); "
                 "re-run the deploy to rewrite it"
             ) from None

@@ -24,7 +24,7 @@ from testinfra.backend.base import CommandResult
 from testinfra.host import Host as TestinfraHost
 
 from llmhost import probe, remote
-from llmhost.checks import Plan, PlanError, PlannedService, parse_systemctl_show
+from llmhost.checks import AppliedPlanError, Plan, PlannedService, parse_systemctl_show
 from llmhost.facts.nvidia import NvidiaComputeApp, NvidiaComputeApps, NvidiaGpu, NvidiaGpus
 from llmhost.layout import Layout, url_host
 from llmhost.settings import ServiceSpec, Settings
@@ -108,7 +108,7 @@ class HostTarget:
             )
         try:
             return Plan.from_json(result.stdout, f"{self.name}: {path}")
-        except PlanError as e:
+        except AppliedPlanError as e:
             pytest.fail(str(e), pytrace=False)
 
     def run(self, command: str, *args: str, where: str | None = None) -> CommandResult:

@@ -13,8 +13,8 @@ import pytest
 from llmhost import layout
 from llmhost.checks import (
     MIB,
+    AppliedPlanError,
     Plan,
-    PlanError,
     driver_problems,
     foreign_gpu_problems,
     gpu_total_problems,
@@ -96,7 +96,9 @@ def test_plan_reads_what_the_deploy_writes() -> None:
 def test_plan_missing_field_names_the_file() -> None:
     broken = json.loads(PLAN_JSON)
     del broken["services"]["coder"]["kv_tokens"]
-    with pytest.raises(PlanError, match=r"^gpu-01: /etc/llmhost/plan.json: .*re-run the deploy"):
+    with pytest.raises(
+        AppliedPlanError, match=r"^gpu-01: /etc/llmhost/plan.json: .*re-run the deploy"
+    ):
         Plan.from_json(json.dumps(broken), "gpu-01: /etc/llmhost/plan.json")
 
 
