@@ -67,6 +67,11 @@ class Layout:
         return f"{self.releases_dir}/{rid[:16]}"
 
     @property
+    def release_name(self) -> str:
+        """The release's directory name under ``releases_dir``."""
+        return self.release.rsplit("/", 1)[1]
+
+    @property
     def release_stamp(self) -> str:
         return f"{self.release}/{VENV_STAMP}"
 

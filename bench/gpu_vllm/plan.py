@@ -13,7 +13,7 @@ from pathlib import Path
 
 from llmhost import units
 from llmhost.catalogue import resolve
-from llmhost.facts.nvidia import NvidiaGpus
+from llmhost.facts.nvidia import NvidiaGpus, reserved_bytes
 from llmhost.layout import Layout
 from llmhost.planner import plan_services
 from llmhost.settings import Settings
@@ -26,12 +26,8 @@ def main(config_dir: str) -> None:
     fact = NvidiaGpus()
     smi = subprocess.run(fact.command(), shell=True, capture_output=True, text=True, check=True)
     gpu = fact.process(smi.stdout.splitlines())[0]
-    total, used, free = (
-        gpu["memory_total_bytes"],
-        gpu["memory_used_bytes"],
-        gpu["memory_free_bytes"],
-    )
-    assert total is not None and used is not None and free is not None
+    total, reserved = gpu["memory_total_bytes"], reserved_bytes(gpu)
+    assert total is not None and reserved is not None
     settings = Settings.from_host_data(
         {
             "llmhost_stack": "single-vendor",
@@ -40,7 +36,7 @@ def main(config_dir: str) -> None:
         }
     )
     metas = {svc.name: resolve(svc.model) for svc in settings.services}
-    plan = plan_services(settings, total, metas, gpu_reserved_bytes=total - used - free)
+    plan = plan_services(settings, total, metas, gpu_reserved_bytes=reserved)
     print(plan.render_table())
     Path(Layout(settings).plan).write_text(units.plan_json(settings, plan, total))
     for name, svc in plan.services.items():

@@ -67,6 +67,19 @@ class NvidiaGpu(TypedDict):
     driver_version: str | None
 
 
+def reserved_bytes(gpu: NvidiaGpu) -> int | None:
+    """What the driver keeps of the card (nvidia-smi's total - used - free), None when
+    nvidia-smi withholds a figure: the rest is CUDA's total, which vLLM's fraction multiplies."""
+    total, used, free = (
+        gpu["memory_total_bytes"],
+        gpu["memory_used_bytes"],
+        gpu["memory_free_bytes"],
+    )
+    if total is None or used is None or free is None:
+        return None
+    return total - used - free
+
+
 class _NvidiaSmiQuery(FactBase[list[T]]):
     """One ``nvidia-smi --query-<query>=<fields>`` CSV, empty when nvidia-smi is missing."""
 

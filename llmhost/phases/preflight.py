@@ -36,7 +36,7 @@ from llmhost.facts.host import (
     PythonVersion,
     ResolvedAddresses,
 )
-from llmhost.facts.nvidia import NvidiaGpu, NvidiaGpus
+from llmhost.facts.nvidia import NvidiaGpu, NvidiaGpus, reserved_bytes
 from llmhost.layout import Layout
 from llmhost.phases.system import NOLOGIN, USER_COMMENT
 from llmhost.planner import DRIVER_RESERVED_BYTES, HostPlan, PlanError, plan_services
@@ -351,17 +351,9 @@ def _check_ram(
 
 
 def _reserved(gpu: NvidiaGpu | None) -> int:
-    """The driver's reservation: nvidia-smi's total - used - free (or the planner's model)."""
-    if gpu is None:
-        return DRIVER_RESERVED_BYTES
-    total, used, free = (
-        gpu["memory_total_bytes"],
-        gpu["memory_used_bytes"],
-        gpu["memory_free_bytes"],
-    )
-    if total is None or used is None or free is None:
-        return DRIVER_RESERVED_BYTES
-    return total - used - free
+    """The driver's reservation as the host reports it, else the planner's model of it."""
+    found = reserved_bytes(gpu) if gpu else None
+    return DRIVER_RESERVED_BYTES if found is None else found
 
 
 def _check_gpu(settings: Settings, problems: list[str]) -> NvidiaGpu | None:

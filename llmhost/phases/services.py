@@ -95,7 +95,7 @@ def _prune(settings: Settings, layout: Layout) -> None:
     snapshots.pruned(
         name=f"Prune releases in {layout.releases_dir}",
         root=layout.releases_dir,
-        keep=[layout.release.rsplit("/", 1)[1]],
+        keep=[layout.release_name],
         marker=VENV_STAMP,
         unmarked=True,
     )
