@@ -22,8 +22,9 @@ import sys
 from pathlib import Path
 
 from llmhost import units
+from llmhost.applied_plan import AppliedPlan
 from llmhost.catalogue import resolve
-from llmhost.layout import UNIT_DIR, Layout, unit_name
+from llmhost.layout import UNIT_DIR, Layout
 from llmhost.planner import GiB, plan_services
 from llmhost.settings import group_settings
 from llmhost_lab import lab
@@ -108,8 +109,9 @@ def main() -> int:
         raise SystemExit(f"no running lab guest {args.name!r}: llmhost lab up --name {args.name}")
 
     # The services the deploy applied (its plan.json), not every unit named llmhost-*.
-    plan = json.loads(guest_run(guest, f"cat {Layout(group_settings(ROOT, 'lab')).plan}"))
-    loaded = [unit_name(name) for name in sorted(plan["services"])]
+    path = Layout(group_settings(ROOT, "lab")).plan
+    plan = AppliedPlan.from_json(guest_run(guest, f"cat {path}"), f"lab-{args.name}: {path}")
+    loaded = sorted(svc.unit for svc in plan.services.values())
     # (unit, how it is scored, what systemd-analyze is given, offline).
     targets = [
         target

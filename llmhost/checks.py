@@ -8,7 +8,6 @@ hand the numbers to these functions, which return the problems as operator-ready
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,51 +26,6 @@ MIB = 1024**2
 JOURNAL_PATTERNS = re.compile(
     r"out of memory|CUDA error|Free memory on device|OOM killer|oom-kill", re.IGNORECASE
 )
-
-
-class AppliedPlanError(ValueError):
-    """plan.json on the host is missing a field or is not what the deploy writes."""
-
-
-@dataclass(frozen=True)
-class PlannedService:
-    port: int
-    bind_host: str
-    served_model_name: str
-    gpu_memory_utilization: float | None
-    cpu_kv_cache_gib: int | None
-    kv_tokens: int
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The plan the deploy applied, as it wrote it to ``<config_dir>/plan.json``."""
-
-    gpu: bool
-    gpu_total_bytes: int | None
-    gpu_memory_cap: float
-    services: dict[str, PlannedService]
-
-    @classmethod
-    def from_json(cls, text: str, where: str) -> Plan:
-        try:
-            raw = json.loads(text)
-            return cls(
-                gpu=bool(raw["gpu"]),
-                gpu_total_bytes=raw["gpu_total_bytes"],
-                gpu_memory_cap=float(raw["gpu_memory_cap"]),
-                services={name: PlannedService(**svc) for name, svc in raw["services"].items()},
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise AppliedPlanError(
-                f"{where}: not a plan the deploy writes ({type(e).__name__}: {e}); "
-                "re-run the deploy to rewrite it"
-            ) from None
-
-    @property
-    def gpu_fraction(self) -> float:
-        """Sum of the services' --gpu-memory-utilization: the share of the GPU planned in use."""
-        return sum(svc.gpu_memory_utilization or 0.0 for svc in self.services.values())
 
 
 def gib(n_bytes: float) -> str:

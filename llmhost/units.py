@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 from typing import Any
@@ -90,25 +89,3 @@ def render(template: str, ctx: dict[str, Any]) -> str:
         undefined=jinja2.StrictUndefined,
     )
     return env.get_template(template).render(**ctx)
-
-
-def plan_json(settings: Settings, plan: HostPlan, gpu_total_bytes: int | None) -> str:
-    """The applied plan, kept on the host for the post-deploy checks."""
-    services = {
-        svc.name: {
-            "port": svc.port,
-            "bind_host": settings.bind_host,
-            "served_model_name": svc.served_model_name,
-            "gpu_memory_utilization": plan.services[svc.name].gpu_memory_utilization,
-            "cpu_kv_cache_gib": plan.services[svc.name].cpu_kv_cache_gib,
-            "kv_tokens": plan.services[svc.name].kv_tokens,
-        }
-        for svc in settings.services
-    }
-    doc = {
-        "gpu": settings.gpu,
-        "gpu_total_bytes": gpu_total_bytes,
-        "gpu_memory_cap": settings.gpu_memory_cap,
-        "services": services,
-    }
-    return json.dumps(doc, indent=2, sort_keys=True) + "\n"

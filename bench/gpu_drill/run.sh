@@ -37,16 +37,10 @@ checks() {  # label
 nvidia-smi >"$SMI/nvidia-smi.txt" 2>&1
 capture idle
 
-# plan.json the way the deploy writes it (one source of truth for the checks), for this GPU.
+# The applied plan written with the deploy's codec (one source of truth for the checks).
 total_mib=$("${GPU_Q[@]}" | head -1 | cut -d, -f4 | tr -d ' ')
-cat >"$LLMHOST_DRILL_CONFIG/plan.json" <<EOF
-{"gpu": true, "gpu_total_bytes": $((total_mib * 1048576)), "gpu_memory_cap": 0.90,
- "services": {
-  "coder": {"port": 8001, "bind_host": "127.0.0.1", "served_model_name": "coder",
-            "gpu_memory_utilization": $CODER_FRACTION, "cpu_kv_cache_gib": null, "kv_tokens": 0},
-  "general": {"port": 8002, "bind_host": "127.0.0.1", "served_model_name": "general",
-              "gpu_memory_utilization": $GENERAL_FRACTION, "cpu_kv_cache_gib": null, "kv_tokens": 0}}}
-EOF
+python3 bench/gpu_drill/plan.py "$LLMHOST_DRILL_CONFIG" $((total_mib * 1048576)) \
+    $CODER_FRACTION $GENERAL_FRACTION || exit 1
 
 # One at a time, as vLLM instances must start (FACTS.md).
 python3 bench/gpu_drill/hold_gpu.py --fraction $CODER_FRACTION --ready-file /tmp/coder.ready &

@@ -1,6 +1,6 @@
 """The single-vendor stack planned for this GPU and vLLM 0.25.0 (the version carried to the
 device): prints each service's fraction for the vLLM starts, writes the applied plan.json with
-the deploy's own codec (``units.plan_json``) for the post-deploy GPU checks.
+the deploy's own codec (``AppliedPlan``) for the post-deploy GPU checks.
 
 Usage (device, repo root, llmhost importable): python3 bench/gpu_vllm/plan.py CONFIG_DIR
 """
@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llmhost import units
+from llmhost.applied_plan import AppliedPlan
 from llmhost.catalogue import resolve
 from llmhost.facts.nvidia import NvidiaGpus, reserved_bytes
 from llmhost.layout import Layout
@@ -38,7 +38,7 @@ def main(config_dir: str) -> None:
     metas = {svc.name: resolve(svc.model) for svc in settings.services}
     plan = plan_services(settings, total, metas, gpu_reserved_bytes=reserved)
     print(plan.render_table())
-    Path(Layout(settings).plan).write_text(units.plan_json(settings, plan, total))
+    Path(Layout(settings).plan).write_text(AppliedPlan.of(settings, plan, total).to_json())
     for name, svc in plan.services.items():
         print(f"PLAN {name} {svc.gpu_memory_utilization} {svc.kv_tokens} {svc.kv_bytes}")
 

@@ -10,6 +10,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files
 
 from llmhost import units
+from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import MODEL_MARKER, VENV_STAMP, Layout
 from llmhost.operations import secrets, services, snapshots
 from llmhost.phases.preflight import Preflight
@@ -22,7 +23,7 @@ def start_services(settings: Settings, checked: Preflight) -> None:
     key_op = _write_api_key(settings, layout)
     files.put(
         name="The applied VRAM plan",
-        src=StringIO(units.plan_json(settings, checked.plan, checked.gpu_total_bytes)),
+        src=StringIO(AppliedPlan.of(settings, checked.plan, checked.gpu_total_bytes).to_json()),
         dest=layout.plan,
         mode="644",
     )

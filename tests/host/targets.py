@@ -24,7 +24,8 @@ from testinfra.backend.base import CommandResult
 from testinfra.host import Host as TestinfraHost
 
 from llmhost import probe, remote
-from llmhost.checks import AppliedPlanError, Plan, PlannedService, parse_systemctl_show
+from llmhost.applied_plan import AppliedPlan, AppliedPlanError, AppliedService
+from llmhost.checks import parse_systemctl_show
 from llmhost.facts.nvidia import NvidiaComputeApp, NvidiaComputeApps, NvidiaGpu, NvidiaGpus
 from llmhost.layout import Layout, url_host
 from llmhost.settings import ServiceSpec, Settings
@@ -98,7 +99,7 @@ class HostTarget:
         return Layout(self.settings)
 
     @cached_property
-    def plan(self) -> Plan:
+    def plan(self) -> AppliedPlan:
         path = self.layout.plan
         result = self.run("cat %s", path)
         if result.rc != 0:
@@ -107,7 +108,7 @@ class HostTarget:
                 pytrace=False,
             )
         try:
-            return Plan.from_json(result.stdout, f"{self.name}: {path}")
+            return AppliedPlan.from_json(result.stdout, f"{self.name}: {path}")
         except AppliedPlanError as e:
             pytest.fail(str(e), pytrace=False)
 
@@ -196,7 +197,7 @@ class ServiceTarget:
         return self.target.layout.env_path(self.spec)
 
     @property
-    def planned(self) -> PlannedService:
+    def planned(self) -> AppliedService:
         try:
             return self.target.plan.services[self.name]
         except KeyError:

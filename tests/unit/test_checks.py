@@ -6,15 +6,11 @@ a coder holder at 78728 MiB (82824 MiB once planted 4 GiB over), a general one a
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from llmhost import layout
 from llmhost.checks import (
     MIB,
-    AppliedPlanError,
-    Plan,
     driver_problems,
     foreign_gpu_problems,
     gpu_total_problems,
@@ -58,48 +54,6 @@ def app(pid: int, used_mib: int | None, name: str = "python3") -> NvidiaComputeA
         "used_memory_bytes": None if used_mib is None else used_mib * MIB,
         "process_name": name,
     }
-
-
-PLAN_JSON = json.dumps(
-    {
-        "gpu": True,
-        "gpu_total_bytes": H200_TOTAL,
-        "gpu_memory_cap": 0.9,
-        "services": {
-            "coder": {
-                "port": 8001,
-                "bind_host": "127.0.0.1",
-                "served_model_name": "deepseek-coder-33b",
-                "gpu_memory_utilization": 0.55,
-                "cpu_kv_cache_gib": None,
-                "kv_tokens": 120000,
-            },
-            "general": {
-                "port": 8002,
-                "bind_host": "127.0.0.1",
-                "served_model_name": "mistral-7b",
-                "gpu_memory_utilization": 0.3,
-                "cpu_kv_cache_gib": None,
-                "kv_tokens": 200000,
-            },
-        },
-    }
-)
-
-
-def test_plan_reads_what_the_deploy_writes() -> None:
-    plan = Plan.from_json(PLAN_JSON, "gpu-01: /etc/llmhost/plan.json")
-    assert plan.services["coder"].port == 8001
-    assert plan.gpu_fraction == pytest.approx(0.85)
-
-
-def test_plan_missing_field_names_the_file() -> None:
-    broken = json.loads(PLAN_JSON)
-    del broken["services"]["coder"]["kv_tokens"]
-    with pytest.raises(
-        AppliedPlanError, match=r"^gpu-01: /etc/llmhost/plan.json: .*re-run the deploy"
-    ):
-        Plan.from_json(json.dumps(broken), "gpu-01: /etc/llmhost/plan.json")
 
 
 def test_systemctl_show_keeps_values_with_equals_signs() -> None:

@@ -1,0 +1,86 @@
+"""The plan a deploy applied, as kept on the host (``Layout.plan``): one format, one codec.
+
+The deploy writes it after preflight; the post-deploy checks, the gateway's model list, the alert
+rules and ``llmhost status`` read it back, so they judge and route what was deployed, not what
+the controller's data says today.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from llmhost.layout import unit_name
+from llmhost.planner import HostPlan
+from llmhost.settings import Settings
+
+
+class AppliedPlanError(ValueError):
+    """The applied plan on the host is missing a field or is not what the deploy writes."""
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AppliedService(_Doc):
+    name: str
+    unit: str
+    port: int
+    bind_host: str
+    served_model_name: str
+    max_model_len: int
+    gpu_memory_utilization: float | None
+    cpu_kv_cache_gib: int | None
+    kv_tokens: int
+
+
+class AppliedPlan(_Doc):
+    gpu: bool
+    gpu_total_bytes: int | None
+    gpu_memory_cap: float
+    # In the configured order: the order the services start in.
+    services: dict[str, AppliedService]
+
+    @classmethod
+    def of(cls, settings: Settings, plan: HostPlan, gpu_total_bytes: int | None) -> AppliedPlan:
+        """What the deploy applies to a host from its settings and the planner's verdict."""
+        return cls(
+            gpu=settings.gpu,
+            gpu_total_bytes=gpu_total_bytes,
+            gpu_memory_cap=settings.gpu_memory_cap,
+            services={
+                svc.name: AppliedService(
+                    name=svc.name,
+                    unit=unit_name(svc.name),
+                    port=svc.port,
+                    bind_host=settings.bind_host,
+                    served_model_name=svc.served_model_name,
+                    max_model_len=svc.max_model_len,
+                    gpu_memory_utilization=plan.services[svc.name].gpu_memory_utilization,
+                    cpu_kv_cache_gib=plan.services[svc.name].cpu_kv_cache_gib,
+                    kv_tokens=plan.services[svc.name].kv_tokens,
+                )
+                for svc in settings.services
+            },
+        )
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> AppliedPlan:
+        """Read an applied plan; ``where`` (host and path) starts the error message."""
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as e:
+            first = e.errors()[0]
+            at = ".".join(str(part) for part in first["loc"]) or "document"
+            raise AppliedPlanError(
+                f"{where}: not a plan the deploy writes ({at}: {first['msg']}); "
+                "re-run the deploy to rewrite it"
+            ) from None
+
+    @property
+    def gpu_fraction(self) -> float:
+        """Sum of the services' --gpu-memory-utilization: the share of the GPU planned in use."""
+        return sum(svc.gpu_memory_utilization or 0.0 for svc in self.services.values())
