@@ -1,5 +1,5 @@
 """Host facts beyond pyinfra's own: free disk, the Python version, one account, what a name
-resolves to, a unit's restarts and the files changed since it started, and the files the host's
+resolves to, a unit's state and the files changed since it started, and the files the host's
 package indexes offer."""
 
 from __future__ import annotations
@@ -149,54 +149,64 @@ class SnapshotDirs(FactBase[list[Snapshot]]):
         return found
 
 
-class UnitRestarts(FactBase[int]):
+class UnitStateResult(TypedDict):
+    running: bool
+    enabled: bool
+    restarts: int
+    changed: list[str]
+
+
+class UnitState(FactBase[UnitStateResult]):
     """
-    How often systemd restarted a unit by its ``Restart=`` since the counter was last reset
-    (``systemctl reset-failed``); 0 for a unit that does not exist.
+    What the deploy needs to know of a unit, in one command: whether it runs, whether it is
+    enabled, how often systemd restarted it by its ``Restart=`` since the counter was last reset
+    (``systemctl reset-failed``), and those of ``paths`` modified after its main process started
+    (by a deploy that was stopped before it restarted the unit; none while it has not started).
 
     .. code:: python
 
-        1
+        {
+            "running": True,
+            "enabled": True,
+            "restarts": 0,
+            "changed": ["/opt/llmhost/venvs/3f2a9c0d1e4b5a69/.llmhost-installed"],
+        }
     """
 
-    @override
-    def command(self, unit: str) -> StringCommand:
-        return StringCommand("systemctl show -p NRestarts --value", QuoteString(unit))
-
-    @override
-    def process(self, output: list[str]) -> int:
-        value = "".join(output).strip()
-        return int(value) if value.isdigit() else 0
-
-
-class FilesChangedSinceStart(FactBase[list[str]]):
-    """
-    Those of ``paths`` modified after the main process of ``unit`` started (by a deploy that
-    was stopped before it restarted the unit); none while the unit has not started.
-
-    .. code:: python
-
-        ["/opt/llmhost/venv/.llmhost-installed"]
-    """
-
-    default = list
+    # As pyinfra's SystemdStatus and SystemdEnabled read them.
+    RUNNING = ("running", "waiting", "exited", "listening", "mounted")
+    ENABLED = ("enabled", "enabled-runtime", "static", "alias", "indirect", "generated")
 
     @override
     def command(self, unit: str, paths: list[str]) -> StringCommand:
+        u = QuoteString(unit)
         # Microseconds on both sides: a file written in the second a unit started still counts.
         return StringCommand(
-            "start=$(systemctl show -P ExecMainStartTimestamp --timestamp=us+utc",
-            QuoteString(unit),
+            "systemctl show -p SubState -p UnitFileState -p NRestarts", u, "2>/dev/null;",
+            "start=$(systemctl show -P ExecMainStartTimestamp --timestamp=us+utc", u,
             '2>/dev/null); [ -n "$start" ] || exit 0; start=$(date -d "$start" +%s%6N);',
-            "for f in",
-            *(QuoteString(p) for p in paths),
+            "for f in", *(QuoteString(p) for p in paths),
             '; do [ -e "$f" ] || continue; m=$(stat -c %.6Y "$f" | tr -d .);',
-            '[ "$m" -gt "$start" ] && echo "$f"; done; true',
-        )
+            '[ "$m" -gt "$start" ] && echo "Changed=$f"; done; true',
+        )  # fmt: skip
 
     @override
-    def process(self, output: list[str]) -> list[str]:
-        return [line for line in output if line]
+    def process(self, output: list[str]) -> UnitStateResult:
+        values: dict[str, str] = {}
+        changed = []
+        for line in output:
+            key, _, value = line.partition("=")
+            if key == "Changed":
+                changed.append(value)
+            else:
+                values[key] = value.strip()
+        restarts = values.get("NRestarts", "")
+        return {
+            "running": values.get("SubState") in self.RUNNING,
+            "enabled": values.get("UnitFileState") in self.ENABLED,
+            "restarts": int(restarts) if restarts.isdigit() else 0,
+            "changed": changed,
+        }
 
 
 class IndexFiles(TypedDict):

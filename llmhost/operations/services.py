@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
-from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 
-from llmhost.facts.host import FilesChangedSinceStart, UnitRestarts
+from llmhost.facts.host import UnitState
 
 # Run as: sh -c SWITCH switch UNIT URL TIMEOUT GOOD_DIR FILE... (values never enter the
 # script's text). Starts the unit and waits for its URL, failing fast when the unit dies or
@@ -56,7 +55,6 @@ def healthy(
     timeout_s: int,
     good_dir: str,
     release_files: list[str],
-    restarted: bool = False,
     sources: list[str] | None = None,
 ):
     """
@@ -67,8 +65,8 @@ def healthy(
     + timeout_s: how long the wait may take
     + good_dir: where copies of ``release_files`` that answered /health are kept
     + release_files: the files that say what the unit runs (its unit file, its env file)
-    + restarted: restart the unit (this deploy changes what it runs)
     + sources: files the unit runs from; it is restarted when one is newer than its process
+      (a file the deploy rewrites is: one call decides restarts for every source)
 
     A start that does not answer /health puts back the copies in ``good_dir`` (the unit file
     names the release venv and the model, so they come back too), starts the unit on them,
@@ -79,8 +77,8 @@ def healthy(
     since the last deploy are acknowledged (``reset-failed`` zeroes NRestarts without touching
     the process), so the post-deploy checks count restarts from this deploy on.
 
-    ``sources`` carry the restart over a deploy that was stopped between changing a file and
-    restarting the unit: the next run finds the file newer than the unit's main process.
+    ``sources`` also carry the restart over a deploy that was stopped between changing a file
+    and restarting the unit: the next run finds the file newer than the unit's main process.
 
     Co-located vLLM instances must start one at a time: each measures free GPU memory at
     start, so the next one starts only after this one is healthy.
@@ -93,13 +91,11 @@ def healthy(
             unit="llmhost-coder.service", health_url="http://127.0.0.1:8001/health",
             timeout_s=1800, good_dir="/etc/llmhost/good/coder",
             release_files=["/etc/systemd/system/llmhost-coder.service"],
-            restarted=unit.will_change,
+            sources=["/etc/systemd/system/llmhost-coder.service"],
         )
     """
-    if sources and not restarted:
-        restarted = bool(host.get_fact(FilesChangedSinceStart, unit=unit, paths=sources))
-    running = host.get_fact(SystemdStatus, services=[unit]).get(unit)
-    if restarted or not running:
+    state = host.get_fact(UnitState, unit=unit, paths=sources or [])
+    if state["changed"] or not state["running"]:
         yield StringCommand(
             "sh",
             "-c",
@@ -108,9 +104,9 @@ def healthy(
             *(QuoteString(str(v)) for v in (unit, health_url, timeout_s, good_dir)),
             *(QuoteString(f) for f in release_files),
         )
-    elif not host.get_fact(SystemdEnabled, services=[unit]).get(unit):
+    elif not state["enabled"]:
         yield StringCommand("systemctl", "enable", QuoteString(unit))
-    elif host.get_fact(UnitRestarts, unit=unit):
+    elif state["restarts"]:
         yield StringCommand("systemctl", "reset-failed", QuoteString(unit))
     else:
         host.noop(f"{unit} already running on what it should run")

@@ -7,6 +7,7 @@ from pathlib import PurePosixPath
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.files import FileContents
+from pyinfra.operations import files
 
 from llmhost.layout import VENV_STAMP, release_id
 from llmhost.operations.marks import written_last
@@ -19,6 +20,7 @@ def pinned(
     python: str = "python3",
     remove: list[str] | None = None,
     find_links: str | None = None,
+    wheelhouse: str | None = None,
     pip_cache_dir: str | None = None,
     import_check: str = "vllm",
 ):
@@ -30,6 +32,8 @@ def pinned(
     + python: the interpreter the venv is made with
     + remove: packages to uninstall after the install (ones a build pulls in that break it)
     + find_links: a directory of wheels on the host for pip's ``--find-links``
+    + wheelhouse: a directory of wheels on the controller, synced to ``find_links`` first
+      (only when installing: an installed release does not read it)
     + pip_cache_dir: pip's cache directory on the host
     + import_check: a module that must import once the install is done
 
@@ -58,6 +62,10 @@ def pinned(
     # The lock lives beside the venv: its parent (the releases directory) must exist first.
     yield StringCommand("mkdir", "-p", QuoteString(str(PurePosixPath(path).parent)))
     yield StringCommand("rm", "-f", QuoteString(stamp))
+    if wheelhouse and find_links:
+        yield from files.sync._inner(
+            src=wheelhouse, dest=find_links, mode="644", add_deploy_dir=False
+        )
     yield StringCommand(*lock, QuoteString(python), "-m", "venv", QuoteString(path))
     links = ["--find-links", QuoteString(find_links)] if find_links else []
     yield StringCommand(

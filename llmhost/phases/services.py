@@ -6,7 +6,6 @@ from __future__ import annotations
 from io import StringIO
 
 from pyinfra.api import deploy
-from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import files
 
 from llmhost import units
@@ -20,7 +19,7 @@ from llmhost.settings import ServiceSpec, Settings
 @deploy("Services: units and health-gated start")
 def start_services(settings: Settings, checked: Preflight) -> None:
     layout = Layout(settings)
-    key_op = _write_api_key(settings, layout)
+    _write_api_key(settings, layout)
     files.put(
         name="The applied VRAM plan",
         src=StringIO(AppliedPlan.of(settings, checked.plan, checked.gpu_total_bytes).to_json()),
@@ -30,18 +29,19 @@ def start_services(settings: Settings, checked: Preflight) -> None:
     # In the configured order: each instance measures free GPU memory when it starts, and a
     # failed switch stops the deploy before the next service is touched.
     for svc in settings.services:
-        _switch(settings, layout, checked, svc, key_changed=key_op.will_change)
+        _switch(settings, layout, checked, svc)
     _prune(settings, layout)
 
 
-def _write_api_key(settings: Settings, layout: Layout) -> OperationMeta:
+def _write_api_key(settings: Settings, layout: Layout) -> None:
     if not settings.api_key_file:
-        return secrets.generated_api_key(
+        secrets.generated_api_key(
             name="API key (generated once, 0600)", path=layout.api_key_env, user=settings.user
         )
+        return
     with open(settings.api_key_file, encoding="utf-8") as f:
         key = f.read().strip()
-    return files.put(
+    files.put(
         name="API key (0600)",
         src=StringIO(f"VLLM_API_KEY={key}\n"),
         dest=layout.api_key_env,
@@ -51,19 +51,17 @@ def _write_api_key(settings: Settings, layout: Layout) -> OperationMeta:
     )
 
 
-def _switch(
-    settings: Settings, layout: Layout, checked: Preflight, svc: ServiceSpec, key_changed: bool
-) -> None:
+def _switch(settings: Settings, layout: Layout, checked: Preflight, svc: ServiceSpec) -> None:
     """The service's unit and env file, then its health-gated (re)start with rollback."""
     ctx = units.context(settings, svc, checked.metas[svc.name], checked.plan)
-    unit = files.template(
+    files.template(
         name=f"Unit {layout.unit_name(svc)}",
         src=units.template("vllm.service.j2"),
         dest=layout.unit_path(svc),
         mode="644",
         **ctx,
     )
-    env = files.template(
+    files.template(
         name=f"Environment of {svc.name} (0600)",
         src=units.template("vllm.env.j2"),
         dest=layout.env_path(svc),
@@ -79,8 +77,8 @@ def _switch(
         timeout_s=settings.health_timeout_s,
         good_dir=layout.good_dir(svc),
         release_files=[layout.unit_path(svc), layout.env_path(svc)],
-        restarted=unit.will_change or env.will_change or key_changed,
-        # What it runs: a stopped deploy may have changed these without restarting it.
+        # What it runs: restarted when one is newer than its process (this run wrote it, or a
+        # stopped deploy did without restarting it).
         sources=[
             layout.release_stamp,
             layout.model_marker(svc),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
 from llmhost.layout import Layout
 from llmhost.operations import venv
@@ -13,14 +12,6 @@ from llmhost.settings import Settings
 @deploy("Python env: pinned vLLM release")
 def install_venv(settings: Settings) -> None:
     layout = Layout(settings)
-    if settings.wheelhouse and layout.wheelhouse:
-        files.sync(
-            name="Push the wheelhouse",
-            src=settings.wheelhouse,
-            dest=layout.wheelhouse,
-            mode="644",
-            add_deploy_dir=False,
-        )
     # A new pin builds a new release: the running services keep theirs until each switches.
     venv.pinned(
         name=f"Install {' '.join(layout.packages)} into {layout.release}",
@@ -29,5 +20,6 @@ def install_venv(settings: Settings) -> None:
         python=settings.python,
         remove=settings.pip_remove,
         find_links=layout.wheelhouse,
+        wheelhouse=settings.wheelhouse,
         pip_cache_dir=settings.pip_cache_dir,
     )

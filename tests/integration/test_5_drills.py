@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import guest_watch
 import pytest
 from conftest import (
     GUEST,
@@ -32,6 +33,8 @@ from conftest import (
 )
 from drills import LiveDeploy, changed, op_result, uploads
 
+from llmhost import remote
+from llmhost.applied_plan import AppliedPlan
 from llmhost.operations.models import local_digest
 from llmhost_lab import lab
 
@@ -39,37 +42,6 @@ VENV = LAYOUT.release
 CODER = LAYOUT.settings.service("coder")
 CODER_MODEL = LAYOUT.model_dir(CODER)
 
-# Runs on the guest: kill -9 one process of a unit, then record what systemd and /health show,
-# at every change, until a new main process answers /health with 200.
-WATCH = """
-import json, os, subprocess, sys, time, urllib.error, urllib.request
-unit, url, victim, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-props = ["-p", "MainPID", "-p", "NRestarts", "-p", "ActiveState", "-p", "Result"]
-http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-def state():
-    out = subprocess.run(["systemctl", "show", *props, unit], capture_output=True, text=True)
-    s = dict(line.split("=", 1) for line in out.stdout.splitlines())
-    try:
-        s["health"] = http.open(url, timeout=2).status
-    except urllib.error.HTTPError as e:
-        s["health"] = e.code
-    except OSError:
-        s["health"] = 0
-    return s
-old = state()["MainPID"]
-os.kill(victim, 9)
-start = time.monotonic()
-timeline, last = [], None
-while time.monotonic() - start < limit:
-    s = state()
-    if s != last:
-        timeline.append([round(time.monotonic() - start, 1), s])
-        last = s
-    if s["MainPID"] not in ("0", old) and s["health"] == 200:
-        break
-    time.sleep(0.25)
-print(json.dumps(timeline))
-"""
 # A failed check in the suite's report: its id, then its message.
 FAILURE = re.compile(r"^_{3,} test_\w+\[([^\]]+)\] _{3,}\n(.*?)(?=^_{3,} |^={3,})", re.M | re.S)
 
@@ -80,8 +52,7 @@ def _show(name: str) -> dict[str, str]:
 
 
 def _port(name: str) -> int:
-    plan = json.loads(on_guest(f"cat {LAYOUT.plan}"))
-    return int(plan["services"][name]["port"])
+    return AppliedPlan.from_json(on_guest(f"cat {LAYOUT.plan}"), LAYOUT.plan).services[name].port
 
 
 def _victim(name: str, process: str) -> int:
@@ -109,8 +80,8 @@ def test_kill_9_is_undone_by_systemd(start_converged: DeployRun, name: str, proc
     before = {n: _show(n) for n in SERVICES}
     assert all(s["NRestarts"] == "0" for s in before.values()), before
     url = f"http://127.0.0.1:{_port(name)}/health"
-    args = f"{unit(name)} {url} {_victim(name, process)} 600"
-    timeline = json.loads(on_guest(f"python3 -c {shlex.quote(WATCH)} {args}"))
+    args = (unit(name), url, str(_victim(name, process)), "600")
+    timeline = json.loads(on_guest(shlex.join(remote.argv(guest_watch, *args))))
     print(f"\ndrill kill -9 {name} {process} (main PID {before[name]['MainPID']}):")
     for t, state in timeline:
         print(f"  {t:6.1f} s  {state}")

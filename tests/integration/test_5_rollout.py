@@ -13,6 +13,7 @@ import shlex
 import subprocess
 from collections.abc import Iterator
 
+import guest_client
 from conftest import (
     GUEST,
     LAYOUT,
@@ -25,32 +26,10 @@ from conftest import (
 )
 from drills import LiveDeploy
 
+from llmhost import remote
 from llmhost.layout import VENV_STAMP, Layout
 from llmhost_lab import lab
 
-# Runs on the guest: completions against one service until STOP exists (or LIMIT seconds),
-# then the counts as JSON. The key is read from the deploy's 0600 file, never passed around.
-CLIENT = r"""
-import json, os, sys, time, urllib.request
-url, model, key_file, stop, limit = sys.argv[1:4] + [sys.argv[4], float(sys.argv[5])]
-key = open(key_file).read().strip().split("=", 1)[1]
-http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-body = json.dumps({"model": model, "prompt": "def", "max_tokens": 4}).encode()
-headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-ok, errors, start = 0, [], time.monotonic()
-while not os.path.exists(stop) and time.monotonic() - start < limit:
-    try:
-        with http.open(urllib.request.Request(url, body, headers), timeout=30) as r:
-            r.read()
-        ok += 1
-    except Exception as e:
-        errors.append(str(e)[:200])
-    # One a second: a steady client, not a load test. Saturating the served instance's core
-    # (the lab pins each to one) has stalled the other's start in sched_setaffinity.
-    time.sleep(1.0)
-print(json.dumps({"ok": ok, "failed": len(errors), "errors": errors[:5],
-                  "seconds": round(time.monotonic() - start, 1)}))
-"""
 STOP = "/run/llmhost-drill-client-stop"
 ROLLED_BACK = re.compile(r"rolled back to its last good release: healthy again after (\d+) s")
 
@@ -88,8 +67,9 @@ def _client(name: str) -> Iterator[dict]:
     guest = lab.find(GUEST)
     assert guest is not None
     on_guest(f"rm -f {STOP}")
-    args = [LAYOUT.url(svc, "/v1/completions"), svc.served_model_name, LAYOUT.api_key_env]
-    command = f"python3 -c {shlex.quote(CLIENT)} {shlex.join(args)} {STOP} 900"
+    url = LAYOUT.url(svc, "/v1/completions")
+    args = (url, svc.served_model_name, LAYOUT.api_key_env, STOP, "900")
+    command = shlex.join(remote.argv(guest_client, *args))
     proc = subprocess.Popen(lab.ssh_command(guest, command), text=True, stdout=subprocess.PIPE)
     counts: dict = {}
     try:

@@ -12,9 +12,7 @@ TestFreeDiskBytes = make_fact_tests(
 TestPythonVersion = make_fact_tests(
     "llmhost", "facts.host.PythonVersion", HERE / "host.PythonVersion"
 )
-TestFilesChangedSinceStart = make_fact_tests(
-    "llmhost", "facts.host.FilesChangedSinceStart", HERE / "host.FilesChangedSinceStart"
-)
+TestUnitState = make_fact_tests("llmhost", "facts.host.UnitState", HERE / "host.UnitState")
 TestPasswdAccount = make_fact_tests(
     "llmhost", "facts.host.PasswdAccount", HERE / "host.PasswdAccount"
 )

@@ -1,0 +1,37 @@
+"""Runs on the guest (``llmhost.remote``): completions against one service until STOP exists
+(or LIMIT_S seconds), then the counts as JSON. The key is read from the deploy's 0600 file,
+never passed around.
+
+    python3 guest_client.py URL MODEL KEY_FILE STOP LIMIT_S
+"""
+
+import json
+import os
+import sys
+import time
+import urllib.request
+
+
+def main(url: str, model: str, key_file: str, stop: str, limit: str) -> None:
+    with open(key_file) as f:
+        key = f.read().strip().split("=", 1)[1]
+    http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    body = json.dumps({"model": model, "prompt": "def", "max_tokens": 4}).encode()
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    ok, errors, start = 0, [], time.monotonic()
+    while not os.path.exists(stop) and time.monotonic() - start < float(limit):
+        try:
+            with http.open(urllib.request.Request(url, body, headers), timeout=30) as r:
+                r.read()
+            ok += 1
+        except Exception as e:
+            errors.append(str(e)[:200])
+        # One a second: a steady client, not a load test. Saturating the served instance's core
+        # (the lab pins each to one) has stalled the other's start in sched_setaffinity.
+        time.sleep(1.0)
+    seconds = round(time.monotonic() - start, 1)
+    print(json.dumps({"ok": ok, "failed": len(errors), "errors": errors[:5], "seconds": seconds}))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
