@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pyinfra import host, logger
+from pyinfra import host, logger, state
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 
+from llmhost import progress
 from llmhost.phases import preflight
 from llmhost.phases.models import install_models
 from llmhost.phases.services import start_services
@@ -23,6 +24,7 @@ def llmhost() -> None:
         # Raised while pyinfra prepares: no operation has run on any host yet.
         raise DeployError(f"llmhost: nothing was changed.\n{e}") from None
     logger.info(f"{host.name}: VRAM plan\n{checked.plan.render_table()}")
+    progress.watch(state)
     install_system(settings)
     install_venv(settings)
     install_models(settings)
