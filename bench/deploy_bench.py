@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from llmhost.phases import models, services, venv
 from llmhost_lab import lab
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,8 +77,14 @@ def main() -> int:
     for name, seconds in phases:
         print(f"  {name:<40}{seconds:7.1f} s")
     print(f"{'first deploy, total':<42}{total:7.1f} s")
+    part = dict(phases)
+    install, fetch = part.get(venv.PHASE, 0.0), part.get(models.PHASE, 0.0)
+    floor = max(install, fetch) + part.get(services.PHASE, 0.0)
+    overhead = "overhead: total / (max(install, fetch) + starts)"
+    print(f"{overhead:<50}{total / floor:5.2f}  (goal <= 1.15)")
     print(f"{'no-op re-run':<42}{noop:7.1f} s")
     print(f"{'one-operation pyinfra run':<42}{one_op:7.1f} s")
+    print(f"{'no-op ratio':<50}{noop / one_op:5.2f}  (goal <= 1.5)")
     return 0
 
 

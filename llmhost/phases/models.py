@@ -12,8 +12,11 @@ from llmhost.operations import models
 from llmhost.phases.preflight import hf_token
 from llmhost.settings import ModelSource, Settings
 
+# The phase's name in pyinfra's output (and in the deploy's phase times).
+PHASE = "Models"
 
-@deploy("Models")
+
+@deploy(PHASE)
 def install_models(settings: Settings) -> None:
     layout = Layout(settings)
     token_file = None

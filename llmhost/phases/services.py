@@ -15,8 +15,11 @@ from llmhost.operations import secrets, services, snapshots
 from llmhost.phases.preflight import Preflight
 from llmhost.settings import ServiceSpec, Settings
 
+# The phase's name in pyinfra's output (and in the deploy's phase times).
+PHASE = "Services: units and health-gated start"
 
-@deploy("Services: units and health-gated start")
+
+@deploy(PHASE)
 def start_services(settings: Settings, checked: Preflight) -> None:
     layout = Layout(settings)
     _write_api_key(settings, layout)

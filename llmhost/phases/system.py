@@ -14,8 +14,11 @@ PACKAGES = ["python3-venv", "curl", "ca-certificates", "libnuma1"]
 USER_COMMENT = "llmhost services"
 NOLOGIN = "/usr/sbin/nologin"
 
+# The phase's name in pyinfra's output (and in the deploy's phase times).
+PHASE = "System: user, directories, packages"
 
-@deploy("System: user, directories, packages")
+
+@deploy(PHASE)
 def install_system(settings: Settings) -> None:
     apt.packages(
         name="Install the OS packages the venv needs",

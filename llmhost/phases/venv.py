@@ -8,8 +8,11 @@ from llmhost.layout import Layout
 from llmhost.operations import venv
 from llmhost.settings import Settings
 
+# The phase's name in pyinfra's output (and in the deploy's phase times).
+PHASE = "Python env: pinned vLLM release"
 
-@deploy("Python env: pinned vLLM release")
+
+@deploy(PHASE)
 def install_venv(settings: Settings) -> None:
     layout = Layout(settings)
     # A new pin builds a new release: the running services keep theirs until each switches.
