@@ -21,12 +21,15 @@ PHASE = "Services: units and health-gated start"
 
 @deploy(PHASE)
 def start_services(settings: Settings, checked: Preflight) -> None:
+    # Its files go to directories that exist: the system phase made config_dir, systemd's is
+    # there (create_remote_dir=False spares a fact per file on every run).
     layout = Layout(settings)
     _write_api_key(settings, layout)
     files.put(
         name="The applied VRAM plan",
         src=StringIO(AppliedPlan.of(settings, checked.plan, checked.gpu_total_bytes).to_json()),
         dest=layout.plan,
+        create_remote_dir=False,
         mode="644",
     )
     # In the configured order: each instance measures free GPU memory when it starts, and a
@@ -48,6 +51,7 @@ def _write_api_key(settings: Settings, layout: Layout) -> None:
         name="API key (0600)",
         src=StringIO(f"VLLM_API_KEY={key}\n"),
         dest=layout.api_key_env,
+        create_remote_dir=False,
         user=settings.user,
         group=settings.user,
         mode="600",
@@ -61,6 +65,7 @@ def _switch(settings: Settings, layout: Layout, checked: Preflight, svc: Service
         name=f"Unit {layout.unit_name(svc)}",
         src=units.template("vllm.service.j2"),
         dest=layout.unit_path(svc),
+        create_remote_dir=False,
         mode="644",
         **ctx,
     )
@@ -68,6 +73,7 @@ def _switch(settings: Settings, layout: Layout, checked: Preflight, svc: Service
         name=f"Environment of {svc.name} (0600)",
         src=units.template("vllm.env.j2"),
         dest=layout.env_path(svc),
+        create_remote_dir=False,
         user=settings.user,
         group=settings.user,
         mode="600",
