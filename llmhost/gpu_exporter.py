@@ -2,8 +2,9 @@
 memory labelled with the llmhost service it belongs to, on ``/metrics`` for Prometheus.
 
 Runs ON a GPU host as ``llmhost-gpu-exporter.service`` (``python gpu_exporter.py --port N``),
-from the release venv, whose vLLM brings nvidia-ml-py and prometheus-client. It is copied to the
-host as one file, so it imports only the standard library, ``pynvml`` and ``prometheus_client``.
+from the release venv, whose vLLM brings prometheus-client and NVML bindings (its own copy, see
+``nvml``). It is copied to the host as one file, so it imports only the standard library,
+``pynvml`` and ``prometheus_client``.
 Debian has no GPU exporter and dcgm-exporter needs NVIDIA's own repository (FACTS.md).
 
 What it reads (``read_nvml``) and what it exports (``families``) are apart: the second is a pure
@@ -13,12 +14,17 @@ function of NVML-shaped values, tested without a GPU.
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -37,6 +43,29 @@ GPU_LABELS = ("gpu", "uuid", "name")
 # An llmhost service's unit in a cgroup path: .../system.slice/llmhost-coder.service
 # (layout.unit_name writes the name; this file cannot import llmhost).
 UNIT_RE = re.compile(r"/llmhost-([a-z][a-z0-9-]{0,30})\.service(?:/|$)")
+
+
+@functools.cache
+def nvml() -> ModuleType:
+    """NVML's Python bindings: nvidia-ml-py's ``pynvml``, else the copy vLLM vendors
+    (``vllm/third_party/pynvml.py``, plain ctypes), loaded alone: importing vLLM would import
+    torch."""
+    try:
+        import pynvml
+
+        return pynvml
+    except ImportError:
+        pass
+    vllm = importlib.util.find_spec("vllm")
+    locations = list(vllm.submodule_search_locations or []) if vllm else []
+    path = Path(locations[0], "third_party", "pynvml.py") if locations else None
+    if path is None or not path.is_file():
+        raise SystemExit("gpu_exporter: no NVML bindings (pip install nvidia-ml-py)")
+    spec = importlib.util.spec_from_file_location("pynvml", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass(frozen=True)
@@ -112,19 +141,15 @@ def families(
 
 def _optional(read: Callable[[], float]) -> float | None:
     """A value NVML may not support on this GPU (power on some boards, utilisation on MIG)."""
-    import pynvml
-
     try:
         return read()
-    except pynvml.NVMLError:
+    except nvml().NVMLError:
         return None
 
 
-def _processes(handle: object) -> dict[int, int | None]:
-    import pynvml
-
+def _processes(handle: Any) -> dict[int, int | None]:
     found: dict[int, int | None] = {}
-    for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+    for proc in nvml().nvmlDeviceGetComputeRunningProcesses(handle):
         used = proc.usedGpuMemory
         # NVML says "not available" with None (or 2**64-1 in older bindings).
         found[proc.pid] = used if used is not None and used < 2**63 else None
@@ -133,8 +158,7 @@ def _processes(handle: object) -> dict[int, int | None]:
 
 def read_nvml() -> list[GpuReading]:
     """Every GPU NVML sees (``nvmlInit`` must have been called)."""
-    import pynvml
-
+    pynvml = nvml()
     readings = []
     for index in range(pynvml.nvmlDeviceGetCount()):
         handle = pynvml.nvmlDeviceGetHandleByIndex(index)
@@ -213,9 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         given = parse_service_pids(args.service_pid)
     except ValueError as e:
         parser.error(str(e))
-    import pynvml
     from prometheus_client import start_http_server
 
+    pynvml = nvml()
     pynvml.nvmlInit()
     registry = CollectorRegistry()
     registry.register(NvmlCollector(read_nvml, lambda pid: given.get(pid) or service_of_pid(pid)))

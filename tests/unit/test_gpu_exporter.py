@@ -97,3 +97,18 @@ def test_service_pid_flags() -> None:
     assert ge.parse_service_pids(["coder=844", "general=877"]) == {844: "coder", 877: "general"}
     with pytest.raises(ValueError, match="write SERVICE=PID"):
         ge.parse_service_pids(["coder:844"])
+
+
+def test_without_nvidia_ml_py_it_loads_vllms_vendored_copy_alone(tmp_path, monkeypatch) -> None:
+    vendored = tmp_path / "vllm" / "third_party"
+    vendored.mkdir(parents=True)
+    # Importing vLLM itself would import torch: the loader must not.
+    (tmp_path / "vllm" / "__init__.py").write_text("raise ImportError('vllm was imported')\n")
+    (vendored / "pynvml.py").write_text("VENDORED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", None)  # not installed
+    ge.nvml.cache_clear()
+    try:
+        assert ge.nvml().VENDORED is True
+    finally:
+        ge.nvml.cache_clear()
