@@ -192,7 +192,8 @@ class Settings(Strict):
     )
 
     # Monitoring (issue 12): llmhost/phases/monitoring.py, rules from llmhost/alerts.py.
-    monitoring: bool | Literal["export"] = _key(
+    # A Literal, not bool: pydantic would take "yes" or 1 for True.
+    monitoring: Literal[True, False, "export"] = _key(
         True,
         'Prometheus, node exporter (and a GPU exporter on GPU hosts) on the host; `"export"`: '
         "only a scrape config and rules for your own Prometheus; `False`: none",
@@ -308,6 +309,29 @@ class Settings(Strict):
         if is_ip(self.bind_host) and is_public(self.bind_host) and not self.bind_public:
             raise ValueError(
                 f"llmhost_bind_host {self.bind_host!r} is not loopback: {PUBLIC_BIND_WHY}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _monitoring_apart(self) -> Settings:
+        """Prometheus and the exporters need ports of their own, and a public address only
+        on purpose (none of them asks for a password)."""
+        if self.monitoring is not True:
+            return self
+        ports: dict[int, str] = {svc.port: f"service {svc.name!r}" for svc in self.services}
+        for key in ("prometheus_port", "node_exporter_port", "gpu_exporter_port"):
+            port = getattr(self, key)
+            if port in ports:
+                raise ValueError(
+                    f"{PREFIX}{key} {port} is also {ports[port]}'s port; give each its own"
+                )
+            ports[port] = PREFIX + key
+        host = self.monitoring_bind_host
+        if is_ip(host) and is_public(host) and not self.bind_public:
+            raise ValueError(
+                f"{PREFIX}monitoring_bind_host {host!r} is not loopback: Prometheus and the "
+                "exporters answer anyone who reaches them; keep 127.0.0.1, or set "
+                "llmhost_bind_public = True to accept that"
             )
         return self
 
