@@ -78,7 +78,8 @@ smi = {}
 out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory",
                       "--format=csv,noheader,nounits"], capture_output=True, text=True).stdout
 for line in out.splitlines():
-    pid, mib = (v.strip() for v in line.split(","))
+    parts = [v.strip() for v in line.split(",")]
+    pid, mib = parts[0], parts[-1]
     if int(pid) in pids:
         smi[pids[int(pid)]] = int(mib) * 1024 * 1024
 gib = lambda v: "none" if v is None else f"{v / 2**30:.2f} GiB"
@@ -90,9 +91,10 @@ PY
 
 echo "=== 3. exporter as nobody, no capabilities, on 127.0.0.1:$PORT_NOBODY"
 if command -v setpriv >/dev/null; then
-    chmod o+rx "$PWD" "$PWD/llmhost" 2>/dev/null
+    # A copy nobody can read wherever the checkout lives (it may be under /root).
+    copy=$(mktemp -d) && chmod 755 "$copy" && cp llmhost/gpu_exporter.py "$copy/" && chmod 644 "$copy/gpu_exporter.py"
     setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all \
-        python3 llmhost/gpu_exporter.py --port $PORT_NOBODY "${MAP[@]}" >"$OUT/exporter_nobody.log" 2>&1 &
+        python3 "$copy/gpu_exporter.py" --port $PORT_NOBODY "${MAP[@]}" >"$OUT/exporter_nobody.log" 2>&1 &
     PIDS+=("$!")
     if wait_http "http://127.0.0.1:$PORT_NOBODY/metrics" 30; then
         curl -fsS "http://127.0.0.1:$PORT_NOBODY/metrics" >"$OUT/metrics_nobody.txt"
