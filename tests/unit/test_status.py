@@ -137,3 +137,21 @@ def test_ssh_argv_follows_the_inventory() -> None:
     assert argv[-2:] == ["root@10.0.0.2", "python3 -c 'print('\"'\"'a b'\"'\"')'"]
     assert argv[argv.index("-p") : argv.index("-p") + 2] == ["-p", "2222"]
     assert status_cli.ssh_argv("@local", {}, ["true"]) == ["true"]
+
+
+def test_status_names_a_missing_inventory(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llmhost import cli
+
+    missing = str(tmp_path / "nope.py")
+    assert cli.main(["status", missing]) == status_cli.Exit.USAGE
+    assert f"llmhost status: {missing}: no such inventory file" in capsys.readouterr().err
+
+
+def test_status_limit_that_matches_nothing(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from llmhost import cli
+
+    inventory = tmp_path / "inv.py"
+    inventory.write_text('hosts = ["gpu-01"]\n')
+    code = cli.main(["status", str(inventory), "--limit", "gpu-9*", "--project-dir", str(tmp_path)])
+    assert code == status_cli.Exit.USAGE
+    assert "--limit gpu-9*: no host matches (hosts: gpu-01)" in capsys.readouterr().err
