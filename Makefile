@@ -12,11 +12,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --editable '.[dev]'
 	touch $@
 
-# Bring up the lab guest, deploy both services onto it, then run the post-deploy checks.
+# Bring up the lab guest, deploy both services onto it, run the post-deploy checks, show status.
 lab: install
 	$(BIN)/llmhost lab up --name $(GUEST)
 	$(BIN)/pyinfra -y inventories/lab.py deploy.py --limit lab-$(GUEST)
 	$(BIN)/pytest tests/host --inventory inventories/lab.py --limit lab-$(GUEST)
+	$(BIN)/llmhost status inventories/lab.py --limit lab-$(GUEST)
 
 lab-down: install
 	$(BIN)/llmhost lab down --name $(GUEST)

@@ -61,3 +61,26 @@ llmhost_hf_token_file = None
 
 # Post-deploy load smoke: concurrent requests per service.
 llmhost_load_requests = 16
+
+# Monitoring (README "Monitoring"): True: Prometheus + node exporter (+ the GPU exporter on GPU
+# hosts) on the host; "export": only a scrape config and rules for your own Prometheus; False.
+llmhost_monitoring = True
+# Address Prometheus and the exporters listen on, and their ports.
+llmhost_monitoring_bind_host = "127.0.0.1"
+llmhost_prometheus_port = 9090
+llmhost_node_exporter_port = 9100
+llmhost_gpu_exporter_port = 9835
+# Scrape and rule-evaluation interval.
+llmhost_monitoring_interval_s = 15
+# Alert thresholds: a target down this long (LLMServiceDown, LLMTargetDown); how long
+# LLMServiceRestarted fires after a restart; KV cache usage (0-1) above which, for how long,
+# LLMKVCacheFull fires; requests waiting how long (LLMRequestsQueued); GPU memory a service may
+# use above its plan (LLMServiceGPUOverPlan) and how long it, or free memory below
+# llmhost_gpu_headroom_gib (LLMGPUHeadroomLow), must last.
+llmhost_alert_down_for_s = 60
+llmhost_alert_restart_window_s = 900
+llmhost_alert_kv_cache_usage = 0.9
+llmhost_alert_kv_cache_for_s = 300
+llmhost_alert_waiting_for_s = 300
+llmhost_alert_gpu_tolerance_mib = 512
+llmhost_alert_gpu_for_s = 120

@@ -52,7 +52,7 @@ def _lab_action(lab: ModuleType, args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from llmhost import plan_cli
+    from llmhost import plan_cli, status_cli
 
     top = argparse.ArgumentParser(prog="llmhost", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -76,6 +76,9 @@ def parser() -> argparse.ArgumentParser:
     plan_p = sub.add_parser("plan", help="VRAM plan per host, or a what-if for a stack")
     plan_cli.add_arguments(plan_p)
     plan_p.set_defaults(func=plan_cli.run)
+    status_p = sub.add_parser("status", help="each host's services, GPU and alerts, at a glance")
+    status_cli.add_arguments(status_p)
+    status_p.set_defaults(func=status_cli.run)
     return top
 
 

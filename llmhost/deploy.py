@@ -9,6 +9,7 @@ from pyinfra.api.exceptions import DeployError
 from llmhost import progress
 from llmhost.phases import preflight
 from llmhost.phases.models import install_models
+from llmhost.phases.monitoring import install_monitoring
 from llmhost.phases.services import start_services
 from llmhost.phases.system import install_system
 from llmhost.phases.venv import install_venv
@@ -29,3 +30,4 @@ def llmhost() -> None:
     install_venv(settings)
     install_models(settings)
     start_services(settings, checked)
+    install_monitoring(settings, checked)

@@ -17,6 +17,12 @@ from llmhost.settings import ServiceSpec, Settings
 VENV_STAMP = ".llmhost-installed"
 MODEL_MARKER = ".llmhost-complete"
 UNIT_DIR = "/etc/systemd/system"
+# Monitoring: Debian's prometheus and prometheus-node-exporter packages read these.
+PROMETHEUS_DIR = "/etc/prometheus"
+PROMETHEUS_UNIT = "prometheus.service"
+NODE_EXPORTER_UNIT = "prometheus-node-exporter.service"
+GPU_EXPORTER_UNIT = "llmhost-gpu-exporter.service"
+DEFAULTS_DIR = "/etc/default"
 
 
 def release_id(python: str, packages: list[str], remove: list[str], find_links: str | None) -> str:
@@ -115,3 +121,53 @@ class Layout:
 
     def health_url(self, svc: ServiceSpec) -> str:
         return self.url(svc, "/health")
+
+    # Monitoring (llmhost/phases/monitoring.py).
+    @property
+    def prometheus_config(self) -> str:
+        return f"{PROMETHEUS_DIR}/prometheus.yml"
+
+    @property
+    def prometheus_rules(self) -> str:
+        return f"{PROMETHEUS_DIR}/llmhost-rules.yml"
+
+    @property
+    def prometheus_defaults(self) -> str:
+        """Debian's unit reads Prometheus's flags from here (``ARGS=``)."""
+        return f"{DEFAULTS_DIR}/prometheus"
+
+    @property
+    def node_exporter_defaults(self) -> str:
+        return f"{DEFAULTS_DIR}/prometheus-node-exporter"
+
+    @property
+    def export_dir(self) -> str:
+        """``llmhost_monitoring = "export"``: scrape config and rules for the user's Prometheus."""
+        return f"{self.settings.config_dir}/prometheus"
+
+    @property
+    def export_scrape_config(self) -> str:
+        return f"{self.export_dir}/llmhost-scrape.yml"
+
+    @property
+    def export_rules(self) -> str:
+        return f"{self.export_dir}/llmhost-rules.yml"
+
+    @property
+    def gpu_exporter_script(self) -> str:
+        return f"{self.settings.base_dir}/monitoring/gpu_exporter.py"
+
+    @property
+    def gpu_exporter_unit_path(self) -> str:
+        return f"{UNIT_DIR}/{GPU_EXPORTER_UNIT}"
+
+    def monitoring_address(self, port: int) -> str:
+        """``host:port`` of a monitoring component, as reached from the host itself."""
+        return f"{url_host(self.settings.monitoring_bind_host)}:{port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.monitoring_address(self.settings.prometheus_port)}"
+
+    def service_address(self, svc: ServiceSpec) -> str:
+        return f"{url_host(self.settings.bind_host)}:{svc.port}"

@@ -191,6 +191,48 @@ class Settings(Strict):
         16, "concurrent requests per service in the load smoke"
     )
 
+    # Monitoring (issue 12): llmhost/phases/monitoring.py, rules from llmhost/alerts.py.
+    # A Literal, not bool: pydantic would take "yes" or 1 for True.
+    monitoring: Literal[True, False, "export"] = _key(
+        True,
+        'Prometheus, node exporter (and a GPU exporter on GPU hosts) on the host; `"export"`: '
+        "only a scrape config and rules for your own Prometheus; `False`: none",
+    )
+    monitoring_bind_host: str = _key("127.0.0.1", "address Prometheus and the exporters listen on")
+    prometheus_port: Annotated[int, Field(ge=1024, le=65535)] = _key(9090, "Prometheus's port")
+    node_exporter_port: Annotated[int, Field(ge=1024, le=65535)] = _key(
+        9100, "node exporter's port"
+    )
+    gpu_exporter_port: Annotated[int, Field(ge=1024, le=65535)] = _key(
+        9835, "GPU exporter's port (GPU hosts)"
+    )
+    monitoring_interval_s: Annotated[int, Field(ge=1, le=300)] = _key(
+        15, "scrape and rule-evaluation interval"
+    )
+    alert_down_for_s: Annotated[int, Field(ge=0)] = _key(
+        60, "a service's or exporter's target down this long: `LLMServiceDown`, `LLMTargetDown`"
+    )
+    alert_restart_window_s: Annotated[int, Field(ge=60)] = _key(
+        900, "`LLMServiceRestarted` fires this long after a service's process restarted"
+    )
+    alert_kv_cache_usage: Annotated[float, Field(gt=0, le=1)] = _key(
+        0.9, "KV cache usage (0-1) above which `LLMKVCacheFull` counts"
+    )
+    alert_kv_cache_for_s: Annotated[int, Field(ge=0)] = _key(
+        300, "KV cache usage above that this long: `LLMKVCacheFull`"
+    )
+    alert_waiting_for_s: Annotated[int, Field(ge=0)] = _key(
+        300, "requests waiting this long: `LLMRequestsQueued`"
+    )
+    alert_gpu_tolerance_mib: Annotated[int, Field(ge=0)] = _key(
+        512, "GPU memory a service may use above its planned fraction: `LLMServiceGPUOverPlan`"
+    )
+    alert_gpu_for_s: Annotated[int, Field(ge=0)] = _key(
+        120,
+        "over plan, or free GPU memory below `llmhost_gpu_headroom_gib` "
+        "(`LLMGPUHeadroomLow`), this long",
+    )
+
     @field_validator(*DIR_KEYS)
     @classmethod
     def _absolute(cls, value: str) -> str:
@@ -214,7 +256,7 @@ class Settings(Strict):
             raise ValueError("the services must not run as root; use an account of their own")
         return value
 
-    @field_validator("bind_host")
+    @field_validator("bind_host", "monitoring_bind_host")
     @classmethod
     def _address(cls, value: str) -> str:
         if not is_ip(value) and not HOSTNAME_RE.match(value):
@@ -267,6 +309,29 @@ class Settings(Strict):
         if is_ip(self.bind_host) and is_public(self.bind_host) and not self.bind_public:
             raise ValueError(
                 f"llmhost_bind_host {self.bind_host!r} is not loopback: {PUBLIC_BIND_WHY}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _monitoring_apart(self) -> Settings:
+        """Prometheus and the exporters need ports of their own, and a public address only
+        on purpose (none of them asks for a password)."""
+        if self.monitoring is not True:
+            return self
+        ports: dict[int, str] = {svc.port: f"service {svc.name!r}" for svc in self.services}
+        for key in ("prometheus_port", "node_exporter_port", "gpu_exporter_port"):
+            port = getattr(self, key)
+            if port in ports:
+                raise ValueError(
+                    f"{PREFIX}{key} {port} is also {ports[port]}'s port; give each its own"
+                )
+            ports[port] = PREFIX + key
+        host = self.monitoring_bind_host
+        if is_ip(host) and is_public(host) and not self.bind_public:
+            raise ValueError(
+                f"{PREFIX}monitoring_bind_host {host!r} is not loopback: Prometheus and the "
+                "exporters answer anyone who reaches them; keep 127.0.0.1, or set "
+                "llmhost_bind_public = True to accept that"
             )
         return self
 

@@ -37,6 +37,12 @@ def test_readme_key_table_is_the_schemas() -> None:
     ("changes", "message"),
     [
         ({"llmhost_bind_hots": "0.0.0.0"}, "gpu-01: unknown key(s) llmhost_bind_hots"),
+        (
+            {"llmhost_prometheus_port": 8001},
+            "gpu-01: llmhost_prometheus_port 8001 is also service 'coder''s port",
+        ),
+        ({"llmhost_monitoring_bind_host": "10.0.0.5"}, "llmhost_monitoring_bind_host '10.0.0.5'"),
+        ({"llmhost_monitoring": "yes"}, "gpu-01: llmhost_monitoring"),
         ({"llmhost_gpu_memory_cap": "lots"}, "gpu-01: llmhost_gpu_memory_cap: Input should be"),
         ({"llmhost_gpu_memory_cap": 0.99}, "llmhost_gpu_memory_cap: Input should be less than"),
         ({"llmhost_model_dir": "models"}, "llmhost_model_dir: must be an absolute path"),
@@ -68,7 +74,8 @@ def test_readme_key_table_is_the_schemas() -> None:
         ),
     ],
     ids=[
-        "typo-key", "wrong-type", "out-of-range", "relative-path", "unknown-stack", "port-clash",
+        "typo-key", "monitoring-port-clash", "public-monitoring", "monitoring-mode",
+        "wrong-type", "out-of-range", "relative-path", "unknown-stack", "port-clash",
         "same-served-name", "typo-service-key", "unpinned-revision", "unknown-service",
     ],
 )  # fmt: skip

@@ -1,0 +1,168 @@
+"""Prometheus alert rules for one host, generated from its applied plan and its thresholds
+(``llmhost_alert_*``; pure: no pyinfra). ``promtool test rules`` covers each alert both ways
+(tests/unit/test_alerts.py).
+
+The per-service GPU limit is the plan's own number: ``gpu_memory_utilization`` x the GPU total
+the plan was made for, plus the tolerance; so a re-plan moves the alert with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from llmhost import gpu_exporter
+from llmhost.applied_plan import AppliedPlan
+from llmhost.scrape import HEADER, JOB_VLLM, Target
+from llmhost.settings import Settings
+
+GROUP = "llmhost"
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+VLLM = f'job="{JOB_VLLM}"'
+# vLLM's own metric names (vLLM's /metrics; `model_name` comes from --served-model-name).
+KV_USAGE = "vllm:kv_cache_usage_perc"
+WAITING = "vllm:num_requests_waiting"
+RUNNING = "vllm:num_requests_running"
+# prometheus-client's process collector in vLLM's API server: a new value is a new process.
+START_TIME = "process_start_time_seconds"
+
+
+def _rule(
+    name: str, expr: str, for_s: int, severity: str, summary: str, **labels: str
+) -> dict[str, Any]:
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": f"{for_s}s",
+        "labels": {"severity": severity, **labels},
+        "annotations": {"summary": summary},
+    }
+
+
+def service_rules(settings: Settings) -> list[dict[str, Any]]:
+    """What each vLLM service's own /metrics tells: down, restarted, KV cache full, queueing."""
+    s = settings
+    return [
+        _rule(
+            "LLMServiceDown",
+            f"up{{{VLLM}}} == 0",
+            s.alert_down_for_s,
+            "critical",
+            "{{ $labels.host }}: {{ $labels.service }} has not answered /metrics for "
+            f"{s.alert_down_for_s} s",
+        ),
+        _rule(
+            "LLMServiceRestarted",
+            f"changes({START_TIME}{{{VLLM}}}[{s.alert_restart_window_s}s]) > 0",
+            0,
+            "warning",
+            "{{ $labels.host }}: {{ $labels.service }} restarted in the last "
+            f"{s.alert_restart_window_s} s",
+        ),
+        _rule(
+            "LLMKVCacheFull",
+            f"{KV_USAGE}{{{VLLM}}} > {s.alert_kv_cache_usage}",
+            s.alert_kv_cache_for_s,
+            "warning",
+            "{{ $labels.host }}: {{ $labels.service }} KV cache {{ $value | humanizePercentage }} "
+            f"full for {s.alert_kv_cache_for_s} s",
+        ),
+        _rule(
+            "LLMRequestsQueued",
+            f"{WAITING}{{{VLLM}}} > 0",
+            s.alert_waiting_for_s,
+            "warning",
+            "{{ $labels.host }}: {{ $labels.service }} has had requests waiting for "
+            f"{s.alert_waiting_for_s} s ({{{{ $value }}}} now)",
+        ),
+    ]
+
+
+def gpu_rules(settings: Settings, plan: AppliedPlan) -> list[dict[str, Any]]:
+    """GPU memory against the plan (GPU hosts: the GPU exporter's series)."""
+    if not plan.gpu or not plan.gpu_total_bytes:
+        return []
+    s = settings
+    tolerance = s.alert_gpu_tolerance_mib * MIB
+    rules = []
+    for name, svc in plan.services.items():
+        limit = int((svc.gpu_memory_utilization or 0) * plan.gpu_total_bytes) + tolerance
+        rules.append(
+            _rule(
+                "LLMServiceGPUOverPlan",
+                f'sum by (host, service) ({gpu_exporter.PROCESS_MEMORY}{{service="{name}"}}) '
+                f"> {limit}",
+                s.alert_gpu_for_s,
+                "warning",
+                f"{{{{ $labels.host }}}}: {name} uses {{{{ $value | humanize1024 }}}}B of GPU "
+                f"memory, over its plan ({svc.gpu_memory_utilization or 0:.3f} of the GPU) + "
+                f"{s.alert_gpu_tolerance_mib} MiB",
+                service=name,
+            )
+        )
+    headroom = int(s.gpu_headroom_gib * GIB)
+    rules.append(
+        _rule(
+            "LLMGPUHeadroomLow",
+            f"{gpu_exporter.MEMORY_FREE} < {headroom}",
+            s.alert_gpu_for_s,
+            "warning",
+            "{{ $labels.host }}: GPU {{ $labels.gpu }} has {{ $value | humanize1024 }}B free, "
+            f"below llmhost_gpu_headroom_gib ({s.gpu_headroom_gib} GiB)",
+        )
+    )
+    return rules
+
+
+def target_rules(settings: Settings, found: Sequence[Target]) -> list[dict[str, Any]]:
+    """Exporters down, and any expected target not scraped at all (a config that lost it)."""
+    rules = [
+        _rule(
+            "LLMTargetDown",
+            f'up{{job!="{JOB_VLLM}"}} == 0',
+            settings.alert_down_for_s,
+            "warning",
+            "{{ $labels.host }}: {{ $labels.job }} target {{ $labels.instance }} is down",
+        )
+    ]
+    for target in found:
+        selector = ", ".join(
+            [f'job="{target.job}"', *(f'{k}="{v}"' for k, v in sorted(target.labels.items()))]
+        )
+        rules.append(
+            _rule(
+                "LLMTargetMissing",
+                f"absent(up{{{selector}}})",
+                settings.alert_down_for_s,
+                "warning",
+                f"{target.labels.get('host', '')}: Prometheus does not scrape {target.job} at "
+                f"{target.address}",
+                job=target.job,
+                target=target.address,
+            )
+        )
+    return rules
+
+
+def rules(settings: Settings, plan: AppliedPlan, found: Sequence[Target]) -> dict[str, Any]:
+    """The rules document: one group, evaluated at the scrape interval."""
+    return {
+        "groups": [
+            {
+                "name": GROUP,
+                "interval": f"{settings.monitoring_interval_s}s",
+                "rules": [
+                    *service_rules(settings),
+                    *gpu_rules(settings, plan),
+                    *target_rules(settings, found),
+                ],
+            }
+        ]
+    }
+
+
+def rules_file(settings: Settings, plan: AppliedPlan, found: Sequence[Target]) -> str:
+    return HEADER + yaml.safe_dump(rules(settings, plan, found), sort_keys=False, width=120)

@@ -1,0 +1,79 @@
+"""The alert drill on the lab guest: stop one service, see ``LLMServiceDown`` fire within its
+rule's window and clear once the service is back; ``llmhost status`` shows the same.
+
+Every wait is on state (Prometheus's /api/v1/alerts), with a deadline from the lab's own
+thresholds: the rule's ``for:`` plus a few scrape and evaluation intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+
+from conftest import BIN, GUEST, HOST, LAYOUT, ROOT, DeployRun, on_guest, unit
+
+SETTINGS = LAYOUT.settings
+INTERVAL = SETTINGS.monitoring_interval_s
+# Scrape, then evaluation, each up to one interval late; then the rule's `for:`.
+FIRE_WITHIN = SETTINGS.alert_down_for_s + 3 * INTERVAL
+# vLLM's CPU build takes ~45 s from start to /health here (FACTS.md), then a scrape.
+BACK_WITHIN = SETTINGS.health_timeout_s + 3 * INTERVAL
+
+
+def _alerts() -> list[dict[str, object]]:
+    body = on_guest(f"curl -fsS {LAYOUT.prometheus_url}/api/v1/alerts")
+    return json.loads(body)["data"]["alerts"]
+
+
+def _firing(name: str, service: str) -> bool:
+    return any(
+        a["labels"].get("alertname") == name
+        and a["labels"].get("service") == service
+        and a["state"] == "firing"
+        for a in _alerts()
+    )
+
+
+def _wait(done: Callable[[], bool], what: str, within_s: float) -> float:
+    """Seconds until ``done``; fails after a generous deadline (twice the rule's window)."""
+    start = time.monotonic()
+    while not done():
+        if time.monotonic() - start > 2 * within_s + 30:
+            raise AssertionError(f"no {what} after {time.monotonic() - start:.0f} s: {_alerts()}")
+        time.sleep(1)
+    return time.monotonic() - start
+
+
+def _status() -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BIN / "llmhost", "status", "inventories/lab.py", "--limit", HOST],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+    )
+
+
+def test_service_down_fires_and_clears(start_converged: DeployRun) -> None:
+    ok = _status()
+    print(f"\nllmhost status on {GUEST}, converged:\n{ok.stdout}")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    on_guest(f"systemctl stop {unit('general')}")
+    fired = _wait(lambda: _firing("LLMServiceDown", "general"), "LLMServiceDown", FIRE_WITHIN)
+    print(f"drill: general stopped; LLMServiceDown firing after {fired:.0f} s "
+          f"(rule: for {SETTINGS.alert_down_for_s} s, interval {INTERVAL} s)")  # fmt: skip
+    assert fired <= FIRE_WITHIN + 5, f"fired after {fired:.0f} s, window {FIRE_WITHIN} s"
+    assert not _firing("LLMServiceDown", "coder")
+    down = _status()
+    print(down.stdout)
+    assert down.returncode == 3 and "LLMServiceDown general" in down.stdout, down.stdout
+
+    on_guest(f"systemctl start {unit('general')}")
+    cleared = _wait(lambda: not _firing("LLMServiceDown", "general"), "clearing", BACK_WITHIN)
+    print(f"drill: general started; LLMServiceDown cleared after {cleared:.0f} s")
+    # A new process: the restart alert follows.
+    restarted = _wait(
+        lambda: _firing("LLMServiceRestarted", "general"), "LLMServiceRestarted", 3 * INTERVAL
+    )
+    print(f"drill: LLMServiceRestarted firing {restarted:.0f} s after that")

@@ -1,0 +1,296 @@
+"""The alert rules and Prometheus config, checked and tested by the real promtool.
+
+Each alert has a case where it fires and one where it does not (``promtool test rules``); the
+rules and the whole prometheus.yml pass ``promtool check``. Debian's ``prometheus`` package
+brings promtool (``apt-get install prometheus``; .ci/run installs it).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from llmhost import alerts, scrape
+from llmhost.applied_plan import AppliedPlan, AppliedService
+from llmhost.settings import Settings
+
+PROMTOOL = shutil.which("promtool")
+pytestmark = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool not found: apt-get install prometheus (Debian's package)"
+)
+HOST = "gpu-01"
+GIB = 1024**3
+TOTAL = 100 * GIB
+
+
+def _service(name: str, port: int, fraction: float) -> AppliedService:
+    return AppliedService(
+        name=name,
+        unit=f"llmhost-{name}.service",
+        port=port,
+        bind_host="127.0.0.1",
+        served_model_name=f"{name}-model",
+        max_model_len=8192,
+        gpu_memory_utilization=fraction,
+        cpu_kv_cache_gib=None,
+        kv_tokens=100_000,
+    )
+
+
+PLAN = AppliedPlan(
+    gpu=True,
+    gpu_total_bytes=TOTAL,
+    gpu_memory_cap=0.9,
+    services={"coder": _service("coder", 8001, 0.55), "general": _service("general", 8002, 0.30)},
+)
+SETTINGS = Settings.from_host_data({}, HOST)
+TARGETS = scrape.targets(SETTINGS, PLAN, HOST)
+
+
+def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
+    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    (tmp_path / "rules.yml").write_text(alerts.rules_file(SETTINGS, PLAN, TARGETS))
+    return tmp_path
+
+
+def test_promtool_checks_the_rules(rules_dir: Path) -> None:
+    result = _promtool("check", "rules", "rules.yml", cwd=rules_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_checks_the_whole_config(rules_dir: Path) -> None:
+    config = scrape.prometheus_config(SETTINGS, TARGETS, str(rules_dir / "rules.yml"))
+    (rules_dir / "prometheus.yml").write_text(config)
+    result = _promtool("check", "config", "prometheus.yml", cwd=rules_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = {job["job_name"]: job for job in yaml.safe_load(config)["scrape_configs"]}
+    assert list(jobs) == ["llmhost-vllm", "prometheus", "node", "llmhost-gpu"]
+    assert jobs["llmhost-vllm"]["static_configs"] == [
+        {"targets": ["127.0.0.1:8001"], "labels": {"host": HOST, "service": "coder"}},
+        {"targets": ["127.0.0.1:8002"], "labels": {"host": HOST, "service": "general"}},
+    ]
+
+
+def test_a_cpu_host_has_no_gpu_target_or_rules() -> None:
+    plan = PLAN.model_copy(update={"gpu": False, "gpu_total_bytes": None})
+    cpu = scrape.targets(SETTINGS, plan, "lab")
+    assert "llmhost-gpu" not in {t.job for t in cpu}
+    names = {r["alert"] for r in alerts.rules(SETTINGS, plan, cpu)["groups"][0]["rules"]}
+    assert not names & {"LLMServiceGPUOverPlan", "LLMGPUHeadroomLow"}
+
+
+def test_export_mode_scrapes_the_services_and_the_gateway_given() -> None:
+    export = Settings.from_host_data({"llmhost_monitoring": "export"}, HOST)
+    found = scrape.targets(export, PLAN, HOST, extra=[scrape.gateway_target(HOST, 8404)])
+    doc = yaml.safe_load(scrape.export_config(found))
+    assert [job["job_name"] for job in doc["scrape_configs"]] == ["llmhost-vllm", "llmhost-gateway"]
+
+
+def _vllm(metric: str, service: str = "coder") -> str:
+    return f'{metric}{{job="llmhost-vllm", host="{HOST}", service="{service}"}}'
+
+
+def _labels(alert: str, **labels: str) -> dict[str, str]:
+    severity = "critical" if alert == "LLMServiceDown" else "warning"
+    return {"severity": severity, **labels}
+
+
+SVC = {"job": "llmhost-vllm", "host": HOST, "service": "coder"}
+GPU0 = {"gpu": "0", "uuid": "GPU-1", "name": "NVIDIA H200"}
+GPU0_SEL = 'gpu="0", uuid="GPU-1", name="NVIDIA H200"'
+# (alert, input series, eval time, expected alerts as (labels, summary)).
+CASES: dict[str, tuple[str, list[tuple[str, str]], str, list[tuple[dict[str, str], str]]]] = {
+    "down 2 min: fires": (
+        "LLMServiceDown",
+        [(_vllm("up"), "0x10"), (_vllm("up", "general"), "1x10")],
+        "2m",
+        [(SVC, f"{HOST}: coder has not answered /metrics for 60 s")],
+    ),
+    "down 45 s: not yet": ("LLMServiceDown", [(_vllm("up"), "1 1 1 1 0 0 0 0")], "105s", []),
+    "restarted: fires": (
+        "LLMServiceRestarted",
+        [(_vllm("process_start_time_seconds"), "1000x4 2000x20")],
+        "3m",
+        [(SVC, f"{HOST}: coder restarted in the last 900 s")],
+    ),
+    "restarted 20 min ago: cleared": (
+        "LLMServiceRestarted",
+        [(_vllm("process_start_time_seconds"), "1000x4 2000x100")],
+        "21m",
+        [],
+    ),
+    "KV cache 95% for 6 min: fires": (
+        "LLMKVCacheFull",
+        [(_vllm("vllm:kv_cache_usage_perc"), "0.95x30")],
+        "6m",
+        [(SVC, f"{HOST}: coder KV cache 95% full for 300 s")],
+    ),
+    "KV cache 95% for 4 min: not yet": (
+        "LLMKVCacheFull",
+        [(_vllm("vllm:kv_cache_usage_perc"), "0.95x30")],
+        "4m",
+        [],
+    ),
+    "KV cache 85%: fine": (
+        "LLMKVCacheFull",
+        [(_vllm("vllm:kv_cache_usage_perc"), "0.85x30")],
+        "6m",
+        [],
+    ),
+    "waiting 6 min: fires": (
+        "LLMRequestsQueued",
+        [(_vllm("vllm:num_requests_waiting"), "3x30")],
+        "6m",
+        [(SVC, f"{HOST}: coder has had requests waiting for 300 s (3 now)")],
+    ),
+    "waiting drained: fine": (
+        "LLMRequestsQueued",
+        [(_vllm("vllm:num_requests_waiting"), "3x8 0x20")],
+        "6m",
+        [],
+    ),
+    "coder 60 GiB of 55 planned: fires": (
+        "LLMServiceGPUOverPlan",
+        [
+            (
+                f'llmhost_gpu_process_memory_used_bytes{{host="{HOST}", {GPU0_SEL}, pid="7", '
+                f'service="coder"}}',
+                f"{60 * GIB}x20",
+            ),
+            (
+                f'llmhost_gpu_process_memory_used_bytes{{host="{HOST}", {GPU0_SEL}, pid="8", '
+                f'service="general"}}',
+                f"{30 * GIB}x20",
+            ),
+        ],
+        "3m",
+        [
+            (
+                {"host": HOST, "service": "coder"},
+                f"{HOST}: coder uses 60GiB of GPU memory, over its plan (0.550 of the GPU) + "
+                "512 MiB",
+            )
+        ],
+    ),
+    "coder within plan + tolerance: fine": (
+        "LLMServiceGPUOverPlan",
+        [
+            (
+                f'llmhost_gpu_process_memory_used_bytes{{host="{HOST}", {GPU0_SEL}, pid="7", '
+                f'service="coder"}}',
+                f"{int(55.3 * GIB)}x20",
+            ),
+        ],
+        "3m",
+        [],
+    ),
+    "1 GiB free: fires": (
+        "LLMGPUHeadroomLow",
+        [(f'llmhost_gpu_memory_free_bytes{{host="{HOST}", {GPU0_SEL}}}', f"{GIB}x20")],
+        "3m",
+        [
+            (
+                {"host": HOST, **GPU0},
+                f"{HOST}: GPU 0 has 1GiB free, below llmhost_gpu_headroom_gib (2.0 GiB)",
+            )
+        ],
+    ),
+    "3 GiB free: fine": (
+        "LLMGPUHeadroomLow",
+        [(f'llmhost_gpu_memory_free_bytes{{host="{HOST}", {GPU0_SEL}}}', f"{3 * GIB}x20")],
+        "3m",
+        [],
+    ),
+    "node exporter down: fires": (
+        "LLMTargetDown",
+        [(f'up{{job="node", host="{HOST}", instance="127.0.0.1:9100"}}', "0x10")],
+        "2m",
+        [
+            (
+                {"job": "node", "host": HOST, "instance": "127.0.0.1:9100"},
+                f"{HOST}: node target 127.0.0.1:9100 is down",
+            )
+        ],
+    ),
+    "a service down is not a target down": (
+        "LLMTargetDown",
+        [(_vllm("up"), "0x10")],
+        "2m",
+        [],
+    ),
+}
+
+
+def _all_up_but(job: str) -> list[tuple[str, str]]:
+    series = []
+    for target in TARGETS:
+        if target.job != job:
+            labels = ", ".join(f'{k}="{v}"' for k, v in sorted(target.labels.items()))
+            series.append((f'up{{job="{target.job}", {labels}}}', "1x10"))
+    return series
+
+
+CASES["GPU exporter not scraped: fires"] = (
+    "LLMTargetMissing",
+    _all_up_but("llmhost-gpu"),
+    "2m",
+    [
+        (
+            {"job": "llmhost-gpu", "host": HOST, "target": "127.0.0.1:9835"},
+            f"{HOST}: Prometheus does not scrape llmhost-gpu at 127.0.0.1:9835",
+        )
+    ],
+)
+CASES["every target scraped: fine"] = ("LLMTargetMissing", _all_up_but("none"), "2m", [])
+
+
+def _test_doc(case: str) -> dict[str, Any]:
+    alert, series, eval_time, expected = CASES[case]
+    return {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "15s",
+        "tests": [
+            {
+                "name": case,
+                "interval": "15s",
+                "input_series": [{"series": s, "values": v} for s, v in series],
+                "alert_rule_test": [
+                    {
+                        "eval_time": eval_time,
+                        "alertname": alert,
+                        "exp_alerts": [
+                            {
+                                "exp_labels": _labels(alert, **labels),
+                                "exp_annotations": {"summary": summary},
+                            }
+                            for labels, summary in expected
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
+    names = {r["alert"] for r in alerts.rules(SETTINGS, PLAN, TARGETS)["groups"][0]["rules"]}
+    firing = {alert for alert, _, _, expected in CASES.values() if expected}
+    quiet = {alert for alert, _, _, expected in CASES.values() if not expected}
+    assert names == firing == quiet
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_promtool_test_rules(rules_dir: Path, case: str) -> None:
+    (rules_dir / "test.yml").write_text(yaml.safe_dump(_test_doc(case), sort_keys=False))
+    result = _promtool("test", "rules", "test.yml", cwd=rules_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
