@@ -44,3 +44,7 @@ llmhost_services = [
         **_TINY,
     },
 ]
+
+# The gateway on an unprivileged port, with a self-signed certificate, for one generated client.
+llmhost_gateway_port = 8443
+llmhost_gateway_clients = {"lab": None}

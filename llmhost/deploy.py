@@ -1,4 +1,4 @@
-"""The llmhost deploy: check the host → system → venv → models → services."""
+"""The llmhost deploy: check the host → system → venv → models → services → gateway."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 
 from llmhost.phases import preflight
+from llmhost.phases.gateway import install_gateway
 from llmhost.phases.models import install_models
 from llmhost.phases.services import start_services
 from llmhost.phases.system import install_system
@@ -27,3 +28,6 @@ def llmhost() -> None:
     install_venv(settings)
     install_models(settings)
     start_services(settings, checked)
+    # The front door (issue 11): only once every service answers.
+    if settings.gateway:
+        install_gateway(settings, checked)
