@@ -62,7 +62,7 @@ def install_gateway(settings: Settings, checked: Preflight) -> None:
         create_remote_dir=True,
         config=layout.gateway_config,
         api_key_env=layout.api_key_env,
-        user=GATEWAY_USER,
+        run_as=GATEWAY_USER,
         services=[svc.served_model_name for svc in settings.services],
     )
     ops.activated(
