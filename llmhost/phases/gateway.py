@@ -105,9 +105,12 @@ def _certificate(settings: Settings, layout: Layout) -> OperationMeta | None:
 
 
 def tls_names(settings: Settings) -> list[str]:
-    """What a self-signed certificate is for: the names given, else the host's own name; and
-    localhost, for clients that come through an SSH tunnel."""
-    names = list(settings.tls_names) or [host.get_fact(Hostname)]
+    """What a self-signed certificate is for: the names given, else the host's own name and the
+    address the inventory reaches it at; and localhost, for clients through an SSH tunnel."""
+    names = list(settings.tls_names)
+    if not names:
+        reached_at = host.data.get("ssh_hostname")
+        names = [host.get_fact(Hostname), *([reached_at] if reached_at else [])]
     return list(dict.fromkeys([*names, "localhost", "127.0.0.1"]))
 
 
