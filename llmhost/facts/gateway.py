@@ -42,7 +42,8 @@ class KeyHashes(FactBase[dict[str, str]]):
 
 
 class Certificate(TypedDict):
-    not_after: datetime
+    # ISO 8601, UTC.
+    not_after: str
     names: list[str]
     sha256: str
 
@@ -54,7 +55,7 @@ class TlsCertificate(FactBase[Certificate | None]):
 
     .. code:: python
 
-        {"not_after": datetime(2028, 3, 6, 4, 0, tzinfo=UTC),
+        {"not_after": "2028-03-06T04:00:00+00:00",
          "names": ["lab-gw", "localhost", "127.0.0.1"], "sha256": "AB:CD:..."}
     """
 
@@ -86,4 +87,4 @@ def parse_x509_text(lines: list[str]) -> Certificate | None:
                 names.append(entry.partition(":")[2].strip())
     if not_after is None or sha256 is None:
         return None
-    return {"not_after": not_after, "names": names, "sha256": sha256}
+    return {"not_after": not_after.isoformat(), "names": names, "sha256": sha256}

@@ -120,14 +120,15 @@ def self_signed(pem: str, cert: str, owner: str, names: list[str], days: int = 8
                             owner="haproxy", names=["gpu-01", "localhost", "127.0.0.1"])
     """
     found = host.get_fact(TlsCertificate, path=cert)
-    fresh = found is not None and found["not_after"] - datetime.now(UTC) > RENEW_BEFORE
+    left = datetime.fromisoformat(found["not_after"]) - datetime.now(UTC) if found else None
+    fresh = left is not None and left > RENEW_BEFORE
     if (
         fresh
         and found is not None
         and found["names"] == names
         and host.get_fact(FileContents, path=pem) is not None
     ):
-        host.noop(f"{cert} already certifies {', '.join(names)} until {found['not_after']:%F}")
+        host.noop(f"{cert} already certifies {', '.join(names)} until {found['not_after'][:10]}")
         return
     san = ",".join(f"IP:{n}" if is_ip(n) else f"DNS:{n}" for n in names)
     yield StringCommand(

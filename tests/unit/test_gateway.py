@@ -221,7 +221,7 @@ def test_certificate_fact_parses_openssl() -> None:
         "    DNS:lab-gw, DNS:localhost, IP Address:127.0.0.1",
     ]
     assert parse_x509_text(lines) == {
-        "not_after": datetime(2027, 1, 1, 4, 22, 50, tzinfo=UTC),
+        "not_after": "2027-01-01T04:22:50+00:00",
         "names": ["lab-gw", "localhost", "127.0.0.1"],
         "sha256": "8F:A2:D9",
     }
