@@ -23,6 +23,8 @@ UNIT_DIR = "/etc/systemd/system"
 GATEWAY_UNIT = "haproxy.service"
 GATEWAY_USER = "haproxy"
 GATEWAY_DIR = "/etc/haproxy/llmhost"
+# systemd's RuntimeDirectory= for it (/run/<name>): the pid file and the master's socket.
+GATEWAY_RUNTIME = "haproxy"
 
 
 def release_id(python: str, packages: list[str], remove: list[str], find_links: str | None) -> str:

@@ -15,7 +15,7 @@ from pyinfra.operations import apt, files
 
 from llmhost import gateway, units
 from llmhost.applied_plan import AppliedPlan
-from llmhost.layout import GATEWAY_DIR, GATEWAY_UNIT, GATEWAY_USER, Layout
+from llmhost.layout import GATEWAY_DIR, GATEWAY_RUNTIME, GATEWAY_UNIT, GATEWAY_USER, Layout
 from llmhost.operations import gateway as ops
 from llmhost.phases.preflight import Preflight
 from llmhost.settings import Settings
@@ -63,6 +63,7 @@ def install_gateway(settings: Settings, checked: Preflight) -> None:
         config=layout.gateway_config,
         api_key_env=layout.api_key_env,
         run_as=GATEWAY_USER,
+        runtime=GATEWAY_RUNTIME,
         services=[svc.served_model_name for svc in settings.services],
     )
     ops.activated(
