@@ -317,6 +317,16 @@ class Settings(Strict):
                 )
         return clients
 
+    @field_validator("gateway_bind")
+    @classmethod
+    def _gateway_address(cls, value: str) -> str:
+        if not is_ip(value):
+            raise ValueError(
+                f"{value!r} is not an IP address; use 0.0.0.0 (every IPv4 address, the "
+                "default), :: (IPv6 too) or one address of the host"
+            )
+        return value
+
     @field_validator("tls_names")
     @classmethod
     def _tls_names(cls, names: list[str]) -> list[str]:

@@ -320,6 +320,11 @@ CASES = [
         ("llmhost_gateway_metrics_port 8443 is also llmhost_gateway_port", "a port of its own"),
     ),
     Case(
+        "gateway-bind-not-an-address",
+        lambda _: {"llmhost_gateway_bind": "every interface"},
+        ("llmhost_gateway_bind: 'every interface' is not an IP address", "use 0.0.0.0"),
+    ),
+    Case(
         "gateway-client-name-with-a-space",
         lambda _: {"llmhost_gateway_clients": {"Bob Smith": None}},
         ("client name 'Bob Smith' is not allowed", "a lowercase letter"),

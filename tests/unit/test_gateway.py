@@ -158,6 +158,7 @@ def test_models_list_comes_from_the_plan() -> None:
         ({"llmhost_gateway_clients": {"Alice Smith": None}}, "client name 'Alice Smith'"),
         ({"llmhost_tls_cert_file": "/x.crt"}, "llmhost_tls_cert_file and llmhost_tls_key_file"),
         ({"llmhost_tls_names": ["not a name"]}, "'not a name' is neither a host name"),
+        ({"llmhost_gateway_bind": "gw.example"}, "llmhost_gateway_bind: 'gw.example' is not an IP"),
     ],
 )
 def test_settings_refuse(data: dict[str, Any], message: str) -> None:
