@@ -9,7 +9,7 @@ import secrets
 import socket
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,8 +31,9 @@ class Gateway:
     where: str
     base_url: str
     client_name: str
-    key: str
-    cafile: str | None
+    # Never in a repr: pytest shows reprs in failure reports.
+    key: str = field(repr=False)
+    cafile: str | None = None
 
     @property
     def verify(self) -> ssl.SSLContext:
