@@ -24,7 +24,7 @@ from pathlib import Path
 from llmhost import units
 from llmhost.applied_plan import AppliedPlan
 from llmhost.catalogue import resolve
-from llmhost.layout import UNIT_DIR, Layout
+from llmhost.layout import GATEWAY_UNIT, UNIT_DIR, Layout
 from llmhost.planner import GiB, plan_services
 from llmhost.settings import group_settings
 from llmhost_lab import lab
@@ -65,6 +65,46 @@ REASONS = {
     "PrivateDevices=": "GPU hosts: the NVIDIA device nodes must be reachable "
     "(DevicePolicy=closed + DeviceAllow= allows only those)",
 }
+
+
+# The gateway (Debian's haproxy.service + llmhost's drop-in): why each setting left off stays off.
+GATEWAY_REASONS = {
+    "PrivateNetwork=": "the gateway is the one thing that serves clients on the network",
+    "RestrictAddressFamilies=~AF_(INET|INET6)": "it listens for clients and connects to the "
+    "services over TCP",
+    "RestrictAddressFamilies=~AF_UNIX": "the master's control socket (-S /run/haproxy/master.sock) "
+    "and systemd's notify socket (Type=notify)",
+    "CapabilityBoundingSet=~CAP_NET_(BIND_SERVICE|BROADCAST|RAW)": "CAP_NET_BIND_SERVICE only: "
+    "port 443 as the unprivileged haproxy user",
+    "AmbientCapabilities=": "that one capability, so no part of HAProxy ever runs as root",
+    "SystemCallFilter=~@resources": "HAProxy raises its open-file limit to fit maxconn (setrlimit)",
+    "PrivateUsers=": "capabilities inside a user namespace do not count in the host's network "
+    "namespace, so CAP_NET_BIND_SERVICE could no longer bind port 443",
+    "IPAddressDeny=": "clients come from anywhere the firewall lets them; hybrid cgroups in the "
+    "lab make IP filters a silent no-op",
+    "RootDirectory=/RootImage=": "ProtectSystem=strict already makes the OS read-only; HAProxy's "
+    "own chroot needs CAP_SYS_CHROOT, which it does not get",
+    "DeviceAllow=": "PrivateDevices=yes keeps systemd's default char-rtc read access",
+    "PrivateMounts=": REASONS["PrivateMounts="],
+}
+
+
+def gateway_report(guest: lab.Guest, max_exposure: float) -> bool:
+    """The gateway unit's score and why each setting off stays off; False if it fails."""
+    if "active" not in guest_run(guest, f"systemctl is-active {GATEWAY_UNIT} || true"):
+        print(f"\n{GATEWAY_UNIT}: not running (llmhost_gateway = False?), not scored")
+        return True
+    score, rows = analyse(guest, GATEWAY_UNIT)
+    print(f"\n{GATEWAY_UNIT:<26}{'gateway, loaded':<20}{score:.1f}")
+    missing = [row["name"] for row in rows if row["name"] not in GATEWAY_REASONS]
+    for row in rows:
+        reason = GATEWAY_REASONS.get(row["name"], "NO REASON RECORDED")
+        print(f"  {row['name']}  {float(row['exposure']):.1f}\n      {reason}")
+    if score > max_exposure:
+        print(f"FAIL: {GATEWAY_UNIT} exposure {score:.1f} > {max_exposure}")
+    if missing:
+        print(f"FAIL: off without a reason in GATEWAY_REASONS: {', '.join(missing)}")
+    return score <= max_exposure and not missing
 
 
 def guest_run(guest: lab.Guest, command: str, stdin: str | None = None) -> str:
@@ -153,7 +193,8 @@ def main() -> int:
         print(f"FAIL: {unit} ({kind}) exposure {score:.1f} > {args.max_exposure}")
     if missing:
         print(f"FAIL: off without a reason in REASONS: {', '.join(missing)}")
-    return 1 if over or missing else 0
+    gateway_ok = gateway_report(guest, args.max_exposure)
+    return 1 if over or missing or not gateway_ok else 0
 
 
 if __name__ == "__main__":

@@ -84,3 +84,25 @@ llmhost_alert_kv_cache_for_s = 300
 llmhost_alert_waiting_for_s = 300
 llmhost_alert_gpu_tolerance_mib = 512
 llmhost_alert_gpu_for_s = 120
+
+# --- The gateway: HAProxy (OS package) in front of the services, one OpenAI endpoint.
+# Put the gateway in front of the services: one endpoint, TLS, per-client keys.
+llmhost_gateway = True
+# Address the gateway listens on ("0.0.0.0": every IPv4 address; "::": IPv6 too).
+llmhost_gateway_bind = "0.0.0.0"
+# The gateway's port (HTTPS unless llmhost_gateway_tls is False).
+llmhost_gateway_port = 443
+# Serve TLS; False serves plain HTTP (only behind a TLS layer of your own).
+llmhost_gateway_tls = True
+# Client name -> controller file with its key, or None: a key generated on the host once, in
+# <config_dir>/gateway-keys/<name> (0600 root). Only sha256 hashes reach the gateway.
+llmhost_gateway_clients = {}
+# Requests per minute per client (None: no limit).
+llmhost_gateway_rate_limit = None
+# HAProxy's Prometheus exporter, on 127.0.0.1 only, at /metrics.
+llmhost_gateway_metrics_port = 8404
+# Controller files with the gateway's certificate chain and its key (None: self-signed on the host).
+llmhost_tls_cert_file = None
+llmhost_tls_key_file = None
+# Names a self-signed certificate is for (empty: the host's name; localhost is always added).
+llmhost_tls_names = []

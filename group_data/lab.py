@@ -49,3 +49,7 @@ llmhost_services = [
 llmhost_monitoring_interval_s = 5
 llmhost_alert_down_for_s = 10
 llmhost_alert_restart_window_s = 120
+
+# The gateway on an unprivileged port, with a self-signed certificate, for one generated client.
+llmhost_gateway_port = 8443
+llmhost_gateway_clients = {"lab": None}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from enum import IntEnum
 from types import ModuleType
@@ -48,7 +49,35 @@ def _lab_action(lab: ModuleType, args: argparse.Namespace) -> int:
             return Exit.ERROR
         cmd = lab.ssh_command(guest, *args.command)
         os.execvp(cmd[0], cmd)
+    elif args.action == "forward":
+        return _lab_forward(lab, args)
     return Exit.OK
+
+
+def _lab_forward(lab: ModuleType, args: argparse.Namespace) -> int:
+    """Print how to reach the guest's gateway, then hold an SSH tunnel to it open."""
+    guest = lab.find(args.name)
+    if guest is None or not lab.is_running(guest):
+        print(f"llmhost: no lab guest {args.name!r} is up; run `llmhost lab up`", file=sys.stderr)
+        return Exit.ERROR
+    info = lab.forward_info(guest, args.port)
+    cert = subprocess.run(
+        lab.ssh_command(guest, "cat", info["remote_cert"]), capture_output=True, text=True
+    )
+    if cert.returncode != 0:
+        print(f"llmhost: no gateway on {args.name!r} yet; run the deploy", file=sys.stderr)
+        return Exit.ERROR
+    with open(info["cert"], "w", encoding="utf-8") as f:
+        f.write(cert.stdout)
+    print(
+        f"base URL:    {info['base_url']}  (or {info['direct_url']} from this machine)\n"
+        f"certificate: {info['cert']}  (self-signed: trust it, e.g. SSL_CERT_FILE=...)\n"
+        f"client key:  $({info['key_command']})\n"
+        "forwarding until Ctrl-C ...",
+        flush=True,
+    )
+    cmd = lab.forward_command(guest, args.port, int(info["gateway_port"]))
+    os.execvp(cmd[0], cmd)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -63,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
         ("down", "stop a guest and remove every trace of it"),
         ("status", "list the guests"),
         ("ssh", "run a command in a guest, or a shell: lab ssh [--name NAME] [-- COMMAND...]"),
+        ("forward", "print how to reach a guest's gateway and tunnel localhost:PORT to it"),
     ]:
         action_p = actions.add_parser(action, help=help_)
         if action != "status":
@@ -73,6 +103,9 @@ def parser() -> argparse.ArgumentParser:
         help="host directory bound at the guest's model dir (survives `lab down`)",
     )
     actions.choices["ssh"].add_argument("command", nargs="*", help="the command to run")
+    actions.choices["forward"].add_argument(
+        "--port", type=int, default=8443, help="local port to forward (default: 8443)"
+    )
     plan_p = sub.add_parser("plan", help="VRAM plan per host, or a what-if for a stack")
     plan_cli.add_arguments(plan_p)
     plan_p.set_defaults(func=plan_cli.run)

@@ -1,4 +1,5 @@
-"""The llmhost deploy: check the host → system → venv → models → services."""
+"""The llmhost deploy: check the host → system → venv → models → services → gateway →
+monitoring."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from pyinfra import host, logger, state
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 
-from llmhost import progress
+from llmhost import progress, scrape
+from llmhost.layout import Layout
 from llmhost.phases import preflight
+from llmhost.phases.gateway import install_gateway
 from llmhost.phases.models import install_models
 from llmhost.phases.monitoring import install_monitoring
 from llmhost.phases.services import start_services
@@ -30,4 +33,9 @@ def llmhost() -> None:
     install_venv(settings)
     install_models(settings)
     start_services(settings, checked)
-    install_monitoring(settings, checked)
+    # The front door: only once every service answers; then what watches all of it.
+    scraped: list[scrape.Target] = []
+    if settings.gateway:
+        install_gateway(settings, checked)
+        scraped.append(scrape.gateway_target(host.name, Layout(settings).gateway_metrics_address))
+    install_monitoring(settings, checked, extra_targets=scraped)

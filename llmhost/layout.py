@@ -24,6 +24,15 @@ NODE_EXPORTER_UNIT = "prometheus-node-exporter.service"
 GPU_EXPORTER_UNIT = "llmhost-gpu-exporter.service"
 DEFAULTS_DIR = "/etc/default"
 
+# The gateway (issue 11): Debian's own haproxy.service, with llmhost's drop-in, reading its
+# files from a directory of its own (HAProxy runs as the `haproxy` user: it cannot enter
+# llmhost_config_dir, which is the service user's).
+GATEWAY_UNIT = "haproxy.service"
+GATEWAY_USER = "haproxy"
+GATEWAY_DIR = "/etc/haproxy/llmhost"
+# systemd's RuntimeDirectory= for it (/run/<name>): the pid file and the master's socket.
+GATEWAY_RUNTIME = "haproxy"
+
 
 def release_id(python: str, packages: list[str], remove: list[str], find_links: str | None) -> str:
     """What a venv is built from; another id is another release, in a directory of its own."""
@@ -171,3 +180,57 @@ class Layout:
 
     def service_address(self, svc: ServiceSpec) -> str:
         return f"{url_host(self.settings.bind_host)}:{svc.port}"
+
+    # The gateway: HAProxy's config, the client-key hashes, the TLS certificate; the keys
+    # generated for clients stay root's, in llmhost_config_dir.
+    @property
+    def gateway_config(self) -> str:
+        return f"{GATEWAY_DIR}/haproxy.cfg"
+
+    @property
+    def gateway_candidate(self) -> str:
+        """Where the config is rendered and checked with `haproxy -c` before it goes live."""
+        return f"{GATEWAY_DIR}/haproxy.cfg.candidate"
+
+    @property
+    def gateway_clients_map(self) -> str:
+        """``<sha256 hex of the key> <client name>`` per line, 0600, the gateway's own."""
+        return f"{GATEWAY_DIR}/clients.map"
+
+    @property
+    def gateway_pem(self) -> str:
+        """The certificate chain and its private key in one file, as HAProxy reads them."""
+        return f"{GATEWAY_DIR}/tls.pem"
+
+    @property
+    def gateway_cert(self) -> str:
+        """The certificate alone, world-readable: what clients of a self-signed one trust."""
+        return f"{GATEWAY_DIR}/tls.crt"
+
+    @property
+    def gateway_dropin(self) -> str:
+        return f"{UNIT_DIR}/{GATEWAY_UNIT}.d/llmhost.conf"
+
+    @property
+    def gateway_keys_dir(self) -> str:
+        """Keys generated for clients, 0600 root, for the operator to hand out."""
+        return f"{self.settings.config_dir}/gateway-keys"
+
+    def gateway_key(self, client: str) -> str:
+        return f"{self.gateway_keys_dir}/{client}"
+
+    @property
+    def gateway_url(self) -> str:
+        """The gateway's base URL as a client on the host reaches it."""
+        s = self.settings
+        scheme = "https" if s.gateway_tls else "http"
+        return f"{scheme}://{url_host(s.gateway_bind)}:{s.gateway_port}"
+
+    @property
+    def gateway_metrics_address(self) -> str:
+        """HAProxy's Prometheus exporter, loopback only (the monitoring phase scrapes it)."""
+        return f"127.0.0.1:{self.settings.gateway_metrics_port}"
+
+    @property
+    def gateway_metrics_url(self) -> str:
+        return f"http://{self.gateway_metrics_address}/metrics"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import sys
 import time
 import urllib.error
@@ -42,8 +43,10 @@ def http(
     body: Any = None,
     timeout: float = 30.0,
     max_body: int = 4000,
+    cafile: str | None = None,
 ) -> dict[str, Any]:
-    """One request; the status is 0 with ``error`` set when no HTTP answer came."""
+    """One request; the status is 0 with ``error`` set when no HTTP answer came. ``cafile``:
+    the certificate(s) an https URL must be signed by (the gateway's self-signed one)."""
     headers = {"Content-Type": "application/json"}
     key = _read_key(key_file)
     if key:
@@ -52,7 +55,8 @@ def http(
     request = urllib.request.Request(url, data=data, headers=headers)
     start = time.monotonic()
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        context = ssl.create_default_context(cafile=cafile) if cafile else None
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             status, text, error = response.status, response.read().decode(errors="replace"), None
     except urllib.error.HTTPError as e:
         status, text, error = e.code, e.read().decode(errors="replace"), None
@@ -78,7 +82,9 @@ def load(requests: list[dict[str, Any]], n: int, timeout: float) -> list[dict[st
     """n copies of each request, all in flight at once; one record per request, no bodies."""
 
     def one(spec: dict[str, Any]) -> dict[str, Any]:
-        result = http(spec["url"], spec.get("key_file"), spec["body"], timeout)
+        result = http(
+            spec["url"], spec.get("key_file"), spec["body"], timeout, cafile=spec.get("cafile")
+        )
         return {
             "service": spec["service"],
             "status": result["status"],

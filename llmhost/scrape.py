@@ -36,9 +36,10 @@ class Target:
     metrics_path: str = "/metrics"
 
 
-def gateway_target(host: str, metrics_port: int) -> Target:
-    """The gateway's HAProxy Prometheus exporter (on loopback), for ``targets(extra=...)``."""
-    return Target(JOB_GATEWAY, f"127.0.0.1:{metrics_port}", {"host": host, "service": "gateway"})
+def gateway_target(host: str, address: str) -> Target:
+    """The gateway's HAProxy Prometheus exporter (``Layout.gateway_metrics_address``), for
+    ``targets(extra=...)``."""
+    return Target(JOB_GATEWAY, address, {"host": host, "service": "gateway"})
 
 
 def targets(

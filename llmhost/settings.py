@@ -30,6 +30,8 @@ NAME_RE = r"^[a-z][a-z0-9-]{0,30}$"
 SERVED_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/+-]{0,127}$"
 REPO_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
 # vLLM's VLLM_CPU_OMP_THREADS_BIND: "auto", "all", or core lists and ranges, "|" per rank.
+# A gateway client: it names a file on the host and appears in the access log.
+CLIENT_RE = r"^[a-z][a-z0-9_-]{0,31}$"
 CPU_BIND_RE = r"^(auto|all|[0-9]+([,-][0-9]+)*(\|[0-9]+([,-][0-9]+)*)*)$"
 # An RFC 1123 host name.
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+$")
@@ -48,6 +50,7 @@ PATTERN_HELP = {
     NAME_RE: "a lowercase letter, then lowercase letters, digits and '-' (31 at most)",
     SERVED_NAME_RE: "letters, digits and . _ : / + - (no spaces, quotes or control characters)",
     REPO_RE: "OWNER/NAME as on the hub, e.g. 'Qwen/Qwen2.5-7B-Instruct-AWQ'",
+    CLIENT_RE: "a lowercase letter, then lowercase letters, digits, '_' and '-' (32 at most)",
     CPU_BIND_RE: "core numbers, ranges and lists such as '0', '0-3' or '0,2', or 'auto'",
 }
 PUBLIC_BIND_WHY = (
@@ -190,6 +193,39 @@ class Settings(Strict):
     load_requests: Annotated[int, Field(ge=1)] = _key(
         16, "concurrent requests per service in the load smoke"
     )
+    # --- The gateway (issue 11): one TLS endpoint in front of the services (phases/gateway.py).
+    gateway: bool = _key(
+        True, "put the HAProxy gateway in front of the services: one endpoint, TLS, client keys"
+    )
+    gateway_bind: str = _key(
+        "0.0.0.0", "address the gateway listens on (`0.0.0.0`: every IPv4 address, `::`: IPv6 too)"
+    )
+    gateway_port: Annotated[int, Field(ge=1, le=65535)] = _key(
+        443, "the gateway's port (HTTPS unless `llmhost_gateway_tls` is False)"
+    )
+    gateway_tls: bool = _key(
+        True, "serve TLS; False serves plain HTTP (only behind a TLS layer of your own)"
+    )
+    gateway_clients: dict[str, str | None] = _key(
+        {},
+        "client name -> controller file with its key, or None: a key generated on the host once "
+        "(`<config_dir>/gateway-keys/<name>`, 0600 root)",
+    )
+    gateway_rate_limit: Annotated[int, Field(ge=1)] | None = _key(
+        None, "requests per minute per client (None: no limit)"
+    )
+    gateway_metrics_port: Annotated[int, Field(ge=1, le=65535)] = _key(
+        8404, "HAProxy's Prometheus exporter on 127.0.0.1 (`/metrics`)"
+    )
+    tls_cert_file: str | None = _key(
+        None, "controller file with the gateway's certificate chain (None: self-signed on the host)"
+    )
+    tls_key_file: str | None = _key(None, "controller file with that certificate's private key")
+    tls_names: list[str] = _key(
+        [],
+        "names a self-signed certificate is for (empty: the host's name; `localhost` and "
+        "`127.0.0.1` are always added)",
+    )
 
     # Monitoring (issue 12): llmhost/phases/monitoring.py, rules from llmhost/alerts.py.
     # A Literal, not bool: pydantic would take "yes" or 1 for True.
@@ -319,6 +355,8 @@ class Settings(Strict):
         if self.monitoring is not True:
             return self
         ports: dict[int, str] = {svc.port: f"service {svc.name!r}" for svc in self.services}
+        if self.gateway:
+            ports |= {self.gateway_port: "the gateway", self.gateway_metrics_port: "the gateway"}
         for key in ("prometheus_port", "node_exporter_port", "gpu_exporter_port"):
             port = getattr(self, key)
             if port in ports:
@@ -332,6 +370,55 @@ class Settings(Strict):
                 f"{PREFIX}monitoring_bind_host {host!r} is not loopback: Prometheus and the "
                 "exporters answer anyone who reaches them; keep 127.0.0.1, or set "
                 "llmhost_bind_public = True to accept that"
+            )
+        return self
+
+    @field_validator("gateway_clients")
+    @classmethod
+    def _client_names(cls, clients: dict[str, str | None]) -> dict[str, str | None]:
+        for name in clients:
+            if not re.match(CLIENT_RE, name):
+                raise ValueError(
+                    f"client name {name!r} is not allowed (it goes into the access log and a "
+                    f"file name); write {PATTERN_HELP[CLIENT_RE]}"
+                )
+        return clients
+
+    @field_validator("gateway_bind")
+    @classmethod
+    def _gateway_address(cls, value: str) -> str:
+        if not is_ip(value):
+            raise ValueError(
+                f"{value!r} is not an IP address; use 0.0.0.0 (every IPv4 address, the "
+                "default), :: (IPv6 too) or one address of the host"
+            )
+        return value
+
+    @field_validator("tls_names")
+    @classmethod
+    def _tls_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not is_ip(name) and not HOSTNAME_RE.match(name):
+                raise ValueError(f"{name!r} is neither a host name nor an IP address")
+        return names
+
+    @model_validator(mode="after")
+    def _gateway_ports(self) -> Settings:
+        if not self.gateway:
+            return self
+        taken = {svc.port: f"service {svc.name!r}" for svc in self.services}
+        for key in ("gateway_port", "gateway_metrics_port"):
+            port = getattr(self, key)
+            if port in taken:
+                raise ValueError(
+                    f"llmhost_{key} {port} is also {taken[port]}'s port; give the gateway a "
+                    "port of its own"
+                )
+            taken[port] = f"llmhost_{key}"
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "llmhost_tls_cert_file and llmhost_tls_key_file go together: set both, or "
+                "neither for a self-signed certificate"
             )
         return self
 

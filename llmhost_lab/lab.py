@@ -438,6 +438,31 @@ def ssh_command(guest: Guest, *command: str) -> list[str]:
     return ["ssh", "-F", str(ssh_config_path()), f"lab-{guest.name}", *command]
 
 
+def forward_info(guest: Guest, local_port: int) -> dict[str, str]:
+    """How a client on this machine reaches the guest's gateway through ``lab forward``: the
+    base URL, the guest's self-signed certificate (written here) and the command that prints the
+    lab client's key (never printed by the lab tool itself)."""
+    from llmhost.layout import Layout
+    from llmhost.settings import group_settings
+
+    layout = Layout(group_settings(Path(__file__).resolve().parents[1], "lab"))
+    client = sorted(layout.settings.gateway_clients)[0]
+    return {
+        "base_url": f"https://localhost:{local_port}/v1",
+        "direct_url": f"https://{guest.address}:{layout.settings.gateway_port}/v1",
+        "gateway_port": str(layout.settings.gateway_port),
+        "cert": str(guest_dir(guest.name) / "gateway.crt"),
+        "remote_cert": layout.gateway_cert,
+        "key_command": f"llmhost lab ssh --name {guest.name} -- cat {layout.gateway_key(client)}",
+    }
+
+
+def forward_command(guest: Guest, local_port: int, remote_port: int) -> list[str]:
+    """ssh that holds 127.0.0.1:local_port open to the guest's gateway until interrupted."""
+    forward = f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}"
+    return ["ssh", "-F", str(ssh_config_path()), "-N", "-L", forward, f"lab-{guest.name}"]
+
+
 def _write_ssh_config() -> None:
     entries = [
         f"Host lab-{g.name}\n  HostName {g.address}\n  User {g.ssh_user}\n  Port {g.ssh_port}\n"

@@ -34,7 +34,7 @@ DEFAULTS_HEADER = "# Managed by llmhost (pyinfra); edits are overwritten on the 
 def install_monitoring(
     settings: Settings, checked: Preflight, extra_targets: Sequence[scrape.Target] = ()
 ) -> None:
-    """``extra_targets``: more to scrape, e.g. ``scrape.gateway_target(...)`` (issue 11)."""
+    """``extra_targets``: more to scrape, e.g. ``scrape.gateway_target(...)`` (the gateway)."""
     if settings.monitoring is False:
         return
     layout = Layout(settings)

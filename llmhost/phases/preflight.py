@@ -27,7 +27,7 @@ from pyinfra.facts.files import FileContents, FindDirectories
 from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import LinuxDistribution
 
-from llmhost import units, vllm_args
+from llmhost import gateway_checks, units, vllm_args
 from llmhost.catalogue import ModelMeta, ModelMetaError, resolve
 from llmhost.facts.host import (
     FreeDiskBytes,
@@ -99,6 +99,8 @@ def check_host(settings: Settings) -> Preflight:
     if plan is not None:
         _check_extra_args(settings, metas, plan, problems)
     _check_ram(settings, metas, plan, problems)
+    if settings.gateway:
+        problems += gateway_checks.problems(settings)
     if problems or plan is None:
         raise PreflightError("\n".join(f"{host.name}: {p}" for p in problems))
     return Preflight(metas=metas, gpu_total_bytes=gpu_total, plan=plan)

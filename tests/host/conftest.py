@@ -105,7 +105,10 @@ def _load_targets(config: pytest.Config) -> list[HostTarget]:
                     f"--service-pids names {sorted(unknown)}; {host.name}'s services are "
                     f"{[svc.name for svc in settings.services]}"
                 )
-        targets.append(HostTarget(host.name, settings, connect(host), pid_override))
+        address = host.data.get("ssh_hostname") or host.name
+        if address == "@local":
+            address = "127.0.0.1"
+        targets.append(HostTarget(host.name, settings, connect(host), pid_override, address))
     return targets
 
 

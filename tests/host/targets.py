@@ -93,6 +93,8 @@ class HostTarget:
     host: TestinfraHost
     # Drill only (--service-pids): the services' PIDs, given instead of read from systemd.
     pid_override: dict[str, list[int]] | None = None
+    # Where the controller reaches the host (its ssh_hostname): the gateway's clients do too.
+    address: str = "127.0.0.1"
 
     @property
     def layout(self) -> Layout:

@@ -1,37 +1,64 @@
-"""Concurrent load smoke: llmhost_load_requests chat completions to every service at once."""
+"""Concurrent load smoke: llmhost_load_requests chat completions to every service at once,
+straight to the services and again through the gateway (both from the host itself)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from targets import HostTarget, fail_on
 
 from llmhost.checks import journal_problems, summarise_load
 
 
-def test_load(target: HostTarget, request_timeout: float, report: list[str]) -> None:
-    services = target.services()
-    requests = [
+def _requests(target: HostTarget, via: str) -> list[dict[str, Any]]:
+    """One request per service, straight to it or through the gateway with a client's key."""
+    layout = target.layout
+    if via == "direct":
+        return [
+            {
+                "service": svc.name,
+                "url": svc.url("/v1/chat/completions"),
+                "key_file": target.api_key_file,
+                "body": svc.chat_body(),
+            }
+            for svc in target.services()
+        ]
+    s = target.settings
+    # A key the host holds (one generated there); keys from controller files never go there.
+    generated = sorted(name for name, path in s.gateway_clients.items() if not path)
+    if not s.gateway or not generated:
+        pytest.skip(f"{target.name}: no gateway, or no client key generated on the host")
+    return [
         {
             "service": svc.name,
-            "url": svc.url("/v1/chat/completions"),
-            "key_file": target.api_key_file,
+            "url": f"{layout.gateway_url}/v1/chat/completions",
+            "key_file": layout.gateway_key(generated[0]),
+            "cafile": layout.gateway_cert if s.gateway_tls and not s.tls_cert_file else None,
             "body": svc.chat_body(),
         }
-        for svc in services
+        for svc in target.services()
     ]
+
+
+@pytest.mark.parametrize("via", ["direct", "gateway"])
+def test_load(target: HostTarget, via: str, request_timeout: float, report: list[str]) -> None:
+    services = target.services()
+    requests = _requests(target, via)
     n = target.settings.load_requests
     # Restarts before the load are test_systemd's to report, not this test's.
     before = {svc.name: svc.show()["NRestarts"] for svc in services}
     summaries = summarise_load(
         target.probe("load", requests=requests, n=n, timeout=request_timeout)
     )
-    report.extend(summary.line(target.name) for summary in summaries.values())
+    report.extend(f"{summary.line(target.name)} ({via})" for summary in summaries.values())
 
     problems = []
     for svc in services:
         failures = summaries[svc.name].failures
         if failures:
             problems.append(
-                f"{svc.where}: {len(failures)} of {n} concurrent requests failed: "
+                f"{svc.where}: {len(failures)} of {n} concurrent requests ({via}) failed: "
                 + ", ".join(sorted(set(failures)))
             )
         restarts = int(svc.show()["NRestarts"]) - int(before[svc.name])

@@ -9,11 +9,16 @@ import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import HOST, LAYOUT, SERVICES, DeployRun, deploy, on_guest, unit
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from llmhost_lab import lab
 
@@ -44,6 +49,8 @@ class Inputs:
     small_disk: str
     short_key: Path
     two_line_key: Path
+    # Gateway: cert.pem/key.pem (a pair), other.key (not its key), expired.pem/expired.key.
+    tls: Path
 
 
 @dataclass(frozen=True)
@@ -301,6 +308,63 @@ CASES = [
         lambda _: {"llmhost_pip_extra": ["torch==2.13.0+cpu", "transformers"]},
         ("llmhost_pip_extra: 'transformers' is not a pinned requirement", "NAME==VERSION"),
     ),
+    # --- The gateway (issue 11).
+    Case(
+        "gateway-port-is-a-service-port",
+        lambda _: {"llmhost_gateway_port": 8001},
+        ("llmhost_gateway_port 8001 is also service 'coder'", "a port of its own"),
+    ),
+    Case(
+        "gateway-metrics-port-clash",
+        lambda _: {"llmhost_gateway_metrics_port": 8443},
+        ("llmhost_gateway_metrics_port 8443 is also llmhost_gateway_port", "a port of its own"),
+    ),
+    Case(
+        "gateway-bind-not-an-address",
+        lambda _: {"llmhost_gateway_bind": "every interface"},
+        ("llmhost_gateway_bind: 'every interface' is not an IP address", "use 0.0.0.0"),
+    ),
+    Case(
+        "gateway-client-name-with-a-space",
+        lambda _: {"llmhost_gateway_clients": {"Bob Smith": None}},
+        ("client name 'Bob Smith' is not allowed", "a lowercase letter"),
+    ),
+    Case(
+        "gateway-client-key-file-missing",
+        lambda p: {"llmhost_gateway_clients": {"bob": str(p.absent)}},
+        ("llmhost_gateway_clients['bob']", "no such file on the controller", "openssl rand"),
+    ),
+    Case(
+        "gateway-client-key-placeholder",
+        lambda p: {"llmhost_gateway_clients": {"bob": str(p.short_key)}},
+        ("llmhost_gateway_clients['bob']", "8 characters is a placeholder"),
+    ),
+    Case(
+        "gateway-two-clients-one-key",
+        lambda p: {"llmhost_gateway_clients": {"bob": str(p.tls / "k1"), "eve": str(p.tls / "k2")}},
+        ("'bob' and 'eve' have the same key", "give each client its own key file"),
+    ),
+    Case(
+        "tls-cert-without-key",
+        lambda p: {"llmhost_tls_cert_file": str(p.tls / "cert.pem")},
+        ("llmhost_tls_cert_file and llmhost_tls_key_file go together", "set both"),
+    ),
+    Case(
+        "tls-key-not-the-certs",
+        lambda p: {
+            "llmhost_tls_cert_file": str(p.tls / "cert.pem"),
+            "llmhost_tls_key_file": str(p.tls / "other.key"),
+        },
+        ("is not the key of llmhost_tls_cert_file", "the key the certificate was issued for"),
+    ),
+    Case(
+        "tls-cert-expired",
+        lambda p: {
+            "llmhost_tls_cert_file": str(p.tls / "expired.pem"),
+            "llmhost_tls_key_file": str(p.tls / "expired.key"),
+        },
+        ("llmhost_tls_cert_file", "expired on", "renew it"),
+    ),
     Case(
         "pip-option-in-pip-extra",
         lambda _: {"llmhost_pip_extra": ["--extra-index-url=http://127.0.0.1:9/simple"]},
@@ -328,7 +392,39 @@ def inputs(converged: DeployRun, tmp_path_factory: pytest.TempPathFactory) -> In
     short_key.write_text("changeme\n")
     two_line_key = root / "two-line.key"
     two_line_key.write_text("0123456789abcdef0123456789abcdef\nLD_PRELOAD=/tmp/x.so\n")
-    return Inputs(root / "absent", no_config, too_big, small_disk, short_key, two_line_key)
+    tls = root / "tls"
+    tls.mkdir()
+    _tls_files(tls)
+    return Inputs(root / "absent", no_config, too_big, small_disk, short_key, two_line_key, tls)
+
+
+def _tls_files(tls: Path) -> None:
+    """A certificate and its key, a key of another, an expired pair, one key in two files."""
+    now = datetime.now(UTC)
+    for cert, key, days in (("cert.pem", "key.pem", 30), ("expired.pem", "expired.key", -1)):
+        private = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw.example")])
+        built = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(private.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=60))
+            .not_valid_after(now + timedelta(days=days))
+            .sign(private, hashes.SHA256())
+        )
+        (tls / cert).write_bytes(built.public_bytes(serialization.Encoding.PEM))
+        (tls / key).write_bytes(_pem(private))
+    (tls / "other.key").write_bytes(_pem(ec.generate_private_key(ec.SECP256R1())))
+    (tls / "k1").write_text("0123456789abcdef0123456789abcdef\n")
+    (tls / "k2").write_text("0123456789abcdef0123456789abcdef\n")
+
+
+def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 @contextmanager

@@ -11,11 +11,15 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from conftest import LAYOUT, DeployRun, deploy, on_guest
+
+from llmhost.layout import GATEWAY_USER
 
 API_KEY_FILE = LAYOUT.api_key_env
 # Where a secret could land on disk; each is searched without crossing into other mounts (the
@@ -71,12 +75,21 @@ class Secrets:
     key: str
     token: str
     run: DeployRun
+    # The gateway: a client key generated on the host, one from a controller file (only its
+    # hash may reach the host), the TLS private key from a controller file.
+    gateway_generated: str
+    gateway_given: str
+    tls_key: str
 
     def named(self) -> dict[str, str]:
         return {
             "the generated API key": self.generated_key,
             "the API key from llmhost_api_key_file": self.key,
             "the HF token from llmhost_hf_token_file": self.token,
+            "the generated gateway client key": self.gateway_generated,
+            "the gateway client key from a controller file": self.gateway_given,
+            # The key's base64 body: the PEM's header lines are not secret.
+            "the TLS private key": "".join(self.tls_key.splitlines()[1:-1])[:64],
         }
 
 
@@ -92,13 +105,33 @@ def given(converged: DeployRun, tmp_path_factory: pytest.TempPathFactory) -> Ite
     key, token = secrets.token_urlsafe(32), f"hf_{secrets.token_hex(17)}"
     (root / "api_key").write_text(key + "\n")
     (root / "hf_token").write_text(token + "\n")
+    gateway_generated = on_guest(f"cat {LAYOUT.gateway_key('lab')}").strip()
+    gateway_given = secrets.token_urlsafe(32)
+    (root / "ci.key").write_text(gateway_given + "\n")
+    clients = {**LAYOUT.settings.gateway_clients, "ci": str(root / "ci.key")}
+    tls_key = _tls_pair(root)
     run = deploy(
         "-vvv",
         "--data", f"llmhost_api_key_file={json.dumps(str(root / 'api_key'))}",
         "--data", f"llmhost_hf_token_file={json.dumps(str(root / 'hf_token'))}",
+        "--data", f"llmhost_gateway_clients={json.dumps(clients)}",
+        "--data", f"llmhost_tls_cert_file={json.dumps(str(root / 'tls.crt'))}",
+        "--data", f"llmhost_tls_key_file={json.dumps(str(root / 'tls.key'))}",
     )  # fmt: skip
     assert run.returncode == 0, run.output[-3000:]
-    yield Secrets(generated, key, token, run)
+    yield Secrets(generated, key, token, run, gateway_generated, gateway_given, tls_key)
+
+
+def _tls_pair(root: Path) -> str:
+    """A certificate and its key in controller files; the key's PEM text."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "30", "-subj", "/CN=lab", "-keyout", str(root / "tls.key"),
+         "-out", str(root / "tls.crt")],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return (root / "tls.key").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -143,10 +176,16 @@ def test_only_in_files_private_to_their_owner(scan: dict) -> None:
     readable = {
         path: f"mode {found['mode']:04o} owner {found['owner']}: {found['secrets']}"
         for path, found in scan["files"].items()
-        if found["mode"] & 0o077 or found["owner"] not in ("root", "vllm")
+        if found["mode"] & 0o077 or found["owner"] not in ("root", "vllm", GATEWAY_USER)
     }
     assert not readable, f"secrets in files other users can read: {readable}"
     where = {path: found["secrets"] for path, found in scan["files"].items()}
     print(json.dumps(where, indent=2))
-    # The HF token stays on the controller in the lab (no hub model), the old key is gone.
-    assert set(where) == {API_KEY_FILE}, where
+    # The HF token stays on the controller in the lab (no hub model), the old key is gone; a
+    # given client key never reaches the host (only its hash); the TLS key is in the gateway's
+    # 0600 PEM only.
+    assert where == {
+        API_KEY_FILE: ["the API key from llmhost_api_key_file"],
+        LAYOUT.gateway_key("lab"): ["the generated gateway client key"],
+        LAYOUT.gateway_pem: ["the TLS private key"],
+    }, where

@@ -20,3 +20,15 @@ TestSnapshotsPruned = make_operation_tests(
 TestSecretsApiKey = make_operation_tests(
     "llmhost.operations", "secrets.generated_api_key", HERE / "secrets.generated_api_key"
 )
+TestGatewayClientKeys = make_operation_tests(
+    "llmhost.operations", "gateway.client_keys", HERE / "gateway.client_keys"
+)
+TestGatewayCheckedConfig = make_operation_tests(
+    "llmhost.operations", "gateway.checked_config", HERE / "gateway.checked_config"
+)
+TestGatewayActivated = make_operation_tests(
+    "llmhost.operations", "gateway.activated", HERE / "gateway.activated"
+)
+TestGatewaySelfSigned = make_operation_tests(
+    "llmhost.operations", "gateway.self_signed", HERE / "gateway.self_signed"
+)

@@ -1,0 +1,262 @@
+"""The gateway as its clients see it: from the controller, with the official ``openai`` client,
+over TLS checked against the planned certificate, with a client key read from the host's 0600
+file over the SSH connection (never printed: a failure names the client, not the key)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import socket
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx2 as httpx
+import openai
+import pytest
+from targets import HostTarget, ServiceTarget, fail_on
+
+from llmhost.layout import GATEWAY_UNIT, GATEWAY_USER
+
+# Paths vLLM answers without its key, and others that are not on the gateway's list.
+OFF_LIST = ("/metrics", "/tokenize", "/detokenize", "/pause", "/invocations", "/v1/x", "/")
+# The certificate must outlive this margin (the deploy renews a self-signed one 30 days ahead).
+MIN_DAYS_LEFT = 14
+
+
+@dataclass
+class Gateway:
+    where: str
+    base_url: str
+    client_name: str
+    # Never in a repr: pytest shows reprs in failure reports.
+    key: str = field(repr=False)
+    cafile: str | None = None
+
+    @property
+    def verify(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.cafile)
+
+    def client(self, key: str | None = None, timeout: float = 60.0) -> openai.OpenAI:
+        http = httpx.Client(verify=self.verify, timeout=timeout)
+        return openai.OpenAI(
+            base_url=f"{self.base_url}/v1", api_key=key or self.key, http_client=http,
+            max_retries=0,
+        )  # fmt: skip
+
+    def get(self, path: str, key: str | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.key if key is None else key}"}
+        with httpx.Client(verify=self.verify, timeout=10) as http:
+            return http.get(f"{self.base_url}{path}", headers=headers)
+
+
+def _client_key(target: HostTarget) -> tuple[str, str]:
+    """One client's name and key: a controller file's, else one generated on the host."""
+    clients = target.settings.gateway_clients
+    if not clients:
+        pytest.fail(f"{target.name}: llmhost_gateway_clients is empty: no key to check with")
+    for name, path in sorted(clients.items(), key=lambda kv: kv[1] is None):
+        if path:
+            return name, Path(path).read_text().strip()
+        result = target.run("cat %s", target.layout.gateway_key(name))
+        if result.rc == 0 and result.stdout.strip():
+            return name, result.stdout.strip()
+    pytest.fail(f"{target.name}: no client key readable; run the deploy", pytrace=False)
+
+
+def _gateway(target: HostTarget, tmp: Path) -> Gateway:
+    s = target.settings
+    if not s.gateway:
+        pytest.skip(f"{target.name}: llmhost_gateway = False")
+    name, key = _client_key(target)
+    scheme = "https" if s.gateway_tls else "http"
+    cafile: str | None = None
+    if s.gateway_tls and not s.tls_cert_file:
+        # The self-signed certificate is public: trust exactly it, as a client would.
+        pem = tmp / f"{target.name}-gateway.crt"
+        pem.write_text(target.output("cat %s", target.layout.gateway_cert))
+        cafile = str(pem)
+    host = f"[{target.address}]" if ":" in target.address else target.address
+    return Gateway(target.name, f"{scheme}://{host}:{s.gateway_port}", name, key, cafile)
+
+
+@pytest.fixture
+def gw(target: HostTarget, tmp_path: Path) -> Gateway:
+    return _gateway(target, tmp_path)
+
+
+@pytest.fixture
+def service_gw(service: ServiceTarget, tmp_path: Path) -> Gateway:
+    return _gateway(service.target, tmp_path)
+
+
+def test_gateway_running(target: HostTarget) -> None:
+    if not target.settings.gateway:
+        pytest.skip("llmhost_gateway = False")
+    unit = target.host.service(GATEWAY_UNIT)
+    fail_on(
+        [f"{target.name}: {GATEWAY_UNIT} is not running; run the deploy"] * (not unit.is_running)
+        + [f"{target.name}: {GATEWAY_UNIT} is not enabled"] * (not unit.is_enabled)
+    )
+
+
+def test_gateway_secret_files(target: HostTarget) -> None:
+    if not target.settings.gateway:
+        pytest.skip("llmhost_gateway = False")
+    layout = target.layout
+    want = {layout.gateway_clients_map: GATEWAY_USER}
+    if target.settings.gateway_tls:
+        want[layout.gateway_pem] = GATEWAY_USER
+    for name, path in target.settings.gateway_clients.items():
+        if not path:
+            want[layout.gateway_key(name)] = "root"
+    problems = []
+    for path, owner in want.items():
+        f = target.host.file(path)
+        if not f.exists or f.mode != 0o600 or f.user != owner:
+            problems.append(f"{target.name}: {path} must be 0600 owned by {owner}; run the deploy")
+    fail_on(problems)
+
+
+def test_gateway_lists_every_model(gw: Gateway, target: HostTarget) -> None:
+    listed = sorted(model.id for model in gw.client().models.list())
+    want = sorted(svc.served_model_name for svc in target.plan.services.values())
+    if listed != want:
+        fail_on([f"{gw.where}: {gw.base_url}/v1/models lists {listed}, want {want}"])
+
+
+def test_gateway_health(gw: Gateway, target: HostTarget) -> None:
+    answer = gw.get("/health", key="-")
+    up = answer.json().get("up", {}) if answer.status_code in (200, 503) else {}
+    down = [svc.served_model_name for svc in target.plan.services.values()
+            if not up.get(svc.served_model_name)]  # fmt: skip
+    if answer.status_code != 200 or down:
+        fail_on([f"{gw.where}: /health answered {answer.status_code} {answer.text[:200]}"])
+
+
+def test_gateway_chat(service_gw: Gateway, service: ServiceTarget, request_timeout: float) -> None:
+    name = service.planned.served_model_name
+    reply = service_gw.client(timeout=request_timeout).chat.completions.create(
+        model=name,
+        messages=[{"role": "user", "content": "Say hello in five words."}],
+        max_tokens=16,
+        temperature=0,
+        extra_body={"min_tokens": 4},
+    )
+    text = reply.choices[0].message.content or ""
+    if reply.model != name or not text.strip():
+        fail_on([f"{service.where}: through the gateway, model {reply.model!r} said {text!r}"])
+
+
+def _stream(gw: Gateway, model: str, tokens: int, timeout: float) -> Iterator[str]:
+    stream = gw.client(timeout=timeout).chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Count from one to twenty."}],
+        max_tokens=tokens,
+        temperature=0,
+        stream=True,
+        extra_body={"min_tokens": tokens},
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            yield chunk.choices[0].delta.content
+
+
+def test_gateway_streams_in_chunks(gw: Gateway, target: HostTarget, request_timeout: float) -> None:
+    model = next(iter(target.plan.services.values())).served_model_name
+    chunks = list(_stream(gw, model, 16, request_timeout))
+    if len(chunks) < 4:
+        fail_on([f"{gw.where}: a streamed completion came in {len(chunks)} chunk(s), want >= 4"])
+
+
+def test_gateway_refuses_a_wrong_key(gw: Gateway) -> None:
+    with pytest.raises(openai.AuthenticationError):
+        gw.client(key=secrets.token_urlsafe(32)).models.list()
+    with httpx.Client(verify=gw.verify, timeout=10) as http:
+        status = http.get(f"{gw.base_url}/v1/models").status_code
+    if status != 401:
+        fail_on([f"{gw.where}: /v1/models without a key answered {status}, want 401"])
+
+
+def test_gateway_unknown_model_is_404(gw: Gateway, target: HostTarget) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        gw.client().chat.completions.create(
+            model="no-such-model", messages=[{"role": "user", "content": "hi"}], max_tokens=1
+        )
+    names = [svc.served_model_name for svc in target.plan.services.values()]
+    missing = [n for n in names if n not in str(caught.value)]
+    if missing:
+        fail_on([f"{gw.where}: the 404 does not list {missing}: {caught.value}"])
+
+
+@pytest.mark.parametrize("path", OFF_LIST)
+def test_gateway_off_list_path_is_404(gw: Gateway, path: str) -> None:
+    status = gw.get(path).status_code
+    if status != 404:
+        fail_on([f"{gw.where}: GET {path} with a valid key answered {status}, want 404"])
+
+
+def test_only_the_gateway_port_answers_from_outside(target: HostTarget) -> None:
+    s = target.settings
+    if not s.gateway:
+        pytest.skip("llmhost_gateway = False")
+    ports = {svc.name: svc.port for svc in s.services}
+    ports["gateway metrics"] = s.gateway_metrics_port
+    open_ = [f"{what} ({port})" for what, port in ports.items() if _connects(target.address, port)]
+    problems = [f"{target.name}: {', '.join(open_)} answer(s) from outside the host"] * bool(open_)
+    if not _connects(target.address, s.gateway_port):
+        problems.append(f"{target.name}: the gateway port {s.gateway_port} does not answer")
+    fail_on(problems)
+
+
+def _connects(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def test_gateway_certificate_is_the_planned_one(target: HostTarget) -> None:
+    s = target.settings
+    if not (s.gateway and s.gateway_tls):
+        pytest.skip("no TLS on this gateway")
+    planned = s.tls_cert_file and Path(s.tls_cert_file).read_text()
+    planned = planned or target.output("cat %s", target.layout.gateway_cert)
+    served = _served_certificate(target.address, s.gateway_port)
+    digest = [hashlib.sha256(der).hexdigest() for der in (_leaf_der(planned), served)]
+    problems = [f"{target.name}: the gateway serves another certificate than planned"] * (
+        digest[0] != digest[1]
+    )
+    left = _days_left(target, target.layout.gateway_cert)
+    if left < MIN_DAYS_LEFT:
+        problems.append(f"{target.name}: the gateway certificate expires in {left} days; renew it")
+    fail_on(problems)
+
+
+def _served_certificate(address: str, port: int) -> bytes:
+    """The leaf certificate the gateway presents (DER), whoever signed it."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with (
+        socket.create_connection((address, port), timeout=10) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def _leaf_der(chain: str) -> bytes:
+    """The first certificate of a PEM chain, as DER."""
+    end = "-----END CERTIFICATE-----"
+    return ssl.PEM_cert_to_DER_cert(chain[: chain.index(end) + len(end)].strip() + "\n")
+
+
+def _days_left(target: HostTarget, path: str) -> int:
+    end = target.output("openssl x509 -noout -enddate -in %s", path).strip()
+    text = " ".join(end.removeprefix("notAfter=").split())
+    not_after = datetime.strptime(text, "%b %d %H:%M:%S %Y GMT").replace(tzinfo=UTC)
+    return (not_after - datetime.now(UTC)).days

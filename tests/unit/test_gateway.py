@@ -1,0 +1,234 @@
+"""The gateway without a host: the rendered HAProxy config as the real ``haproxy -c`` judges it,
+the request-buffer sizing, the map of key hashes, and the controller-side refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from llmhost import gateway, gateway_checks, units
+from llmhost.applied_plan import AppliedPlan, AppliedService
+from llmhost.facts.gateway import KeyHashes, parse_x509_text
+from llmhost.settings import Settings, SettingsError, group_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+HAPROXY = shutil.which("haproxy") or (
+    "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
+)
+KEY = "k3y-0f-a11ce-0123456789abcdef"
+
+
+def _plan(settings: Settings) -> AppliedPlan:
+    return AppliedPlan(
+        gpu=False,
+        gpu_total_bytes=None,
+        gpu_memory_cap=0.9,
+        services={
+            svc.name: AppliedService(
+                name=svc.name,
+                unit=f"llmhost-{svc.name}.service",
+                port=svc.port,
+                bind_host=settings.bind_host,
+                served_model_name=svc.served_model_name,
+                max_model_len=svc.max_model_len,
+                gpu_memory_utilization=None,
+                cpu_kv_cache_gib=1,
+                kv_tokens=1024,
+            )
+            for svc in settings.services
+        },
+    )
+
+
+def _cert_pair(tmp: Path, days: int = 30, other_key: bool = False) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw.example")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=400))
+        .not_valid_after(now + timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    signer = ec.generate_private_key(ec.SECP256R1()) if other_key else key
+    cert_path, key_path = tmp / "gw.crt", tmp / "gw.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        signer.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def _rendered(tmp: Path, **data: Any) -> Path:
+    """The lab's config, rendered with its files in ``tmp`` so ``haproxy -c`` can load them."""
+    lab = group_settings(ROOT, "lab").model_dump()
+    settings = Settings.model_validate({**lab, **data})
+    ctx = gateway.context(settings, _plan(settings))
+    cert, key = _cert_pair(tmp)
+    pem = tmp / "tls.pem"
+    pem.write_text(cert.read_text() + key.read_text())
+    (tmp / "clients.map").write_text(gateway.clients_map({"alice": gateway.key_hash(KEY)}))
+    ctx["g"]["pem"], ctx["g"]["clients_map"] = str(pem), str(tmp / "clients.map")
+    path = tmp / "haproxy.cfg"
+    path.write_text(units.render("haproxy.cfg.j2", ctx))
+    return path
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed: apt-get install haproxy")
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"gateway_tls": False},
+        {"gateway_rate_limit": 120, "gateway_bind": "::"},
+        {"gateway_bind": "192.0.2.10", "gateway_port": 443},
+    ],
+    ids=["lab", "plain-http", "rate-limit-ipv6", "one-address"],
+)
+def test_rendered_config_passes_haproxy_check(tmp_path: Path, data: dict[str, Any]) -> None:
+    assert HAPROXY is not None
+    config = _rendered(tmp_path, **data)
+    result = subprocess.run([HAPROXY, "-c", "-f", str(config)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # No warning either: each is a rule HAProxy would not apply as written.
+    assert "WARNING" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_config_routes_each_model_and_never_holds_the_key(tmp_path: Path) -> None:
+    text = _rendered(tmp_path).read_text()
+    assert "use_backend coder if { var(txn.model) -m str tiny-coder }" in text
+    assert "use_backend general if { var(txn.model) -m str tiny-general }" in text
+    assert "server coder 127.0.0.1:8001 check" in text
+    assert '"Bearer ${VLLM_API_KEY}"' in text
+    assert KEY not in text and gateway.key_hash(KEY) not in text
+    assert "bind 127.0.0.1:8404" in text and "prometheus-exporter" in text
+
+
+def test_request_buffer_holds_the_largest_prompt() -> None:
+    assert gateway.max_body_bytes(32768) == 32768 * 16 + 64 * 1024
+    size = gateway.bufsize(32768)
+    assert size % (16 * 1024) == 0
+    assert size >= gateway.max_body_bytes(32768) + gateway.MAXREWRITE_BYTES
+
+
+def test_clients_map_is_sorted_hashes_haproxy_computes() -> None:
+    digest = gateway.key_hash(KEY)
+    shell = subprocess.run(
+        ["sha256sum"], input=KEY, capture_output=True, text=True, check=True
+    ).stdout.split()[0]
+    assert digest == shell == hashlib.sha256(KEY.encode()).hexdigest()
+    assert gateway.clients_map({"zed": "b" * 64, "alice": "a" * 64}) == (
+        f"{'a' * 64} alice\n{'b' * 64} zed\n"
+    )
+
+
+def test_models_list_comes_from_the_plan() -> None:
+    settings = group_settings(ROOT, "lab")
+    listed = gateway.models_json(_plan(settings))
+    assert '"id":"tiny-coder"' in listed and '"id":"tiny-general"' in listed
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"llmhost_gateway_port": 8001}, "llmhost_gateway_port 8001 is also service 'coder'"),
+        ({"llmhost_gateway_metrics_port": 8002}, "llmhost_gateway_metrics_port 8002 is also"),
+        (
+            {"llmhost_gateway_metrics_port": 443},
+            "llmhost_gateway_metrics_port 443 is also llmhost_gateway_port",
+        ),
+        ({"llmhost_gateway_clients": {"Alice Smith": None}}, "client name 'Alice Smith'"),
+        ({"llmhost_tls_cert_file": "/x.crt"}, "llmhost_tls_cert_file and llmhost_tls_key_file"),
+        ({"llmhost_tls_names": ["not a name"]}, "'not a name' is neither a host name"),
+        ({"llmhost_gateway_bind": "gw.example"}, "llmhost_gateway_bind: 'gw.example' is not an IP"),
+    ],
+)
+def test_settings_refuse(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(SettingsError, match=None) as caught:
+        Settings.from_host_data(data, "gpu-01")
+    assert message in str(caught.value)
+    assert len(str(caught.value).splitlines()) == 1
+
+
+def _problems(tmp: Path, clients: dict[str, str | None], **data: Any) -> list[str]:
+    settings = Settings.from_host_data({"llmhost_gateway_clients": clients, **data}, "gpu-01")
+    return gateway_checks.problems(settings)
+
+
+def test_client_key_files(tmp_path: Path) -> None:
+    good, short, two = tmp_path / "good", tmp_path / "short", tmp_path / "two"
+    good.write_text(KEY + "\n")
+    short.write_text("changeme\n")
+    two.write_text(KEY + "\nsecond line\n")
+    (tmp_path / "copy").write_text(KEY)
+    assert _problems(tmp_path, {"alice": str(good), "bob": None}) == []
+    found = _problems(
+        tmp_path,
+        {
+            "a": str(tmp_path / "absent"),
+            "b": str(short),
+            "c": str(two),
+            "d": str(good),
+            "e": str(tmp_path / "copy"),
+        },
+    )
+    assert [p.split(" ")[0] for p in found] == [
+        "llmhost_gateway_clients['a']",
+        "llmhost_gateway_clients['b']",
+        "llmhost_gateway_clients['c']",
+        "llmhost_gateway_clients:",
+    ]
+    assert "no such file on the controller" in found[0]
+    assert "8 characters is a placeholder" in found[1]
+    assert "more than one word" in found[2]
+    assert "'d' and 'e' have the same key" in found[3]
+
+
+def test_tls_files(tmp_path: Path) -> None:
+    cert, key = _cert_pair(tmp_path)
+    files = {"llmhost_tls_cert_file": str(cert), "llmhost_tls_key_file": str(key)}
+    assert _problems(tmp_path, {"a": None}, **files) == []
+    cert, key = _cert_pair(tmp_path, other_key=True)
+    assert "is not the key of llmhost_tls_cert_file" in _problems(tmp_path, {}, **files)[0]
+    cert, key = _cert_pair(tmp_path, days=-1)
+    assert "expired on" in _problems(tmp_path, {}, **files)[0]
+    cert.write_text("not a certificate")
+    assert "not a PEM certificate" in _problems(tmp_path, {}, **files)[0]
+
+
+def test_certificate_fact_parses_openssl() -> None:
+    lines = [
+        "notAfter=Jan  1 04:22:50 2027 GMT",
+        "sha256 Fingerprint=8F:A2:D9",
+        "X509v3 Subject Alternative Name: ",
+        "    DNS:lab-gw, DNS:localhost, IP Address:127.0.0.1",
+    ]
+    assert parse_x509_text(lines) == {
+        "not_after": "2027-01-01T04:22:50+00:00",
+        "names": ["lab-gw", "localhost", "127.0.0.1"],
+        "sha256": "8F:A2:D9",
+    }
+    assert parse_x509_text([]) is None
+
+
+def test_key_hashes_fact_reads_hashes_only() -> None:
+    digest = "a" * 64
+    assert KeyHashes().process([f"alice {digest}", "junk", f"bob {'b' * 63}"]) == {"alice": digest}
