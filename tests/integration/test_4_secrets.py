@@ -16,57 +16,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import guest_scan
 import pytest
 from conftest import LAYOUT, DeployRun, deploy, on_guest
 
+from llmhost import remote
 from llmhost.layout import GATEWAY_USER
 
 API_KEY_FILE = LAYOUT.api_key_env
 # Where a secret could land on disk; each is searched without crossing into other mounts (the
 # lab's model store and pip cache are controller directories bound into the guest).
 SEARCHED = ("/etc", "/opt", "/srv", "/var", "/home", "/root", "/tmp", "/run/systemd")
-
-# Runs on the guest: the secrets come on stdin, never on a command line, and are never printed.
-SCAN = r"""
-import json, os, pwd, stat, subprocess, sys
-secrets = {name: value.encode() for name, value in json.load(sys.stdin).items()}
-longest = max(map(len, secrets.values()))
-def found(data):
-    return sorted(name for name, value in secrets.items() if value in data)
-def file_hits(path):
-    hits, tail = set(), b""
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            hits.update(found(tail + chunk))
-            tail = chunk[-longest:]
-    return sorted(hits)
-cmdlines = {}
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            hits = found(f.read())
-    except OSError:
-        continue
-    if hits:
-        cmdlines[pid] = hits
-journal = subprocess.run(["journalctl", "-o", "cat", "--no-pager"], capture_output=True).stdout
-files = {}
-for top in sys.argv[1:]:
-    device = os.stat(top).st_dev
-    for root, dirs, names in os.walk(top):
-        dirs[:] = [d for d in dirs if os.lstat(os.path.join(root, d)).st_dev == device]
-        for name in names:
-            path = os.path.join(root, name)
-            try:
-                st = os.lstat(path)
-                hits = file_hits(path) if stat.S_ISREG(st.st_mode) else []
-            except OSError:
-                continue
-            if hits:
-                owner = pwd.getpwuid(st.st_uid).pw_name
-                files[path] = {"secrets": hits, "mode": st.st_mode & 0o777, "owner": owner}
-print(json.dumps({"cmdlines": cmdlines, "journal": found(journal), "files": files}))
-"""
 
 
 @dataclass(frozen=True)
@@ -137,7 +97,7 @@ def _tls_pair(root: Path) -> str:
 @pytest.fixture(scope="module")
 def scan(given: Secrets) -> dict:
     """Where on the guest each secret shows up (names only: no secret is printed)."""
-    command = f"python3 -B -c {shlex.quote(SCAN)} {' '.join(SEARCHED)}"
+    command = shlex.join(remote.argv(guest_scan, *SEARCHED))
     return json.loads(on_guest(command, stdin=json.dumps(given.named())))
 
 
