@@ -109,7 +109,10 @@ def test_a_streamed_completion_arrives_in_pieces(cafile: str) -> None:
     assert chunks[-1][0] > chunks[0][0], "every chunk came at once: the stream was buffered"
 
 
-def test_adding_and_revoking_a_client_reloads_without_a_drop(cafile: str) -> None:
+def test_adding_and_revoking_a_client_reloads_without_a_drop(
+    start_converged: DeployRun, cafile: str
+) -> None:
+    # From the lab's own data (a drill before may have left other pins): only the clients change.
     before = pids()
     clients = json.dumps({**S.gateway_clients, "alice": None})
     added, streams = deploy_while_streaming(cafile, "--data", f"llmhost_gateway_clients={clients}")
