@@ -58,6 +58,11 @@ llmhost_health_timeout_s = 1800
 llmhost_api_key_file = None
 # File on the controller holding the HF token for gated repos (None: $HF_TOKEN if set).
 llmhost_hf_token_file = None
+# The pinned huggingface-hub that hub downloads run with, in a venv of its own
+# (<base_dir>/tools), so the downloads run while vLLM installs.
+llmhost_hub_client = "huggingface-hub==2.4.0"
+# Seconds the deploy waits for the venv install and the model downloads (background jobs).
+llmhost_job_timeout_s = 6 * 3600
 
 # Post-deploy load smoke: concurrent requests per service.
 llmhost_load_requests = 16

@@ -1,5 +1,5 @@
-"""The llmhost deploy: check the host → system → venv → models → services → gateway →
-monitoring."""
+"""The llmhost deploy: check the host → system → venv and models (background jobs, side by
+side) → services → gateway → monitoring."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from llmhost import progress, scrape
 from llmhost.layout import Layout
 from llmhost.phases import preflight
 from llmhost.phases.gateway import install_gateway
+from llmhost.phases.jobs import await_jobs
 from llmhost.phases.models import install_models
 from llmhost.phases.monitoring import install_monitoring
 from llmhost.phases.services import start_services
@@ -30,8 +31,10 @@ def llmhost() -> None:
     logger.info(f"{host.name}: VRAM plan\n{checked.plan.render_table()}")
     progress.watch(state)
     install_system(settings)
+    # The install starts in the background; the models arrive meanwhile.
     install_venv(settings)
     install_models(settings)
+    await_jobs(settings, checked)
     start_services(settings, checked)
     # The front door: only once every service answers; then what watches all of it.
     scraped: list[scrape.Target] = []

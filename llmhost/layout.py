@@ -75,11 +75,15 @@ class Layout:
         return [f"{s.vllm_package}=={s.vllm_version}", *s.pip_extra]
 
     @property
+    def release_digest(self) -> str:
+        """What the release venv's stamp holds once it is installed."""
+        s = self.settings
+        return release_id(s.python, self.packages, s.pip_remove, self.wheelhouse)
+
+    @property
     def release(self) -> str:
         """The venv of the release this host's data pins."""
-        s = self.settings
-        rid = release_id(s.python, self.packages, s.pip_remove, self.wheelhouse)
-        return f"{self.releases_dir}/{rid[:16]}"
+        return f"{self.releases_dir}/{self.release_digest[:16]}"
 
     @property
     def release_name(self) -> str:
@@ -89,6 +93,17 @@ class Layout:
     @property
     def release_stamp(self) -> str:
         return f"{self.release}/{VENV_STAMP}"
+
+    @property
+    def tools(self) -> str:
+        """The venv hub downloads run from (the pinned hub client alone): it is ready in
+        seconds, so the downloads run while the release installs."""
+        return f"{self.settings.base_dir}/tools"
+
+    @property
+    def tools_digest(self) -> str:
+        """What the tools venv's stamp holds once it is installed."""
+        return release_id(self.settings.python, [self.settings.hub_client], [], self.wheelhouse)
 
     # Models.
     def model_dir(self, svc: ServiceSpec) -> str:

@@ -190,6 +190,14 @@ class Settings(Strict):
         None, "controller file with the API key (None: generated on the host)"
     )
     hf_token_file: str | None = _key(None, "controller file with the HF token (None: `$HF_TOKEN`)")
+    hub_client: str = _key(
+        "huggingface-hub==2.4.0",
+        "the pinned huggingface-hub hub downloads run with, in `<base_dir>/tools` (its own venv, "
+        "so downloads run while vLLM installs)",
+    )
+    job_timeout_s: Annotated[int, Field(ge=60)] = _key(
+        6 * 3600, "how long the deploy waits for the venv install and the model downloads"
+    )
     load_requests: Annotated[int, Field(ge=1)] = _key(
         16, "concurrent requests per service in the load smoke"
     )
@@ -302,10 +310,10 @@ class Settings(Strict):
             )
         return value
 
-    @field_validator("pip_extra")
+    @field_validator("pip_extra", "hub_client")
     @classmethod
-    def _pinned(cls, value: list[str]) -> list[str]:
-        for spec in value:
+    def _pinned(cls, value: list[str] | str) -> list[str] | str:
+        for spec in [value] if isinstance(value, str) else value:
             try:
                 req = Requirement(spec)
             except InvalidRequirement:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
+from llmhost.facts.jobs import Job
 from llmhost.layout import MODEL_MARKER
+from llmhost.operations import jobs
 from llmhost.operations.marks import written_last
 
 # What vLLM reads from a checkpoint; the rest of a hub repo (other formats, images) is skipped.
@@ -59,29 +61,55 @@ def local(src: str, dest: str):
     yield written_last(f"{dest}/{MODEL_MARKER}", digest)
 
 
+# Run as: sh -c FETCH fetch LOCK DEST MARKER REVISION USER HF REPO PATTERN... (values never
+# enter the script's text). The download runs as the service user; ``hf download`` resumes what
+# an interrupted one left. It holds the tools venv's lock shared, so a new hub client pin waits
+# for running downloads before it rebuilds that venv.
+FETCH = """\
+set -eu
+lock=$1 dest=$2 marker=$3 revision=$4 user=$5 hf=$6 repo=$7; shift 7
+t0=$(date +%s)
+n=$#; for p do set -- "$@" --include "$p"; done; shift "$n"
+exec 9>>"$lock"; flock -s 9
+install -d -o "$user" -m 755 "$dest"
+echo "llmhost: downloading $repo@$revision into $dest"
+runuser -u "$user" -- "$hf" download "$repo" --revision "$revision" --local-dir "$dest" "$@"
+echo "$revision" > "$marker.tmp" && mv "$marker.tmp" "$marker"
+echo "llmhost: downloaded $(($(du -sb "$dest" | cut -f 1) / 1048576)) MiB in $(($(date +%s) - t0)) s"
+"""
+
+
+def fetch_unit(dest: str) -> str:
+    """The background job that downloads the snapshot at ``dest``."""
+    return f"llmhost-fetch-{PurePosixPath(dest).name}.service"
+
+
 @operation()
 def hub(
     repo: str,
     revision: str,
     dest: str,
-    venv: str,
+    tools: str,
     user: str,
     token_file: str | None = None,
     patterns: Iterable[str] = HUB_PATTERNS,
 ):
     """
-    Download one pinned revision of a hub repo as the service user; skipped when complete.
+    Start downloading one pinned revision of a hub repo, as the service user, in a background
+    job (``jobs.finished`` waits for it); nothing to do when complete or under way.
 
     + repo: hub repo id
     + revision: the commit sha to download
     + dest: directory on the host
-    + venv: the venv whose ``hf`` command (huggingface-hub) does the download
+    + tools: the venv whose ``hf`` command (huggingface-hub) does the download
     + user: the user who runs the download and owns the files
     + token_file: a 0600 file on the host holding the token, for gated repos
     + patterns: the files to download
 
-    ``hf download`` resumes an interrupted download; the marker is written only after it
-    finished, so a partial snapshot is never served.
+    The job is the transient unit ``llmhost-fetch-<snapshot>.service``: it goes on when the
+    controller is lost and runs beside the venv install. ``hf download`` resumes an
+    interrupted download; the marker is written only after it finished, so a partial snapshot
+    is never served.
 
     **Example:**
 
@@ -91,33 +119,32 @@ def hub(
             repo="Qwen/Qwen2.5-7B-Instruct-AWQ",
             revision="b25037543e9394b818fdfca67ab2a00ecc7dd641",
             dest="/srv/llmhost/models/qwen7b",
-            venv="/opt/llmhost/venvs/3f2a9c0d1e4b5a69",
+            tools="/opt/llmhost/tools",
             user="vllm",
         )
     """
-    if host.get_fact(FileContents, path=f"{dest}/{MODEL_MARKER}") == [revision]:
+    unit = fetch_unit(dest)
+    marker = f"{dest}/{MODEL_MARKER}"
+    job = host.get_fact(Job, unit=unit, done=marker, watch=dest)
+    if job["done"] == revision:
         host.noop(f"model {repo}@{revision[:12]} already complete")
         return
-    env = ["HF_HUB_DISABLE_TELEMETRY=1", "HF_HUB_ENABLE_HF_TRANSFER=0"]
+    if job["running"]:
+        host.noop(f"model {repo}@{revision[:12]} already being downloaded by {unit}")
+        return
+    env = {
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_ENABLE_HF_TRANSFER": "0",
+        # Bars redrawn with \r make one endless journal line; the deploy shows the bytes.
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }
     if token_file:
         # The token is read from a file; it never appears on a command line.
-        env.append(QuoteString(f"HF_TOKEN_PATH={token_file}"))
-    includes = [part for p in patterns for part in ("--include", QuoteString(p))]
-    yield StringCommand("install", "-d", "-o", user, "-m", "755", QuoteString(dest))
-    yield StringCommand(
-        "runuser",
-        "-u",
-        user,
-        "--",
-        "env",
-        *env,
-        QuoteString(f"{venv}/bin/hf"),
-        "download",
-        QuoteString(repo),
-        "--revision",
-        QuoteString(revision),
-        "--local-dir",
-        QuoteString(dest),
-        *includes,
+        env["HF_TOKEN_PATH"] = token_file
+    args = [f"{tools}.lock", dest, marker, revision, user, f"{tools}/bin/hf", repo, *patterns]
+    yield from jobs.start(
+        unit,
+        f"llmhost: download {repo}@{revision[:12]} into {dest}",
+        ["sh", "-c", FETCH, "fetch", *args],
+        environment=env,
     )
-    yield written_last(f"{dest}/{MODEL_MARKER}", revision)

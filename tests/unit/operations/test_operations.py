@@ -32,3 +32,6 @@ TestGatewayActivated = make_operation_tests(
 TestGatewaySelfSigned = make_operation_tests(
     "llmhost.operations", "gateway.self_signed", HERE / "gateway.self_signed"
 )
+TestJobsFinished = make_operation_tests(
+    "llmhost.operations", "jobs.finished", HERE / "jobs.finished"
+)
