@@ -75,7 +75,8 @@ install -d -o "$user" -m 755 "$dest"
 echo "llmhost: downloading $repo@$revision into $dest"
 runuser -u "$user" -- "$hf" download "$repo" --revision "$revision" --local-dir "$dest" "$@"
 echo "$revision" > "$marker.tmp" && mv "$marker.tmp" "$marker"
-echo "llmhost: downloaded $(($(du -sb "$dest" | cut -f 1) / 1048576)) MiB in $(($(date +%s) - t0)) s"
+size=$(du -sb "$dest" | cut -f 1)
+echo "llmhost: downloaded $((size / 1048576)) MiB in $(($(date +%s) - t0)) s"
 """
 
 
