@@ -30,7 +30,7 @@ def llmhost() -> None:
         raise DeployError(f"llmhost: nothing was changed.\n{e}") from None
     logger.info(f"{host.name}: VRAM plan\n{checked.plan.render_table()}")
     progress.watch(state)
-    install_system(settings)
+    install_system(settings, account_ready=checked.account_ready)
     # The install starts in the background; the models arrive meanwhile.
     install_venv(settings)
     install_models(settings)

@@ -82,7 +82,7 @@ def context(
 
 
 def render(template: str, ctx: dict[str, Any]) -> str:
-    """Render a template as pyinfra's files.template does (for tests and `--dry` reviews)."""
+    """Render one of the deploy's templates, as pyinfra's files.template does."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         keep_trailing_newline=True,

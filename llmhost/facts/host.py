@@ -68,29 +68,44 @@ class Account(TypedDict):
     comment: str
     home: str
     shell: str
+    # Its primary group is the group of its own name (as ``server.user(group=user)`` makes it).
+    own_group: bool
 
 
 class PasswdAccount(FactBase[Account | None]):
     """
     One account from the host's user database (``getent passwd``), or ``None`` when there is
-    none (pyinfra's ``Users`` reads every account, with lastlog and shadow, on each run).
+    none (pyinfra's ``Users`` reads every account, with lastlog and shadow, on each run); and
+    whether its primary group is the group of its name (``getent group``).
 
     .. code:: python
 
         {"uid": 998, "comment": "llmhost services", "home": "/var/cache/llmhost",
-         "shell": "/usr/sbin/nologin"}
+         "shell": "/usr/sbin/nologin", "own_group": True}
     """
 
     @override
     def command(self, user: str) -> StringCommand:
-        return StringCommand("getent passwd", QuoteString(user), "|| true")
+        return StringCommand(
+            "getent passwd", QuoteString(user), "|| true;", "getent group", QuoteString(user),
+            "|| true",
+        )  # fmt: skip
 
     @override
     def process(self, output: list[str]) -> Account | None:
-        fields = "".join(output).strip().split(":")
-        if len(fields) != 7 or not fields[2].isdigit():
+        rows = [line.strip().split(":") for line in output]
+        users = [f for f in rows if len(f) == 7 and f[2].isdigit() and f[3].isdigit()]
+        if not users:
             return None
-        return Account(uid=int(fields[2]), comment=fields[4], home=fields[5], shell=fields[6])
+        fields = users[0]
+        groups = [f for f in rows if len(f) == 4]
+        return Account(
+            uid=int(fields[2]),
+            comment=fields[4],
+            home=fields[5],
+            shell=fields[6],
+            own_group=bool(groups) and groups[0][2] == fields[3],
+        )
 
 
 class ResolvedAddresses(FactBase[list[str]]):

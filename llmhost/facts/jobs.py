@@ -21,7 +21,8 @@ class JobState(TypedDict):
     invocation: str
     # The marker's first line, None while it is absent.
     done: str | None
-    # Bytes under ``watch`` so far (``du -sb``), 0 when it does not exist yet.
+    # Bytes under ``watch`` so far (``du -sb``) while the unit is active, else 0: a no-op run
+    # does not walk a finished venv.
     bytes: int
 
 
@@ -53,6 +54,12 @@ class Job(FactBase[JobState]):
             QuoteString(done),
             "2>/dev/null)",
             ";",
+            "!",
+            "systemctl",
+            "is-active",
+            "-q",
+            QuoteString(unit),
+            "||",
             "echo",
             "bytes=$(du -sb",
             QuoteString(watch),

@@ -4,19 +4,19 @@ one, checked with ``haproxy -c``, put in place, then reloaded: a bad config neve
 
 from __future__ import annotations
 
-from io import StringIO
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Hostname
-from pyinfra.operations import apt, files
+from pyinfra.operations import apt
 
 from llmhost import gateway, units
 from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import GATEWAY_DIR, GATEWAY_RUNTIME, GATEWAY_UNIT, GATEWAY_USER, Layout
 from llmhost.operations import gateway as ops
+from llmhost.operations import paths
 from llmhost.phases.preflight import Preflight
 from llmhost.settings import Settings
 
@@ -27,44 +27,46 @@ PACKAGES = ["haproxy", "openssl"]
 @deploy("Gateway: HAProxy in front of the services")
 def install_gateway(settings: Settings, checked: Preflight) -> None:
     layout = Layout(settings)
+    dropin_dir = str(PurePosixPath(layout.gateway_dropin).parent)
     if not settings.gateway_clients:
         logger.warning(f"{host.name}: llmhost_gateway_clients is empty: the gateway answers 401")
     apt.packages(name="Install HAProxy and openssl", packages=PACKAGES)
-    for path, owner, group, mode in (
-        (GATEWAY_DIR, "root", GATEWAY_USER, "750"),
-        (layout.gateway_keys_dir, "root", "root", "700"),
-    ):
-        files.directory(
-            name=f"Directory {path}", path=path, user=owner, group=group, mode=mode, present=True
-        )
+    paths.directories(
+        name=f"Directories {GATEWAY_DIR}, {layout.gateway_keys_dir}, {dropin_dir}",
+        entries=[
+            {"path": GATEWAY_DIR, "group": GATEWAY_USER, "mode": "750"},
+            {"path": layout.gateway_keys_dir, "mode": "700"},
+            {"path": dropin_dir},
+        ],
+    )
     changed = [_certificate(settings, layout), _clients(settings, layout)]
     plan = AppliedPlan.of(settings, checked.plan, checked.gpu_total_bytes)
-    files.template(
+    paths.files(
         name="Gateway config (candidate)",
-        src=units.template("haproxy.cfg.j2"),
-        dest=layout.gateway_candidate,
-        user="root",
-        group=GATEWAY_USER,
-        mode="640",
-        **gateway.context(settings, plan),
-    )
+        entries=[
+            {"dest": layout.gateway_candidate, "group": GATEWAY_USER, "mode": "640",
+             "content": units.render("haproxy.cfg.j2", gateway.context(settings, plan))},
+        ],
+    )  # fmt: skip
     config = ops.checked_config(
         name="Gateway config: checked with haproxy -c, then live",
         candidate=layout.gateway_candidate,
         live=layout.gateway_config,
         group=GATEWAY_USER,
     )
-    dropin = files.template(
+    dropin_text = units.render(
+        "haproxy.dropin.conf.j2",
+        {
+            "config": layout.gateway_config,
+            "api_key_env": layout.api_key_env,
+            "run_as": GATEWAY_USER,
+            "runtime": GATEWAY_RUNTIME,
+            "services": [svc.served_model_name for svc in settings.services],
+        },
+    )
+    dropin = paths.files(
         name=f"Drop-in {layout.gateway_dropin}",
-        src=units.template("haproxy.dropin.conf.j2"),
-        dest=layout.gateway_dropin,
-        mode="644",
-        create_remote_dir=True,
-        config=layout.gateway_config,
-        api_key_env=layout.api_key_env,
-        run_as=GATEWAY_USER,
-        runtime=GATEWAY_RUNTIME,
-        services=[svc.served_model_name for svc in settings.services],
+        entries=[{"dest": layout.gateway_dropin, "content": dropin_text}],
     )
     ops.activated(
         name=f"Start or reload {GATEWAY_UNIT}",
@@ -80,20 +82,14 @@ def _certificate(settings: Settings, layout: Layout) -> OperationMeta | None:
     if settings.tls_cert_file and settings.tls_key_file:
         cert = Path(settings.tls_cert_file).read_text()
         key = Path(settings.tls_key_file).read_text()
-        files.put(
-            name="Gateway certificate (public)",
-            src=StringIO(cert),
-            dest=layout.gateway_cert,
-            mode="644",
-        )
-        return files.put(
-            name="Gateway certificate and key (0600)",
-            src=StringIO(cert.rstrip("\n") + "\n" + key),
-            dest=layout.gateway_pem,
-            user=GATEWAY_USER,
-            group=GATEWAY_USER,
-            mode="600",
-        )
+        return paths.files(
+            name="Gateway certificate (public); certificate and key (0600)",
+            entries=[
+                {"dest": layout.gateway_cert, "content": cert},
+                {"dest": layout.gateway_pem, "content": cert.rstrip("\n") + "\n" + key,
+                 "user": GATEWAY_USER, "group": GATEWAY_USER, "mode": "600"},
+            ],
+        )  # fmt: skip
     if not settings.gateway_tls:
         return None
     return ops.self_signed(

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from io import StringIO
+from pathlib import PurePosixPath
 
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import apt, systemd
 
 from llmhost import alerts, gpu_exporter, scrape, units
 from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import GPU_EXPORTER_UNIT, NODE_EXPORTER_UNIT, PROMETHEUS_UNIT, Layout
+from llmhost.operations import paths
 from llmhost.operations.checked_files import checked_file
 from llmhost.phases.preflight import Preflight
 from llmhost.remote import source
@@ -59,12 +60,8 @@ def install_monitoring(
 
 def _defaults(path: str, args: list[str]) -> OperationMeta:
     """Debian's units take their flags from ``ARGS=`` in /etc/default/<name>."""
-    return files.put(
-        name=f"Flags in {path}",
-        src=StringIO(f"{DEFAULTS_HEADER}ARGS={shlex.quote(shlex.join(args))}\n"),
-        dest=path,
-        mode="644",
-    )
+    content = f"{DEFAULTS_HEADER}ARGS={shlex.quote(shlex.join(args))}\n"
+    return paths.files(name=f"Flags in {path}", entries=[{"dest": path, "content": content}])
 
 
 def _install(settings: Settings, layout: Layout) -> tuple[OperationMeta, OperationMeta]:
@@ -90,12 +87,13 @@ def _install(settings: Settings, layout: Layout) -> tuple[OperationMeta, Operati
 
 def _gpu_exporter(settings: Settings, layout: Layout) -> None:
     address = layout.monitoring_address(settings.gpu_exporter_port)
-    script = files.put(
+    paths.directories(
+        name="Directory of the GPU exporter",
+        entries=[{"path": str(PurePosixPath(layout.gpu_exporter_script).parent)}],
+    )
+    script = paths.files(
         name="GPU exporter script",
-        src=StringIO(source(gpu_exporter)),
-        dest=layout.gpu_exporter_script,
-        mode="644",
-        create_remote_dir=True,
+        entries=[{"dest": layout.gpu_exporter_script, "content": source(gpu_exporter)}],
     )
     argv = [
         f"{layout.release}/bin/python",
@@ -105,13 +103,12 @@ def _gpu_exporter(settings: Settings, layout: Layout) -> None:
         "--port",
         str(settings.gpu_exporter_port),
     ]
-    unit = files.template(
+    unit_text = units.render(
+        "gpu-exporter.service.j2", {"exec_start": shlex.join(argv), "address": address}
+    )
+    unit = paths.files(
         name=f"Unit {GPU_EXPORTER_UNIT}",
-        src=units.template("gpu-exporter.service.j2"),
-        dest=layout.gpu_exporter_unit_path,
-        mode="644",
-        exec_start=shlex.join(argv),
-        address=address,
+        entries=[{"dest": layout.gpu_exporter_unit_path, "content": unit_text}],
     )
     systemd.service(
         name=f"Run {GPU_EXPORTER_UNIT}",
@@ -157,18 +154,11 @@ def _prometheus(
 
 
 def _export(layout: Layout, found: Sequence[scrape.Target], rules: str) -> None:
-    files.directory(
-        name=f"Directory {layout.export_dir}", path=layout.export_dir, mode="755", present=True
-    )
-    files.put(
-        name=f"Scrape config for your Prometheus: {layout.export_scrape_config}",
-        src=StringIO(scrape.export_config(found)),
-        dest=layout.export_scrape_config,
-        mode="644",
-    )
-    files.put(
-        name=f"Alert rules for your Prometheus: {layout.export_rules}",
-        src=StringIO(rules),
-        dest=layout.export_rules,
-        mode="644",
+    paths.directories(name=f"Directory {layout.export_dir}", entries=[{"path": layout.export_dir}])
+    paths.files(
+        name=f"Scrape config and alert rules for your Prometheus, in {layout.export_dir}",
+        entries=[
+            {"dest": layout.export_scrape_config, "content": scrape.export_config(found)},
+            {"dest": layout.export_rules, "content": rules},
+        ],
     )

@@ -65,6 +65,8 @@ class Preflight:
     metas: dict[str, ModelMeta]
     gpu_total_bytes: int | None
     plan: HostPlan
+    # The service user and its group exist as the system phase makes them.
+    account_ready: bool
 
 
 def hf_token(settings: Settings) -> str | None:
@@ -78,7 +80,7 @@ def check_host(settings: Settings) -> Preflight:
     """Every check, then the plan; ``PreflightError`` with one line per problem."""
     problems: list[str] = []
     python_ok = _check_os_and_python(settings, problems)
-    _check_user(settings, problems)
+    account_ready = _check_user(settings, problems)
     _check_bind(settings, problems)
     secrets_ok = _check_secret_files(settings, problems)
     token = hf_token(settings) if secrets_ok else None
@@ -103,7 +105,7 @@ def check_host(settings: Settings) -> Preflight:
         problems += gateway_checks.problems(settings)
     if problems or plan is None:
         raise PreflightError("\n".join(f"{host.name}: {p}" for p in problems))
-    return Preflight(metas=metas, gpu_total_bytes=gpu_total, plan=plan)
+    return Preflight(metas=metas, gpu_total_bytes=gpu_total, plan=plan, account_ready=account_ready)
 
 
 def _check_os_and_python(settings: Settings, problems: list[str]) -> bool:
@@ -171,11 +173,12 @@ def _model_metas(
     return metas
 
 
-def _check_user(settings: Settings, problems: list[str]) -> None:
-    """The service user is the deploy's own, or does not exist yet: never another account."""
+def _check_user(settings: Settings, problems: list[str]) -> bool:
+    """The service user is the deploy's own, or does not exist yet: never another account.
+    True when it is exactly as the system phase makes it (nothing for that phase to do)."""
     account = host.get_fact(PasswdAccount, user=settings.user)
     if account is None:
-        return
+        return False
     # Made by an earlier deploy before it marked the account with USER_COMMENT.
     legacy = account["home"] == settings.cache_dir and account["shell"] == NOLOGIN
     if account["uid"] == 0 or not (account["comment"] == USER_COMMENT or legacy):
@@ -184,6 +187,12 @@ def _check_user(settings: Settings, problems: list[str]) -> None:
             f"home {account['home']}) that llmhost did not create; the deploy would take it "
             "over: pick a name of llmhost's own, e.g. 'vllm'"
         )
+    return (account["comment"], account["home"], account["shell"], account["own_group"]) == (
+        USER_COMMENT,
+        settings.cache_dir,
+        NOLOGIN,
+        True,
+    )
 
 
 def _check_bind(settings: Settings, problems: list[str]) -> None:

@@ -3,15 +3,12 @@ each rolled back to its last good release if it does not come up; then old relea
 
 from __future__ import annotations
 
-from io import StringIO
-
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
 from llmhost import units
 from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import MODEL_MARKER, VENV_STAMP, Layout
-from llmhost.operations import secrets, services, snapshots
+from llmhost.operations import paths, secrets, services, snapshots
 from llmhost.phases.preflight import Preflight
 from llmhost.settings import ServiceSpec, Settings
 
@@ -22,16 +19,10 @@ PHASE = "Services: units and health-gated start"
 @deploy(PHASE)
 def start_services(settings: Settings, checked: Preflight) -> None:
     # Its files go to directories that exist: the system phase made config_dir, systemd's is
-    # there (create_remote_dir=False spares a fact per file on every run).
+    # there.
     layout = Layout(settings)
-    _write_api_key(settings, layout)
-    files.put(
-        name="The applied VRAM plan",
-        src=StringIO(AppliedPlan.of(settings, checked.plan, checked.gpu_total_bytes).to_json()),
-        dest=layout.plan,
-        create_remote_dir=False,
-        mode="644",
-    )
+    plan = AppliedPlan.of(settings, checked.plan, checked.gpu_total_bytes)
+    _write_api_key(settings, layout, {"dest": layout.plan, "content": plan.to_json()})
     # In the configured order: each instance measures free GPU memory when it starts, and a
     # failed switch stops the deploy before the next service is touched.
     for svc in settings.services:
@@ -39,46 +30,37 @@ def start_services(settings: Settings, checked: Preflight) -> None:
     _prune(settings, layout)
 
 
-def _write_api_key(settings: Settings, layout: Layout) -> None:
+def _write_api_key(settings: Settings, layout: Layout, plan: paths.FileEntry) -> None:
+    """The API key (the given one, or generated on the host once), with the applied plan."""
     if not settings.api_key_file:
         secrets.generated_api_key(
             name="API key (generated once, 0600)", path=layout.api_key_env, user=settings.user
         )
+        paths.files(name="The applied VRAM plan", entries=[plan])
         return
     with open(settings.api_key_file, encoding="utf-8") as f:
         key = f.read().strip()
-    files.put(
-        name="API key (0600)",
-        src=StringIO(f"VLLM_API_KEY={key}\n"),
-        dest=layout.api_key_env,
-        create_remote_dir=False,
-        user=settings.user,
-        group=settings.user,
-        mode="600",
-    )
+    paths.files(
+        name="The applied VRAM plan; the API key (0600)",
+        entries=[
+            plan,
+            {"dest": layout.api_key_env, "content": f"VLLM_API_KEY={key}\n",
+             "user": settings.user, "group": settings.user, "mode": "600"},
+        ],
+    )  # fmt: skip
 
 
 def _switch(settings: Settings, layout: Layout, checked: Preflight, svc: ServiceSpec) -> None:
     """The service's unit and env file, then its health-gated (re)start with rollback."""
     ctx = units.context(settings, svc, checked.metas[svc.name], checked.plan)
-    files.template(
-        name=f"Unit {layout.unit_name(svc)}",
-        src=units.template("vllm.service.j2"),
-        dest=layout.unit_path(svc),
-        create_remote_dir=False,
-        mode="644",
-        **ctx,
-    )
-    files.template(
-        name=f"Environment of {svc.name} (0600)",
-        src=units.template("vllm.env.j2"),
-        dest=layout.env_path(svc),
-        create_remote_dir=False,
-        user=settings.user,
-        group=settings.user,
-        mode="600",
-        **ctx,
-    )
+    paths.files(
+        name=f"Unit {layout.unit_name(svc)}; environment of {svc.name} (0600)",
+        entries=[
+            {"dest": layout.unit_path(svc), "content": units.render("vllm.service.j2", ctx)},
+            {"dest": layout.env_path(svc), "content": units.render("vllm.env.j2", ctx),
+             "user": settings.user, "group": settings.user, "mode": "600"},
+        ],
+    )  # fmt: skip
     services.healthy(
         name=f"Start {layout.unit_name(svc)} and wait for /health",
         unit=layout.unit_name(svc),

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files, server
+from pyinfra.operations import apt, server
 
+from llmhost.operations import paths
 from llmhost.settings import Settings
 
 # python3-venv makes the venv; curl is the health probe; libnuma1 is loaded by vLLM's
@@ -19,37 +20,36 @@ PHASE = "System: user, directories, packages"
 
 
 @deploy(PHASE)
-def install_system(settings: Settings) -> None:
+def install_system(settings: Settings, account_ready: bool) -> None:
+    """``account_ready``: preflight found the service user as this phase makes it (pyinfra's
+    user operation reads every account on the host, each run)."""
     apt.packages(
         name="Install the OS packages the venv needs",
         packages=PACKAGES,
         update=True,
         cache_time=24 * 3600,
     )
-    server.group(name=f"Group {settings.user}", group=settings.user, system=True)
-    server.user(
-        name=f"Service user {settings.user}",
-        user=settings.user,
-        group=settings.user,
-        system=True,
-        comment=USER_COMMENT,
-        home=settings.cache_dir,
-        create_home=False,
-        shell=NOLOGIN,
-    )
-    for path, owner, mode in (
-        (settings.base_dir, "root", "755"),
-        (settings.model_dir, "root", "755"),
-        # Compile and hub caches: the only place the services write.
-        (settings.cache_dir, settings.user, "750"),
-        # Env files and secrets: readable by root (systemd) and the service user only.
-        (settings.config_dir, "root", "750"),
-    ):
-        files.directory(
-            name=f"Directory {path}",
-            path=path,
-            user=owner,
+    if not account_ready:
+        server.group(name=f"Group {settings.user}", group=settings.user, system=True)
+        server.user(
+            name=f"Service user {settings.user}",
+            user=settings.user,
             group=settings.user,
-            mode=mode,
-            present=True,
+            system=True,
+            comment=USER_COMMENT,
+            home=settings.cache_dir,
+            create_home=False,
+            shell=NOLOGIN,
         )
+    paths.directories(
+        name="Directories: base, models, cache, config",
+        entries=[
+            {"path": settings.base_dir, "group": settings.user, "mode": "755"},
+            {"path": settings.model_dir, "group": settings.user, "mode": "755"},
+            # Compile and hub caches: the only place the services write.
+            {"path": settings.cache_dir, "user": settings.user, "group": settings.user,
+             "mode": "750"},
+            # Env files and secrets: readable by root (systemd) and the service user only.
+            {"path": settings.config_dir, "group": settings.user, "mode": "750"},
+        ],
+    )  # fmt: skip

@@ -71,7 +71,13 @@ def test_a_host_that_can_work_passes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_deploys_own_user_passes(monkeypatch: pytest.MonkeyPatch) -> None:
-    ours = {"uid": 998, "comment": USER_COMMENT, "home": "/srv/x", "shell": NOLOGIN}
+    ours = {
+        "uid": 998,
+        "comment": USER_COMMENT,
+        "home": "/srv/x",
+        "shell": NOLOGIN,
+        "own_group": True,
+    }
     assert _run(monkeypatch, {"PasswdAccount": ours}) == []
 
 
@@ -85,7 +91,12 @@ def test_the_deploys_own_user_passes(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         ({"NvidiaGpus": []}, {}, "gpu-01: no NVIDIA GPU answers"),
         (
-            {"PasswdAccount": {"uid": 1, "comment": "", "home": "/usr/sbin", "shell": NOLOGIN}},
+            {
+                "PasswdAccount": {
+                    "uid": 1, "comment": "", "home": "/usr/sbin", "shell": NOLOGIN,
+                    "own_group": True,
+                }
+            },
             {"llmhost_user": "daemon"},
             "gpu-01: llmhost_user 'daemon' is an existing account (uid 1, home /usr/sbin)",
         ),

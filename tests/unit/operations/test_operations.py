@@ -35,3 +35,7 @@ TestGatewaySelfSigned = make_operation_tests(
 TestJobsFinished = make_operation_tests(
     "llmhost.operations", "jobs.finished", HERE / "jobs.finished"
 )
+TestPathsFiles = make_operation_tests("llmhost.operations", "paths.files", HERE / "paths.files")
+TestPathsDirectories = make_operation_tests(
+    "llmhost.operations", "paths.directories", HERE / "paths.directories"
+)
