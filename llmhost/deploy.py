@@ -30,10 +30,10 @@ def llmhost() -> None:
         raise DeployError(f"llmhost: nothing was changed.\n{e}") from None
     logger.info(f"{host.name}: VRAM plan\n{checked.plan.render_table()}")
     progress.watch(state)
-    install_system(settings, account_ready=checked.account_ready)
+    install_system(settings, checked)
     # The install starts in the background; the models arrive meanwhile.
-    install_venv(settings)
-    install_models(settings)
+    install_venv(settings, checked)
+    install_models(settings, checked)
     await_jobs(settings, checked)
     start_services(settings, checked)
     # The front door: only once every service answers; then what watches all of it.

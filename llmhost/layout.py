@@ -27,6 +27,9 @@ DEFAULTS_DIR = "/etc/default"
 # The gateway (issue 11): Debian's own haproxy.service, with llmhost's drop-in, reading its
 # files from a directory of its own (HAProxy runs as the `haproxy` user: it cannot enter
 # llmhost_config_dir, which is the service user's).
+# Marks the service user as the deploy's own: preflight refuses to take over any other account.
+USER_COMMENT = "llmhost services"
+NOLOGIN = "/usr/sbin/nologin"
 GATEWAY_UNIT = "haproxy.service"
 GATEWAY_USER = "haproxy"
 GATEWAY_DIR = "/etc/haproxy/llmhost"
@@ -99,6 +102,10 @@ class Layout:
         """The venv hub downloads run from (the pinned hub client alone): it is ready in
         seconds, so the downloads run while the release installs."""
         return f"{self.settings.base_dir}/tools"
+
+    @property
+    def tools_stamp(self) -> str:
+        return f"{self.tools}/{VENV_STAMP}"
 
     @property
     def tools_digest(self) -> str:

@@ -1,5 +1,5 @@
 """The gateway's moving parts on the host: client-key hashes, a self-signed certificate made
-once, a config that goes live only once ``haproxy -c`` accepts it, and the reload."""
+once, and a config that goes live only once ``haproxy -c`` accepts it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.operations import files
 
 from llmhost.facts.gateway import KeyHashes, TlsCertificate
-from llmhost.facts.host import UnitState
 from llmhost.gateway import clients_map
 from llmhost.settings import is_ip
 
@@ -163,35 +162,3 @@ def checked_config(candidate: str, live: str, group: str):
         "&& install -m 640 -o root -g", QuoteString(group), QuoteString(candidate), tmp,
         "&& mv", tmp, QuoteString(live),
     )  # fmt: skip
-
-
-@operation()
-def activated(unit: str, restarted: bool, reloaded: bool, sources: list[str]):
-    """
-    The gateway running and enabled: restarted when its unit or environment changed (a new
-    ``sources`` file, such as the services' key, counts), else reloaded when its config,
-    certificate or client map changed: a reload starts new workers on the listening sockets
-    while the old ones finish, so no connection drops.
-
-    + unit: the gateway's systemd unit
-    + restarted: its unit (drop-in) changed in this deploy
-    + reloaded: a file it reads at (re)load changed in this deploy
-    + sources: files its process reads only at start (EnvironmentFile=)
-
-    **Example:**
-
-    .. code:: python
-
-        gateway.activated(unit="haproxy.service", restarted=dropin.will_change,
-                          reloaded=config.will_change, sources=["/etc/llmhost/api_key.env"])
-    """
-    state = host.get_fact(UnitState, unit=unit, paths=sources)
-    restarted = restarted or bool(state["changed"])
-    if restarted or not state["running"]:
-        yield StringCommand("systemctl daemon-reload && systemctl restart", QuoteString(unit))
-    elif reloaded:
-        yield StringCommand("systemctl reload", QuoteString(unit))
-    if not state["enabled"]:
-        yield StringCommand("systemctl enable", QuoteString(unit))
-    elif state["running"] and not (restarted or reloaded):
-        host.noop(f"{unit} already running on its config")

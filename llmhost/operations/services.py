@@ -1,10 +1,13 @@
-"""A vLLM systemd service brought to running, not left until its /health answers, and put back
-on its last good release when it does not."""
+"""Units brought to running: a vLLM service not left until its /health answers, and put back on
+its last good release when it does not; a daemon restarted or reloaded on what changed."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
+from pyinfra.api.operation import OperationMeta
 
 from llmhost.facts.host import UnitState
 
@@ -110,3 +113,49 @@ def healthy(
         yield StringCommand("systemctl", "reset-failed", QuoteString(unit))
     else:
         host.noop(f"{unit} already running on what it should run")
+
+
+# Whether a unit's files changed: a plain answer, or the operations that wrote them.
+Changes = bool | Sequence[OperationMeta]
+
+
+def changed(by: Changes) -> bool:
+    """Once the operations ran (the run executes this one after them), what they did, with no
+    command more; before that (pyinfra's diff without ``-y``), what they would do."""
+    if isinstance(by, bool):
+        return by
+    return any(op.did_change() if op.is_complete() else op.will_change for op in by)
+
+
+@operation()
+def activated(unit: str, restarted: Changes, reloaded: Changes, sources: list[str]):
+    """
+    A daemon running and enabled: restarted when its unit or flags changed (a ``sources``
+    file newer than its process counts, so a deploy stopped before the restart is caught up),
+    else reloaded when a file it rereads on reload changed (HAProxy starts new workers on the
+    listening sockets while the old ones finish; Prometheus keeps its TSDB and alerts).
+
+    + unit: the systemd unit
+    + restarted: its unit, drop-in or flags changed in this deploy (or the operations that
+      wrote them)
+    + reloaded: a file it reads at (re)load changed in this deploy (or those operations)
+    + sources: files its process reads only at start (EnvironmentFile=, flags)
+
+    **Example:**
+
+    .. code:: python
+
+        services.activated(unit="haproxy.service", restarted=[dropin], reloaded=[config],
+                           sources=["/etc/llmhost/api_key.env"])
+    """
+    state = host.get_fact(UnitState, unit=unit, paths=sources)
+    restart = changed(restarted) or bool(state["changed"])
+    reload = not restart and changed(reloaded)
+    if restart or not state["running"]:
+        yield StringCommand("systemctl daemon-reload && systemctl restart", QuoteString(unit))
+    elif reload:
+        yield StringCommand("systemctl reload", QuoteString(unit))
+    if not state["enabled"]:
+        yield StringCommand("systemctl enable", QuoteString(unit))
+    elif state["running"] and not (restart or reload):
+        host.noop(f"{unit} already running on its config")

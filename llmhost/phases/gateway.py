@@ -16,7 +16,7 @@ from llmhost import gateway, units
 from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import GATEWAY_DIR, GATEWAY_RUNTIME, GATEWAY_UNIT, GATEWAY_USER, Layout
 from llmhost.operations import gateway as ops
-from llmhost.operations import paths
+from llmhost.operations import paths, services
 from llmhost.phases.preflight import Preflight
 from llmhost.settings import Settings
 
@@ -30,7 +30,8 @@ def install_gateway(settings: Settings, checked: Preflight) -> None:
     dropin_dir = str(PurePosixPath(layout.gateway_dropin).parent)
     if not settings.gateway_clients:
         logger.warning(f"{host.name}: llmhost_gateway_clients is empty: the gateway answers 401")
-    apt.packages(name="Install HAProxy and openssl", packages=PACKAGES)
+    if not checked.installed(PACKAGES):
+        apt.packages(name="Install HAProxy and openssl", packages=PACKAGES)
     paths.directories(
         name=f"Directories {GATEWAY_DIR}, {layout.gateway_keys_dir}, {dropin_dir}",
         entries=[
@@ -54,7 +55,19 @@ def install_gateway(settings: Settings, checked: Preflight) -> None:
         live=layout.gateway_config,
         group=GATEWAY_USER,
     )
-    dropin_text = units.render(
+    dropin = _dropin(settings, layout)
+    services.activated(
+        name=f"Start or reload {GATEWAY_UNIT}",
+        unit=GATEWAY_UNIT,
+        restarted=[dropin],
+        reloaded=[config, *(op for op in changed if op)],
+        sources=[layout.api_key_env, layout.gateway_dropin],
+    )
+
+
+def _dropin(settings: Settings, layout: Layout) -> OperationMeta:
+    """haproxy.service's drop-in: our config, the services' key, the unprivileged user."""
+    text = units.render(
         "haproxy.dropin.conf.j2",
         {
             "config": layout.gateway_config,
@@ -64,16 +77,9 @@ def install_gateway(settings: Settings, checked: Preflight) -> None:
             "services": [svc.served_model_name for svc in settings.services],
         },
     )
-    dropin = paths.files(
+    return paths.files(
         name=f"Drop-in {layout.gateway_dropin}",
-        entries=[{"dest": layout.gateway_dropin, "content": dropin_text}],
-    )
-    ops.activated(
-        name=f"Start or reload {GATEWAY_UNIT}",
-        unit=GATEWAY_UNIT,
-        restarted=dropin.will_change,
-        reloaded=config.will_change or any(op.will_change for op in changed if op),
-        sources=[layout.api_key_env, layout.gateway_dropin],
+        entries=[{"dest": layout.gateway_dropin, "content": text}],
     )
 
 

@@ -3,15 +3,12 @@ background job while the venv installs."""
 
 from __future__ import annotations
 
-from io import StringIO
-
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
-from llmhost.layout import VENV_STAMP, Layout
-from llmhost.operations import jobs, models, venv
+from llmhost.layout import Layout
+from llmhost.operations import jobs, models, paths, venv
 from llmhost.operations.venv import install_unit
-from llmhost.phases.preflight import hf_token
+from llmhost.phases.preflight import Preflight, hf_token
 from llmhost.settings import ModelSource, Settings
 
 # The phase's name in pyinfra's output (and in the deploy's phase times).
@@ -19,27 +16,33 @@ PHASE = "Models"
 
 
 @deploy(PHASE)
-def install_models(settings: Settings) -> None:
+def install_models(settings: Settings, checked: Preflight) -> None:
     layout = Layout(settings)
-    hub = [svc for svc in settings.services if svc.model.source is ModelSource.HUB]
+    hub = [
+        svc
+        for svc in settings.services
+        if svc.model.source is ModelSource.HUB
+        # Preflight read the markers: a complete snapshot is not asked about again.
+        and not checked.marked(layout.model_marker(svc), svc.model.revision or "")
+    ]
     if hub:
-        _hub_client(settings, layout)
+        _hub_client(settings, layout, checked)
     token = hf_token(settings) if hub else None
     if token:
-        files.put(
+        paths.files(
             name="HF token (0600)",
-            src=StringIO(token + "\n"),
-            dest=layout.hf_token,
-            user=settings.user,
-            group=settings.user,
-            mode="600",
-        )
+            entries=[
+                {"dest": layout.hf_token, "content": token + "\n", "user": settings.user,
+                 "group": settings.user, "mode": "600"},
+            ],
+        )  # fmt: skip
     for svc in settings.services:
         dest = layout.model_dir(svc)
         if svc.model.source is ModelSource.LOCAL:
             assert svc.model.path
-            models.local(name=f"Model for {svc.name}: {dest}", src=svc.model.path, dest=dest)
-        else:
+            if not checked.marked(layout.model_marker(svc), models.local_digest(svc.model.path)):
+                models.local(name=f"Model for {svc.name}: {dest}", src=svc.model.path, dest=dest)
+        elif svc in hub:
             assert svc.model.repo and svc.model.revision
             models.hub(
                 name=f"Model for {svc.name}: {svc.model.repo}@{svc.model.revision[:12]}",
@@ -52,9 +55,11 @@ def install_models(settings: Settings) -> None:
             )
 
 
-def _hub_client(settings: Settings, layout: Layout) -> None:
+def _hub_client(settings: Settings, layout: Layout, checked: Preflight) -> None:
     """The downloads' own small venv, ready before they start (seconds, not the release's
     minutes)."""
+    if checked.marked(layout.tools_stamp, layout.tools_digest):
+        return
     venv.pinned(
         name=f"Install {settings.hub_client} into {layout.tools}",
         path=layout.tools,
@@ -68,7 +73,7 @@ def _hub_client(settings: Settings, layout: Layout) -> None:
     jobs.finished(
         name=f"Wait for {settings.hub_client} in {layout.tools}",
         unit=install_unit(layout.tools),
-        done=f"{layout.tools}/{VENV_STAMP}",
+        done=layout.tools_stamp,
         content=layout.tools_digest,
         watch=layout.tools,
         description=settings.hub_client,

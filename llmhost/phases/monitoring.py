@@ -15,12 +15,12 @@ from pathlib import PurePosixPath
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import apt, systemd
+from pyinfra.operations import apt
 
 from llmhost import alerts, gpu_exporter, scrape, units
 from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import GPU_EXPORTER_UNIT, NODE_EXPORTER_UNIT, PROMETHEUS_UNIT, Layout
-from llmhost.operations import paths
+from llmhost.operations import paths, services
 from llmhost.operations.checked_files import checked_file
 from llmhost.phases.preflight import Preflight
 from llmhost.remote import source
@@ -45,17 +45,17 @@ def install_monitoring(
     if settings.monitoring == "export":
         _export(layout, found, rules)
         return
-    node_flags, prometheus_flags = _install(settings, layout)
-    systemd.service(
+    node_flags, prometheus_flags = _install(settings, layout, checked)
+    services.activated(
         name=f"Run {NODE_EXPORTER_UNIT}",
-        service=NODE_EXPORTER_UNIT,
-        running=True,
-        enabled=True,
-        restarted=node_flags.will_change,
+        unit=NODE_EXPORTER_UNIT,
+        restarted=[node_flags],
+        reloaded=False,
+        sources=[layout.node_exporter_defaults],
     )
     if plan.gpu:
         _gpu_exporter(settings, layout)
-    _prometheus(settings, layout, found, rules, restart=prometheus_flags.will_change)
+    _prometheus(settings, layout, found, rules, flags=prometheus_flags)
 
 
 def _defaults(path: str, args: list[str]) -> OperationMeta:
@@ -64,7 +64,9 @@ def _defaults(path: str, args: list[str]) -> OperationMeta:
     return paths.files(name=f"Flags in {path}", entries=[{"dest": path, "content": content}])
 
 
-def _install(settings: Settings, layout: Layout) -> tuple[OperationMeta, OperationMeta]:
+def _install(
+    settings: Settings, layout: Layout, checked: Preflight
+) -> tuple[OperationMeta, OperationMeta]:
     """The packages, their flags written first: the postinst starts both services, and so on
     loopback from the start (apt keeps our files: --force-confold)."""
     node_flags = _defaults(
@@ -75,13 +77,14 @@ def _install(settings: Settings, layout: Layout) -> tuple[OperationMeta, Operati
         layout.prometheus_defaults,
         [f"--web.listen-address={layout.monitoring_address(settings.prometheus_port)}"],
     )
-    apt.packages(
-        name="Install Prometheus and node exporter (Debian's packages)",
-        packages=PACKAGES,
-        no_recommends=True,
-        update=True,
-        cache_time=24 * 3600,
-    )
+    if not checked.installed(PACKAGES):
+        apt.packages(
+            name="Install Prometheus and node exporter (Debian's packages)",
+            packages=PACKAGES,
+            no_recommends=True,
+            update=True,
+            cache_time=24 * 3600,
+        )
     return node_flags, prometheus_flags
 
 
@@ -110,13 +113,12 @@ def _gpu_exporter(settings: Settings, layout: Layout) -> None:
         name=f"Unit {GPU_EXPORTER_UNIT}",
         entries=[{"dest": layout.gpu_exporter_unit_path, "content": unit_text}],
     )
-    systemd.service(
+    services.activated(
         name=f"Run {GPU_EXPORTER_UNIT}",
-        service=GPU_EXPORTER_UNIT,
-        running=True,
-        enabled=True,
-        daemon_reload=unit.will_change,
-        restarted=unit.will_change or script.will_change,
+        unit=GPU_EXPORTER_UNIT,
+        restarted=[unit, script],
+        reloaded=False,
+        sources=[layout.gpu_exporter_unit_path, layout.gpu_exporter_script],
     )
 
 
@@ -125,7 +127,7 @@ def _prometheus(
     layout: Layout,
     found: Sequence[scrape.Target],
     rules: str,
-    restart: bool,
+    flags: OperationMeta,
 ) -> None:
     """Its rules and config, checked before they replace the running ones; then a reload, or
     a restart when its flags changed."""
@@ -142,14 +144,13 @@ def _prometheus(
         dest=layout.prometheus_config,
         check=[PROMTOOL, "check", "config"],
     )
-    systemd.service(
+    services.activated(
         name=f"Run {PROMETHEUS_UNIT}",
-        service=PROMETHEUS_UNIT,
-        running=True,
-        enabled=True,
-        restarted=restart,
+        unit=PROMETHEUS_UNIT,
+        restarted=[flags],
         # A new config or rules: reload (SIGHUP), not restart; the TSDB and alerts stay.
-        reloaded=not restart and (rules_op.will_change or config_op.will_change),
+        reloaded=[rules_op, config_op],
+        sources=[layout.prometheus_defaults],
     )
 
 

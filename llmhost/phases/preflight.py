@@ -23,12 +23,14 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 from pyinfra import host
+from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import FileContents, FindDirectories
 from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import LinuxDistribution
 
 from llmhost import gateway_checks, units, vllm_args
 from llmhost.catalogue import ModelMeta, ModelMetaError, resolve
+from llmhost.facts.batch import FactCall, FactReader
 from llmhost.facts.host import (
     FreeDiskBytes,
     PackageIndexFiles,
@@ -37,8 +39,7 @@ from llmhost.facts.host import (
     ResolvedAddresses,
 )
 from llmhost.facts.nvidia import NvidiaGpu, NvidiaGpus, reserved_bytes
-from llmhost.layout import Layout
-from llmhost.phases.system import NOLOGIN, USER_COMMENT
+from llmhost.layout import NOLOGIN, USER_COMMENT, Layout
 from llmhost.planner import DRIVER_RESERVED_BYTES, HostPlan, PlanError, plan_services
 from llmhost.settings import PUBLIC_BIND_WHY, ModelSource, Settings, is_ip, is_public
 
@@ -67,6 +68,18 @@ class Preflight:
     plan: HostPlan
     # The service user and its group exist as the system phase makes them.
     account_ready: bool
+    # What preflight read of the host, in one command while the deploy was prepared: the
+    # phases skip work it shows complete (a marker holding what it should) instead of asking
+    # again, one command each.
+    facts: FactReader
+
+    def marked(self, path: str, content: str) -> bool:
+        """The marker or stamp at ``path`` holds ``content``: what it marks is complete."""
+        return self.facts.get(FileContents, path=path) == [content]
+
+    def installed(self, packages: Iterable[str]) -> bool:
+        """Every one of these OS packages is installed."""
+        return set(packages) <= self.facts.get(DebPackages).keys()
 
 
 def hf_token(settings: Settings) -> str | None:
@@ -79,17 +92,18 @@ def hf_token(settings: Settings) -> str | None:
 def check_host(settings: Settings) -> Preflight:
     """Every check, then the plan; ``PreflightError`` with one line per problem."""
     problems: list[str] = []
-    python_ok = _check_os_and_python(settings, problems)
-    account_ready = _check_user(settings, problems)
-    _check_bind(settings, problems)
+    facts = FactReader(host, _every_run(settings))
+    python_ok = _check_os_and_python(settings, facts, problems)
+    account_ready = _check_user(settings, facts, problems)
+    _check_bind(settings, facts, problems)
     secrets_ok = _check_secret_files(settings, problems)
     token = hf_token(settings) if secrets_ok else None
     if python_ok:
-        _check_vllm_pin(settings, problems)
+        _check_vllm_pin(settings, facts, problems)
     metas = _model_metas(settings, token, problems)
-    gpu = _check_gpu(settings, problems) if settings.gpu else None
+    gpu = _check_gpu(settings, facts, problems) if settings.gpu else None
     gpu_total = gpu["memory_total_bytes"] if gpu else None
-    _check_disks(settings, metas, problems)
+    _check_disks(settings, facts, metas, problems)
     if secrets_ok and not token:
         _check_gated(settings, problems)
     plan = None
@@ -100,22 +114,54 @@ def check_host(settings: Settings) -> Preflight:
             problems.append(f"plan: {e}")
     if plan is not None:
         _check_extra_args(settings, metas, plan, problems)
-    _check_ram(settings, metas, plan, problems)
+    _check_ram(settings, facts, metas, plan, problems)
     if settings.gateway:
         problems += gateway_checks.problems(settings)
     if problems or plan is None:
         raise PreflightError("\n".join(f"{host.name}: {p}" for p in problems))
-    return Preflight(metas=metas, gpu_total_bytes=gpu_total, plan=plan, account_ready=account_ready)
+    return Preflight(
+        metas=metas, gpu_total_bytes=gpu_total, plan=plan, account_ready=account_ready, facts=facts
+    )
 
 
-def _check_os_and_python(settings: Settings, problems: list[str]) -> bool:
+def _every_run(settings: Settings) -> list[FactCall]:
+    """What the checks read of every host on every run, read up front in one command; what
+    only some runs need (a fresh host's package index) is read on its own."""
+    layout = Layout(settings)
+    return [
+        (LinuxDistribution, {}),
+        (PythonVersion, {"python": settings.python}),
+        (PasswdAccount, {"user": settings.user}),
+        *(
+            []
+            if is_ip(settings.bind_host)
+            else [(ResolvedAddresses, {"hostname": settings.bind_host})]
+        ),
+        (FindDirectories, _dist_infos(layout)),
+        (FileContents, {"path": layout.release_stamp}),
+        *((FileContents, {"path": layout.model_marker(svc)}) for svc in settings.services),
+        (FileContents, {"path": layout.tools_stamp}),
+        (Memory, {}),
+        (DebPackages, {}),
+        *([(NvidiaGpus, {})] if settings.gpu else []),
+        (FreeDiskBytes, {"path": settings.model_dir}),
+        (FreeDiskBytes, {"path": settings.base_dir}),
+    ]
+
+
+def _dist_infos(layout: Layout) -> dict[str, object]:
+    """What is installed in the release venv: its packages' ``.dist-info`` directories."""
+    return {"path": f"{layout.release}/lib", "maxdepth": 3, "fname": "*.dist-info"}
+
+
+def _check_os_and_python(settings: Settings, facts: FactReader, problems: list[str]) -> bool:
     """A supported OS; False when the interpreter the venv is made with is missing or old."""
-    distro = host.get_fact(LinuxDistribution)
+    distro = facts.get(LinuxDistribution)
     supported = SUPPORTED_OS.get(distro["name"] or "", ())
     if distro["major"] not in supported:
         wanted = ", ".join(f"{os_} {'/'.join(map(str, v))}" for os_, v in SUPPORTED_OS.items())
         problems.append(f"OS is {distro['name']} {distro['major']}; llmhost supports {wanted}")
-    python = host.get_fact(PythonVersion, python=settings.python)
+    python = facts.get(PythonVersion, python=settings.python)
     if python is None or python < MIN_PYTHON:
         found = "missing" if python is None else f"{python[0]}.{python[1]}"
         problems.append(
@@ -126,17 +172,21 @@ def _check_os_and_python(settings: Settings, problems: list[str]) -> bool:
     return True
 
 
-def _check_disks(settings: Settings, metas: dict[str, ModelMeta], problems: list[str]) -> None:
+def _check_disks(
+    settings: Settings, facts: FactReader, metas: dict[str, ModelMeta], problems: list[str]
+) -> None:
     """Room for the models not complete yet, and for a new release beside the running one."""
     need_models = sum(
         meta.weights_bytes
         for svc_name, meta in metas.items()
-        if not _model_complete(settings, svc_name)
+        if not _model_complete(settings, facts, svc_name)
     )
-    _check_disk(settings.model_dir, need_models, "the models", problems)
+    _check_disk(facts, settings.model_dir, need_models, "the models", problems)
     # A new release is built beside the running one, which stays until the services switch.
-    if host.get_fact(FileContents, path=Layout(settings).release_stamp) is None:
-        _check_disk(settings.base_dir, VENV_BYTES[settings.gpu], "the new release's venv", problems)
+    if facts.get(FileContents, path=Layout(settings).release_stamp) is None:
+        _check_disk(
+            facts, settings.base_dir, VENV_BYTES[settings.gpu], "the new release's venv", problems
+        )
 
 
 def _check_gated(settings: Settings, problems: list[str]) -> None:
@@ -148,9 +198,9 @@ def _check_gated(settings: Settings, problems: list[str]) -> None:
             )
 
 
-def _model_complete(settings: Settings, svc_name: str) -> bool:
+def _model_complete(settings: Settings, facts: FactReader, svc_name: str) -> bool:
     marker = Layout(settings).model_marker(settings.service(svc_name))
-    return host.get_fact(FileContents, path=marker) is not None
+    return facts.get(FileContents, path=marker) is not None
 
 
 def _model_metas(
@@ -173,10 +223,10 @@ def _model_metas(
     return metas
 
 
-def _check_user(settings: Settings, problems: list[str]) -> bool:
+def _check_user(settings: Settings, facts: FactReader, problems: list[str]) -> bool:
     """The service user is the deploy's own, or does not exist yet: never another account.
     True when it is exactly as the system phase makes it (nothing for that phase to do)."""
-    account = host.get_fact(PasswdAccount, user=settings.user)
+    account = facts.get(PasswdAccount, user=settings.user)
     if account is None:
         return False
     # Made by an earlier deploy before it marked the account with USER_COMMENT.
@@ -195,12 +245,12 @@ def _check_user(settings: Settings, problems: list[str]) -> bool:
     )
 
 
-def _check_bind(settings: Settings, problems: list[str]) -> None:
+def _check_bind(settings: Settings, facts: FactReader, problems: list[str]) -> None:
     """A bind name resolves on the host; beyond loopback only with the acknowledgement (for an
     IP address, settings checked that)."""
     if is_ip(settings.bind_host):
         return
-    addresses = host.get_fact(ResolvedAddresses, hostname=settings.bind_host)
+    addresses = facts.get(ResolvedAddresses, hostname=settings.bind_host)
     if not addresses:
         problems.append(
             f"llmhost_bind_host {settings.bind_host!r} does not resolve on the host; use an IP "
@@ -261,7 +311,7 @@ def _check_secret_files(settings: Settings, problems: list[str]) -> bool:
     return found
 
 
-def _check_vllm_pin(settings: Settings, problems: list[str]) -> None:
+def _check_vllm_pin(settings: Settings, facts: FactReader, problems: list[str]) -> None:
     """The pinned vLLM exists where the venv install will look: already in the venv, in the
     wheelhouse, or on the package indexes of the HOST (its registries are the ones pip uses
     there; ``PackageIndexFiles`` reads them with the host's pip config). Existence only: a
@@ -275,9 +325,7 @@ def _check_vllm_pin(settings: Settings, problems: list[str]) -> None:
         problems.append(f"{key} is not a version; pin an exact release, e.g. '0.33.0'")
         return
     project = canonicalize_name(settings.vllm_package)
-    installed = host.get_fact(
-        FindDirectories, path=f"{Layout(settings).release}/lib", maxdepth=3, fname="*.dist-info"
-    )
+    installed = facts.get(FindDirectories, **_dist_infos(Layout(settings)))
     local = [PurePosixPath(path).name for path in installed]
     if settings.wheelhouse:
         if not Path(settings.wheelhouse).is_dir():
@@ -289,7 +337,7 @@ def _check_vllm_pin(settings: Settings, problems: list[str]) -> None:
         local += os.listdir(settings.wheelhouse)
     if any(pin.contains(v, prereleases=True) for v in _versions(project, local)):
         return
-    index = host.get_fact(PackageIndexFiles, python=settings.python, project=project)
+    index = facts.get(PackageIndexFiles, python=settings.python, project=project)
     if index is None:
         problems.append(f"{key}: could not list the host's package indexes with {settings.python}")
         return
@@ -338,10 +386,14 @@ def _versions(project: NormalizedName, names: Iterable[str]) -> set[Version]:
 
 
 def _check_ram(
-    settings: Settings, metas: dict[str, ModelMeta], plan: HostPlan | None, problems: list[str]
+    settings: Settings,
+    facts: FactReader,
+    metas: dict[str, ModelMeta],
+    plan: HostPlan | None,
+    problems: list[str],
 ) -> None:
     """The services' processes, and on CPU hosts their weights and KV cache, fit in RAM."""
-    memory_mb = host.get_fact(Memory) or 0
+    memory_mb = facts.get(Memory) or 0
     parts = {"for their processes": RAM_PER_SERVICE_BYTES * len(settings.services)}
     fix = "use a host with more RAM"
     if not settings.gpu:
@@ -367,8 +419,8 @@ def _reserved(gpu: NvidiaGpu | None) -> int:
     return DRIVER_RESERVED_BYTES if found is None else found
 
 
-def _check_gpu(settings: Settings, problems: list[str]) -> NvidiaGpu | None:
-    gpus = host.get_fact(NvidiaGpus)
+def _check_gpu(settings: Settings, facts: FactReader, problems: list[str]) -> NvidiaGpu | None:
+    gpus = facts.get(NvidiaGpus)
     if not gpus:
         problems.append(
             "no NVIDIA GPU answers (nvidia-smi missing or failing): install the NVIDIA driver "
@@ -394,8 +446,8 @@ def _check_gpu(settings: Settings, problems: list[str]) -> NvidiaGpu | None:
     return gpu
 
 
-def _check_disk(path: str, need: int, what: str, problems: list[str]) -> None:
-    free = host.get_fact(FreeDiskBytes, path=path)
+def _check_disk(facts: FactReader, path: str, need: int, what: str, problems: list[str]) -> None:
+    free = facts.get(FreeDiskBytes, path=path)
     if need and (free is None or free < need):
         problems.append(
             f"{path} has {(free or 0) / GIB:.1f} GiB free; {what} need {need / GIB:.1f} GiB: "

@@ -5,31 +5,31 @@ from __future__ import annotations
 from pyinfra.api import deploy
 from pyinfra.operations import apt, server
 
+from llmhost.layout import NOLOGIN, USER_COMMENT
 from llmhost.operations import paths
+from llmhost.phases.preflight import Preflight
 from llmhost.settings import Settings
 
 # python3-venv makes the venv; curl is the health probe; libnuma1 is loaded by vLLM's
 # CPU and CUDA builds alike (torch's NUMA support).
 PACKAGES = ["python3-venv", "curl", "ca-certificates", "libnuma1"]
-# Marks the service user as the deploy's own: preflight refuses to take over any other account.
-USER_COMMENT = "llmhost services"
-NOLOGIN = "/usr/sbin/nologin"
 
 # The phase's name in pyinfra's output (and in the deploy's phase times).
 PHASE = "System: user, directories, packages"
 
 
 @deploy(PHASE)
-def install_system(settings: Settings, account_ready: bool) -> None:
-    """``account_ready``: preflight found the service user as this phase makes it (pyinfra's
-    user operation reads every account on the host, each run)."""
-    apt.packages(
-        name="Install the OS packages the venv needs",
-        packages=PACKAGES,
-        update=True,
-        cache_time=24 * 3600,
-    )
-    if not account_ready:
+def install_system(settings: Settings, checked: Preflight) -> None:
+    # What preflight read shows done is not asked again (pyinfra's user operation reads
+    # every account on the host, each run).
+    if not checked.installed(PACKAGES):
+        apt.packages(
+            name="Install the OS packages the venv needs",
+            packages=PACKAGES,
+            update=True,
+            cache_time=24 * 3600,
+        )
+    if not checked.account_ready:
         server.group(name=f"Group {settings.user}", group=settings.user, system=True)
         server.user(
             name=f"Service user {settings.user}",

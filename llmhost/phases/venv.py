@@ -6,6 +6,7 @@ from pyinfra.api import deploy
 
 from llmhost.layout import Layout
 from llmhost.operations import venv
+from llmhost.phases.preflight import Preflight
 from llmhost.settings import Settings
 
 # The phase's name in pyinfra's output (and in the deploy's phase times).
@@ -13,8 +14,10 @@ PHASE = "Python env: pinned vLLM release"
 
 
 @deploy(PHASE)
-def install_venv(settings: Settings) -> None:
+def install_venv(settings: Settings, checked: Preflight) -> None:
     layout = Layout(settings)
+    if checked.marked(layout.release_stamp, layout.release_digest):
+        return
     # A new pin builds a new release: the running services keep theirs until each switches.
     venv.pinned(
         name=f"Install {' '.join(layout.packages)} into {layout.release}",

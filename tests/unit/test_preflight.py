@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from llmhost.facts.batch import Batch
+from llmhost.layout import NOLOGIN, USER_COMMENT
 from llmhost.phases import preflight
-from llmhost.phases.system import NOLOGIN, USER_COMMENT
 from llmhost.settings import Settings
 
 GIB = 1024**3
@@ -45,12 +46,18 @@ class FakeHost:
                 "errors": [],
             },
             "Memory": 256 * 1024,
+            "DebPackages": {},
             "NvidiaGpus": [H200],
             "FreeDiskBytes": 2000 * GIB,
         }
     )
 
+    reads: list[str] = field(default_factory=list)
+
     def get_fact(self, fact: type, **kwargs: Any) -> Any:
+        self.reads.append(fact.__name__)
+        if fact is Batch:
+            return [self.facts[cls.__name__] for cls, _ in kwargs["facts"]]
         return self.facts[fact.__name__]
 
 
@@ -68,6 +75,18 @@ def _run(monkeypatch: pytest.MonkeyPatch, facts: dict[str, Any], **data: Any) ->
 
 def test_a_host_that_can_work_passes(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _run(monkeypatch, {}) == []
+
+
+def test_a_converged_host_is_read_in_one_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeHost()
+    # The release venv has the pinned vLLM: the package index is not asked.
+    fake.facts["FindDirectories"] = ["/opt/llmhost/venvs/x/lib/python3.11/vllm-0.33.0.dist-info"]
+    monkeypatch.setattr(preflight, "host", fake)
+    settings = Settings.from_host_data(
+        {"llmhost_stack": "single-vendor", "llmhost_vllm_version": "0.33.0"}, "gpu-01"
+    )
+    preflight.check_host(settings)
+    assert fake.reads == ["Batch"]
 
 
 def test_the_deploys_own_user_passes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,8 +26,8 @@ TestGatewayClientKeys = make_operation_tests(
 TestGatewayCheckedConfig = make_operation_tests(
     "llmhost.operations", "gateway.checked_config", HERE / "gateway.checked_config"
 )
-TestGatewayActivated = make_operation_tests(
-    "llmhost.operations", "gateway.activated", HERE / "gateway.activated"
+TestServicesActivated = make_operation_tests(
+    "llmhost.operations", "services.activated", HERE / "services.activated"
 )
 TestGatewaySelfSigned = make_operation_tests(
     "llmhost.operations", "gateway.self_signed", HERE / "gateway.self_signed"

@@ -1,0 +1,83 @@
+"""The batch fact run for real on this machine: each fact in it comes out as that fact's own
+command and processing give it alone (its default where the command fails or is missing)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pyinfra.api import FactBase
+from pyinfra.facts.files import FileContents, FindDirectories
+from pyinfra.facts.server import LinuxDistribution
+
+from llmhost.facts.batch import Batch, FactCall, FactReader
+from llmhost.facts.host import PythonVersion
+
+
+def _sh(command: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", "-c", command.get_raw_value() if hasattr(command, "get_raw_value") else command],
+        capture_output=True,
+        text=True,
+    )
+
+
+def _alone(cls: type[FactBase[Any]], kwargs: dict[str, Any]) -> Any:
+    """The fact as pyinfra's get_fact gives it: processed output if it succeeded, else default."""
+    fact = cls()
+    command = fact.command(**kwargs) if callable(fact.command) else fact.command
+    result = _sh(command)
+    lines = result.stdout.splitlines()
+    return fact.process(lines) if result.returncode == 0 and lines else fact.default()
+
+
+class NeedsAMissingProgram(FactBase[str]):
+    def requires_command(self) -> str:
+        return "llmhost-no-such-program"
+
+    def command(self) -> str:
+        return "echo should-not-run"
+
+
+def test_each_fact_comes_out_as_it_does_alone(tmp_path: Path) -> None:
+    (tmp_path / "marker").write_text("abc123\nsecond line\n")
+    (tmp_path / "pkg-1.0.dist-info").mkdir()
+    calls: list[FactCall] = [
+        (LinuxDistribution, {}),
+        (PythonVersion, {"python": "python3"}),
+        (FileContents, {"path": str(tmp_path / "marker")}),
+        (FileContents, {"path": str(tmp_path / "missing")}),
+        (FindDirectories, {"path": str(tmp_path), "maxdepth": 1, "fname": "*.dist-info"}),
+    ]
+    batch = Batch()
+    result = _sh(batch.command(facts=calls))
+    assert result.returncode == 0
+    got = batch.process(result.stdout.splitlines())
+    assert got == [_alone(cls, kwargs) for cls, kwargs in calls]
+    assert got[2] == ["abc123", "second line"] and got[3] is None
+
+
+def test_a_missing_program_gives_the_default() -> None:
+    batch = Batch()
+    result = _sh(batch.command(facts=[(NeedsAMissingProgram, {})]))
+    assert batch.process(result.stdout.splitlines()) == [None]
+
+
+class _Host:
+    def __init__(self) -> None:
+        self.reads: list[type] = []
+
+    def get_fact(self, cls: type[FactBase[Any]], **kwargs: Any) -> Any:
+        self.reads.append(cls)
+        if cls is Batch:
+            return [f"batched {c.__name__} {k}" for c, k in kwargs["facts"]]
+        return f"alone {cls.__name__} {kwargs}"
+
+
+def test_the_reader_answers_what_was_read_up_front_and_asks_for_the_rest() -> None:
+    fake = _Host()
+    reader = FactReader(fake, [(FileContents, {"path": "/a"})])
+    assert reader.get(FileContents, path="/a") == "batched FileContents {'path': '/a'}"
+    assert reader.get(FileContents, path="/b") == "alone FileContents {'path': '/b'}"
+    assert fake.reads == [Batch, FileContents]
