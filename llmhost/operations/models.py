@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
@@ -11,6 +10,7 @@ from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
+from llmhost.digests import tree_digest
 from llmhost.facts.jobs import Job
 from llmhost.layout import MODEL_MARKER
 from llmhost.operations import jobs
@@ -21,14 +21,9 @@ HUB_PATTERNS = ("*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.t
 
 
 def local_digest(src: str | Path) -> str:
-    """A digest of every file's path and content under ``src``."""
-    root = Path(src)
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MODEL_MARKER):
-        digest.update(str(path.relative_to(root)).encode() + b"\0")
-        with path.open("rb") as f:
-            digest.update(hashlib.file_digest(f, "sha256").digest())
-    return digest.hexdigest()
+    """A digest of every file's path and content under ``src`` (remembered by stat on the
+    controller: a no-op run does not read the weights again)."""
+    return tree_digest(Path(src), skip=MODEL_MARKER)
 
 
 @operation()
