@@ -186,11 +186,15 @@ class Layout:
 
     @property
     def gpu_exporter_script(self) -> str:
-        return f"{self.settings.base_dir}/monitoring/gpu_exporter.py"
+        return f"{self.gpu_exporter_dir}/gpu_exporter.py"
 
     @property
     def gpu_exporter_unit_path(self) -> str:
         return f"{UNIT_DIR}/{GPU_EXPORTER_UNIT}"
+
+    @property
+    def gpu_exporter_dir(self) -> str:
+        return f"{self.settings.base_dir}/monitoring"
 
     def monitoring_address(self, port: int) -> str:
         """``host:port`` of a monitoring component, as reached from the host itself."""
@@ -230,8 +234,12 @@ class Layout:
         return f"{GATEWAY_DIR}/tls.crt"
 
     @property
+    def gateway_dropin_dir(self) -> str:
+        return f"{UNIT_DIR}/{GATEWAY_UNIT}.d"
+
+    @property
     def gateway_dropin(self) -> str:
-        return f"{UNIT_DIR}/{GATEWAY_UNIT}.d/llmhost.conf"
+        return f"{self.gateway_dropin_dir}/llmhost.conf"
 
     @property
     def gateway_keys_dir(self) -> str:
@@ -256,3 +264,19 @@ class Layout:
     @property
     def gateway_metrics_url(self) -> str:
         return f"http://{self.gateway_metrics_address}/metrics"
+
+    @property
+    def owned_paths(self) -> list[str]:
+        """The files and directories the phases write whole: preflight reads their state in
+        its one command, and a phase skips those already as it would write them."""
+        s = self.settings
+        return [
+            s.base_dir, s.model_dir, s.cache_dir, s.config_dir, self.plan, self.api_key_env,
+            self.hf_token,
+            *(p for svc in s.services for p in (self.unit_path(svc), self.env_path(svc))),
+            GATEWAY_DIR, self.gateway_keys_dir, self.gateway_dropin_dir, self.gateway_candidate,
+            self.gateway_dropin, self.gateway_cert, self.gateway_pem,
+            self.node_exporter_defaults, self.prometheus_defaults, self.gpu_exporter_dir,
+            self.gpu_exporter_script, self.gpu_exporter_unit_path,
+            self.export_dir, self.export_scrape_config, self.export_rules,
+        ]  # fmt: skip

@@ -40,6 +40,24 @@ def _owned(state: PathState, entry: FileEntry | DirEntry, mode: str) -> bool:
     )
 
 
+def file_in_place(state: PathState | None, entry: FileEntry) -> bool:
+    """The file is there with this content, owner and mode."""
+    return (
+        state is not None
+        and state["sha1"] == hashlib.sha1(entry["content"].encode()).hexdigest()
+        and _owned(state, entry, entry.get("mode", "644"))
+    )
+
+
+def directory_in_place(state: PathState | None, entry: DirEntry) -> bool:
+    """The directory is there with this owner and mode."""
+    return (
+        state is not None
+        and state["type"] == "directory"
+        and _owned(state, entry, entry.get("mode", "755"))
+    )
+
+
 def _chown_chmod(path: str, entry: FileEntry | DirEntry, mode: str) -> list[object]:
     owner = f"{entry.get('user', 'root')}:{entry.get('group', 'root')}"
     q = QuoteString(path)

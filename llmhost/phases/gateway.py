@@ -4,7 +4,7 @@ one, checked with ``haproxy -c``, put in place, then reloaded: a bad config neve
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
@@ -17,6 +17,7 @@ from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import GATEWAY_DIR, GATEWAY_RUNTIME, GATEWAY_UNIT, GATEWAY_USER, Layout
 from llmhost.operations import gateway as ops
 from llmhost.operations import paths, services
+from llmhost.phases import owned
 from llmhost.phases.preflight import Preflight
 from llmhost.settings import Settings
 
@@ -27,24 +28,25 @@ PACKAGES = ["haproxy", "openssl"]
 @deploy("Gateway: HAProxy in front of the services")
 def install_gateway(settings: Settings, checked: Preflight) -> None:
     layout = Layout(settings)
-    dropin_dir = str(PurePosixPath(layout.gateway_dropin).parent)
     if not settings.gateway_clients:
         logger.warning(f"{host.name}: llmhost_gateway_clients is empty: the gateway answers 401")
     if not checked.installed(PACKAGES):
         apt.packages(name="Install HAProxy and openssl", packages=PACKAGES)
-    paths.directories(
-        name=f"Directories {GATEWAY_DIR}, {layout.gateway_keys_dir}, {dropin_dir}",
-        entries=[
+    owned.directories(
+        checked,
+        f"Directories {GATEWAY_DIR}, {layout.gateway_keys_dir}, {layout.gateway_dropin_dir}",
+        [
             {"path": GATEWAY_DIR, "group": GATEWAY_USER, "mode": "750"},
             {"path": layout.gateway_keys_dir, "mode": "700"},
-            {"path": dropin_dir},
+            {"path": layout.gateway_dropin_dir},
         ],
     )
     changed = [_certificate(settings, layout), _clients(settings, layout)]
     plan = AppliedPlan.of(settings, checked.plan, checked.gpu_total_bytes)
-    paths.files(
-        name="Gateway config (candidate)",
-        entries=[
+    owned.files(
+        checked,
+        "Gateway config (candidate)",
+        [
             {"dest": layout.gateway_candidate, "group": GATEWAY_USER, "mode": "640",
              "content": units.render("haproxy.cfg.j2", gateway.context(settings, plan))},
         ],
@@ -55,17 +57,17 @@ def install_gateway(settings: Settings, checked: Preflight) -> None:
         live=layout.gateway_config,
         group=GATEWAY_USER,
     )
-    dropin = _dropin(settings, layout)
+    dropin = _dropin(settings, layout, checked)
     services.activated(
         name=f"Start or reload {GATEWAY_UNIT}",
         unit=GATEWAY_UNIT,
-        restarted=[dropin],
+        restarted=dropin,
         reloaded=[config, *(op for op in changed if op)],
         sources=[layout.api_key_env, layout.gateway_dropin],
     )
 
 
-def _dropin(settings: Settings, layout: Layout) -> OperationMeta:
+def _dropin(settings: Settings, layout: Layout, checked: Preflight) -> list[OperationMeta]:
     """haproxy.service's drop-in: our config, the services' key, the unprivileged user."""
     text = units.render(
         "haproxy.dropin.conf.j2",
@@ -77,9 +79,10 @@ def _dropin(settings: Settings, layout: Layout) -> OperationMeta:
             "services": [svc.served_model_name for svc in settings.services],
         },
     )
-    return paths.files(
-        name=f"Drop-in {layout.gateway_dropin}",
-        entries=[{"dest": layout.gateway_dropin, "content": text}],
+    return owned.files(
+        checked,
+        f"Drop-in {layout.gateway_dropin}",
+        [{"dest": layout.gateway_dropin, "content": text}],
     )
 
 

@@ -22,6 +22,7 @@ from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import GPU_EXPORTER_UNIT, NODE_EXPORTER_UNIT, PROMETHEUS_UNIT, Layout
 from llmhost.operations import paths, services
 from llmhost.operations.checked_files import checked_file
+from llmhost.phases import owned
 from llmhost.phases.preflight import Preflight
 from llmhost.remote import source
 from llmhost.settings import Settings
@@ -49,7 +50,7 @@ def install_monitoring(
     services.activated(
         name=f"Run {NODE_EXPORTER_UNIT}",
         unit=NODE_EXPORTER_UNIT,
-        restarted=[node_flags],
+        restarted=node_flags,
         reloaded=False,
         sources=[layout.node_exporter_defaults],
     )
@@ -58,22 +59,24 @@ def install_monitoring(
     _prometheus(settings, layout, found, rules, flags=prometheus_flags)
 
 
-def _defaults(path: str, args: list[str]) -> OperationMeta:
+def _defaults(checked: Preflight, path: str, args: list[str]) -> list[OperationMeta]:
     """Debian's units take their flags from ``ARGS=`` in /etc/default/<name>."""
     content = f"{DEFAULTS_HEADER}ARGS={shlex.quote(shlex.join(args))}\n"
-    return paths.files(name=f"Flags in {path}", entries=[{"dest": path, "content": content}])
+    return owned.files(checked, f"Flags in {path}", [{"dest": path, "content": content}])
 
 
 def _install(
     settings: Settings, layout: Layout, checked: Preflight
-) -> tuple[OperationMeta, OperationMeta]:
+) -> tuple[list[OperationMeta], list[OperationMeta]]:
     """The packages, their flags written first: the postinst starts both services, and so on
     loopback from the start (apt keeps our files: --force-confold)."""
     node_flags = _defaults(
+        checked,
         layout.node_exporter_defaults,
         [f"--web.listen-address={layout.monitoring_address(settings.node_exporter_port)}"],
     )
     prometheus_flags = _defaults(
+        checked,
         layout.prometheus_defaults,
         [f"--web.listen-address={layout.monitoring_address(settings.prometheus_port)}"],
     )
@@ -127,7 +130,7 @@ def _prometheus(
     layout: Layout,
     found: Sequence[scrape.Target],
     rules: str,
-    flags: OperationMeta,
+    flags: list[OperationMeta],
 ) -> None:
     """Its rules and config, checked before they replace the running ones; then a reload, or
     a restart when its flags changed."""
@@ -147,7 +150,7 @@ def _prometheus(
     services.activated(
         name=f"Run {PROMETHEUS_UNIT}",
         unit=PROMETHEUS_UNIT,
-        restarted=[flags],
+        restarted=flags,
         # A new config or rules: reload (SIGHUP), not restart; the TSDB and alerts stay.
         reloaded=[rules_op, config_op],
         sources=[layout.prometheus_defaults],

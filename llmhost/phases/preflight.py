@@ -39,7 +39,9 @@ from llmhost.facts.host import (
     ResolvedAddresses,
 )
 from llmhost.facts.nvidia import NvidiaGpu, NvidiaGpus, reserved_bytes
+from llmhost.facts.paths import PathState, PathStates
 from llmhost.layout import NOLOGIN, USER_COMMENT, Layout
+from llmhost.operations.paths import DirEntry, FileEntry, directory_in_place, file_in_place
 from llmhost.planner import DRIVER_RESERVED_BYTES, HostPlan, PlanError, plan_services
 from llmhost.settings import PUBLIC_BIND_WHY, ModelSource, Settings, is_ip, is_public
 
@@ -72,6 +74,21 @@ class Preflight:
     # phases skip work it shows complete (a marker holding what it should) instead of asking
     # again, one command each.
     facts: FactReader
+    # The state of each of ``Layout.owned_paths``, as that one command read it.
+    owned: dict[str, PathState | None]
+
+    def files_in_place(self, entries: Iterable[FileEntry]) -> bool:
+        """Each of these files was found with its content, owner and mode."""
+        return all(
+            e["dest"] in self.owned and file_in_place(self.owned[e["dest"]], e) for e in entries
+        )
+
+    def directories_in_place(self, entries: Iterable[DirEntry]) -> bool:
+        """Each of these directories was found with its owner and mode."""
+        return all(
+            e["path"] in self.owned and directory_in_place(self.owned[e["path"]], e)
+            for e in entries
+        )
 
     def marked(self, path: str, content: str) -> bool:
         """The marker or stamp at ``path`` holds ``content``: what it marks is complete."""
@@ -119,8 +136,14 @@ def check_host(settings: Settings) -> Preflight:
         problems += gateway_checks.problems(settings)
     if problems or plan is None:
         raise PreflightError("\n".join(f"{host.name}: {p}" for p in problems))
+    owned = Layout(settings).owned_paths
     return Preflight(
-        metas=metas, gpu_total_bytes=gpu_total, plan=plan, account_ready=account_ready, facts=facts
+        metas=metas,
+        gpu_total_bytes=gpu_total,
+        plan=plan,
+        account_ready=account_ready,
+        facts=facts,
+        owned=dict(zip(owned, facts.get(PathStates, paths=owned), strict=False)),
     )
 
 
@@ -143,6 +166,7 @@ def _every_run(settings: Settings) -> list[FactCall]:
         (FileContents, {"path": layout.tools_stamp}),
         (Memory, {}),
         (DebPackages, {}),
+        (PathStates, {"paths": layout.owned_paths}),
         *([(NvidiaGpus, {})] if settings.gpu else []),
         (FreeDiskBytes, {"path": settings.model_dir}),
         (FreeDiskBytes, {"path": settings.base_dir}),

@@ -9,6 +9,7 @@ from llmhost import units
 from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import MODEL_MARKER, VENV_STAMP, Layout
 from llmhost.operations import paths, secrets, services, snapshots
+from llmhost.phases import owned
 from llmhost.phases.preflight import Preflight
 from llmhost.settings import ServiceSpec, Settings
 
@@ -22,7 +23,7 @@ def start_services(settings: Settings, checked: Preflight) -> None:
     # there.
     layout = Layout(settings)
     plan = AppliedPlan.of(settings, checked.plan, checked.gpu_total_bytes)
-    _write_api_key(settings, layout, {"dest": layout.plan, "content": plan.to_json()})
+    _write_api_key(settings, layout, checked, {"dest": layout.plan, "content": plan.to_json()})
     # In the configured order: each instance measures free GPU memory when it starts, and a
     # failed switch stops the deploy before the next service is touched.
     for svc in settings.services:
@@ -30,19 +31,22 @@ def start_services(settings: Settings, checked: Preflight) -> None:
     _prune(settings, layout)
 
 
-def _write_api_key(settings: Settings, layout: Layout, plan: paths.FileEntry) -> None:
+def _write_api_key(
+    settings: Settings, layout: Layout, checked: Preflight, plan: paths.FileEntry
+) -> None:
     """The API key (the given one, or generated on the host once), with the applied plan."""
     if not settings.api_key_file:
         secrets.generated_api_key(
             name="API key (generated once, 0600)", path=layout.api_key_env, user=settings.user
         )
-        paths.files(name="The applied VRAM plan", entries=[plan])
+        owned.files(checked, "The applied VRAM plan", [plan])
         return
     with open(settings.api_key_file, encoding="utf-8") as f:
         key = f.read().strip()
-    paths.files(
-        name="The applied VRAM plan; the API key (0600)",
-        entries=[
+    owned.files(
+        checked,
+        "The applied VRAM plan; the API key (0600)",
+        [
             plan,
             {"dest": layout.api_key_env, "content": f"VLLM_API_KEY={key}\n",
              "user": settings.user, "group": settings.user, "mode": "600"},
@@ -53,9 +57,10 @@ def _write_api_key(settings: Settings, layout: Layout, plan: paths.FileEntry) ->
 def _switch(settings: Settings, layout: Layout, checked: Preflight, svc: ServiceSpec) -> None:
     """The service's unit and env file, then its health-gated (re)start with rollback."""
     ctx = units.context(settings, svc, checked.metas[svc.name], checked.plan)
-    paths.files(
-        name=f"Unit {layout.unit_name(svc)}; environment of {svc.name} (0600)",
-        entries=[
+    owned.files(
+        checked,
+        f"Unit {layout.unit_name(svc)}; environment of {svc.name} (0600)",
+        [
             {"dest": layout.unit_path(svc), "content": units.render("vllm.service.j2", ctx)},
             {"dest": layout.env_path(svc), "content": units.render("vllm.env.j2", ctx),
              "user": settings.user, "group": settings.user, "mode": "600"},

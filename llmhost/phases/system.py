@@ -6,7 +6,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, server
 
 from llmhost.layout import NOLOGIN, USER_COMMENT
-from llmhost.operations import paths
+from llmhost.phases import owned
 from llmhost.phases.preflight import Preflight
 from llmhost.settings import Settings
 
@@ -41,9 +41,10 @@ def install_system(settings: Settings, checked: Preflight) -> None:
             create_home=False,
             shell=NOLOGIN,
         )
-    paths.directories(
-        name="Directories: base, models, cache, config",
-        entries=[
+    owned.directories(
+        checked,
+        "Directories: base, models, cache, config",
+        [
             {"path": settings.base_dir, "group": settings.user, "mode": "755"},
             {"path": settings.model_dir, "group": settings.user, "mode": "755"},
             # Compile and hub caches: the only place the services write.

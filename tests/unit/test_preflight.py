@@ -4,13 +4,14 @@ real host)."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from llmhost.facts.batch import Batch
-from llmhost.layout import NOLOGIN, USER_COMMENT
+from llmhost.layout import NOLOGIN, USER_COMMENT, Layout
 from llmhost.phases import preflight
 from llmhost.settings import Settings
 
@@ -47,6 +48,7 @@ class FakeHost:
             },
             "Memory": 256 * 1024,
             "DebPackages": {},
+            "PathStates": [],
             "NvidiaGpus": [H200],
             "FreeDiskBytes": 2000 * GIB,
         }
@@ -149,3 +151,30 @@ def test_each_problem_is_one_line(
     problems = _run(monkeypatch, facts, **data)
     assert any(expect in line for line in problems), problems
     assert all(line.startswith("gpu-01: ") for line in problems), problems
+
+
+def test_what_preflight_read_in_place_is_not_written_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeHost()
+    settings = Settings.from_host_data({"llmhost_stack": "single-vendor"}, "gpu-01")
+    layout = Layout(settings)
+    owned = layout.owned_paths
+    plan = {"type": "file", "mode": "644", "user": "root", "group": "root",
+            "sha1": hashlib.sha1(b"{}").hexdigest()}  # fmt: skip
+    config = {"type": "directory", "mode": "750", "user": "root", "group": "vllm", "sha1": None}
+    fake.facts["PathStates"] = [
+        plan if p == layout.plan else config if p == settings.config_dir else None for p in owned
+    ]
+    monkeypatch.setattr(preflight, "host", fake)
+    checked = preflight.check_host(settings)
+    assert checked.files_in_place([{"dest": layout.plan, "content": "{}"}])
+    # Another content, mode or owner; a path it did not read; a missing file: written.
+    assert not checked.files_in_place([{"dest": layout.plan, "content": "{ }"}])
+    assert not checked.files_in_place([{"dest": layout.plan, "content": "{}", "mode": "600"}])
+    assert not checked.files_in_place([{"dest": "/etc/other", "content": "{}"}])
+    assert not checked.files_in_place([{"dest": layout.api_key_env, "content": "x"}])
+    assert checked.directories_in_place(
+        [{"path": settings.config_dir, "group": "vllm", "mode": "750"}]
+    )
+    assert not checked.directories_in_place([{"path": settings.config_dir, "mode": "750"}])
