@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 
-from llmhost.layout import Layout
+from llmhost.layout import VENV_STAMP, Layout
 from llmhost.operations import jobs
 from llmhost.operations.models import fetch_unit
 from llmhost.operations.venv import install_unit
@@ -21,7 +21,7 @@ def await_jobs(settings: Settings, checked: Preflight) -> None:
     layout = Layout(settings)
     # What preflight found complete has no job to wait for.
     if not checked.marked(layout.release_stamp, layout.release_digest):
-        _await_release(settings, layout)
+        await_venv(settings, layout.packages, layout.release, layout.release_digest)
     for svc in settings.services:
         if svc.model.source is not ModelSource.HUB:
             continue
@@ -42,13 +42,14 @@ def await_jobs(settings: Settings, checked: Preflight) -> None:
         )
 
 
-def _await_release(settings: Settings, layout: Layout) -> None:
+def await_venv(settings: Settings, packages: list[str], path: str, digest: str) -> None:
+    """Wait for the job installing ``packages`` into the venv at ``path`` (stamped ``digest``)."""
     jobs.finished(
-        name=f"Wait for {' '.join(layout.packages)} in {layout.release}",
-        unit=install_unit(layout.release),
-        done=layout.release_stamp,
-        content=layout.release_digest,
-        watch=layout.release,
-        description=settings.vllm_package,
+        name=f"Wait for {' '.join(packages)} in {path}",
+        unit=install_unit(path),
+        done=f"{path}/{VENV_STAMP}",
+        content=digest,
+        watch=path,
+        description=packages[0].partition("==")[0],
         timeout_s=settings.job_timeout_s,
     )

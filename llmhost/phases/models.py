@@ -6,8 +6,8 @@ from __future__ import annotations
 from pyinfra.api import deploy
 
 from llmhost.layout import Layout
-from llmhost.operations import jobs, models, paths, venv
-from llmhost.operations.venv import install_unit
+from llmhost.operations import models, paths, venv
+from llmhost.phases.jobs import await_venv
 from llmhost.phases.preflight import Preflight, hf_token
 from llmhost.settings import ModelSource, Settings
 
@@ -70,12 +70,4 @@ def _hub_client(settings: Settings, layout: Layout, checked: Preflight) -> None:
         pip_cache_dir=settings.pip_cache_dir,
         import_check="huggingface_hub",
     )
-    jobs.finished(
-        name=f"Wait for {settings.hub_client} in {layout.tools}",
-        unit=install_unit(layout.tools),
-        done=layout.tools_stamp,
-        content=layout.tools_digest,
-        watch=layout.tools,
-        description=settings.hub_client,
-        timeout_s=settings.job_timeout_s,
-    )
+    await_venv(settings, [settings.hub_client], layout.tools, layout.tools_digest)
