@@ -109,10 +109,10 @@ def files(entries: list[FileEntry]):
     if not staged and not fixed:
         host.noop(f"{len(entries)} file(s) already in place")
         return
-    if staged:
-        yield StringCommand(
-            "install", "-m", "600", "/dev/null", *(QuoteString(tmp) for _, _, tmp in staged)
-        )
+    # One install per file: with more than one target, install takes the last for a directory.
+    yield from _joined(
+        [["install", "-m", "600", "/dev/null", QuoteString(t)] for _, _, t in staged]
+    )
     for _, data, tmp in staged:
         yield FileUploadCommand(BytesIO(data), tmp)
     yield from _joined(
