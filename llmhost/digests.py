@@ -51,11 +51,12 @@ def tree_digest(root: Path, skip: str) -> str:
         entry = known.get(key)
         if entry and entry[:-1] == stamp:
             content = bytes.fromhex(entry[-1])
+            seen[key] = entry
         else:
             with path.open("rb") as f:
                 content = hashlib.file_digest(f, "sha256").digest()
-        # Remembered only if the file did not change while it was read.
-        seen[key] = [*stamp, content.hex()] if _stamp(path.stat()) == stamp else None
+            # Remembered only if the file did not change while it was read.
+            seen[key] = [*stamp, content.hex()] if _stamp(path.stat()) == stamp else None
         digest.update(str(path.relative_to(root)).encode() + b"\0" + content)
     # What was under root and is gone (or was being written) is forgotten.
     fresh = {k: v for k, v in known.items() if not k.startswith(prefix)}

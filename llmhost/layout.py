@@ -23,13 +23,13 @@ PROMETHEUS_UNIT = "prometheus.service"
 NODE_EXPORTER_UNIT = "prometheus-node-exporter.service"
 GPU_EXPORTER_UNIT = "llmhost-gpu-exporter.service"
 DEFAULTS_DIR = "/etc/default"
+# Marks the service user as the deploy's own: preflight refuses to take over any other account.
+USER_COMMENT = "llmhost services"
+NOLOGIN = "/usr/sbin/nologin"
 
 # The gateway (issue 11): Debian's own haproxy.service, with llmhost's drop-in, reading its
 # files from a directory of its own (HAProxy runs as the `haproxy` user: it cannot enter
 # llmhost_config_dir, which is the service user's).
-# Marks the service user as the deploy's own: preflight refuses to take over any other account.
-USER_COMMENT = "llmhost services"
-NOLOGIN = "/usr/sbin/nologin"
 GATEWAY_UNIT = "haproxy.service"
 GATEWAY_USER = "haproxy"
 GATEWAY_DIR = "/etc/haproxy/llmhost"

@@ -17,11 +17,6 @@ from llmhost.settings import ServiceSpec, Settings
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
-def template(name: str) -> str:
-    """The path of one of the deploy's templates."""
-    return str(TEMPLATES / name)
-
-
 def planned_argv(
     settings: Settings, svc: ServiceSpec, meta: ModelMeta, plan: HostPlan
 ) -> list[str]:

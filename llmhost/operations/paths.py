@@ -32,36 +32,39 @@ class DirEntry(TypedDict, total=False):
     mode: str  # default 755
 
 
-def _owned(state: PathState, entry: FileEntry | DirEntry, mode: str) -> bool:
+# Modes of what an entry does not give one for.
+FILE_MODE = "644"
+DIR_MODE = "755"
+
+
+def _owned(state: PathState, entry: FileEntry | DirEntry, default_mode: str) -> bool:
     return (state["user"], state["group"], int(state["mode"], 8)) == (
         entry.get("user", "root"),
         entry.get("group", "root"),
-        int(mode, 8),
+        int(entry.get("mode", default_mode), 8),
+    )
+
+
+def _same_content(state: PathState | None, entry: FileEntry) -> bool:
+    return (
+        state is not None and state["sha1"] == hashlib.sha1(entry["content"].encode()).hexdigest()
     )
 
 
 def file_in_place(state: PathState | None, entry: FileEntry) -> bool:
     """The file is there with this content, owner and mode."""
-    return (
-        state is not None
-        and state["sha1"] == hashlib.sha1(entry["content"].encode()).hexdigest()
-        and _owned(state, entry, entry.get("mode", "644"))
-    )
+    return state is not None and _same_content(state, entry) and _owned(state, entry, FILE_MODE)
 
 
 def directory_in_place(state: PathState | None, entry: DirEntry) -> bool:
     """The directory is there with this owner and mode."""
-    return (
-        state is not None
-        and state["type"] == "directory"
-        and _owned(state, entry, entry.get("mode", "755"))
-    )
+    return state is not None and state["type"] == "directory" and _owned(state, entry, DIR_MODE)
 
 
-def _chown_chmod(path: str, entry: FileEntry | DirEntry, mode: str) -> list[object]:
+def _chown_chmod(path: str, entry: FileEntry | DirEntry, default_mode: str) -> list[object]:
     owner = f"{entry.get('user', 'root')}:{entry.get('group', 'root')}"
     q = QuoteString(path)
-    return ["chown", QuoteString(owner), q, "&&", "chmod", mode, q]
+    return ["chown", QuoteString(owner), q, "&&", "chmod", entry.get("mode", default_mode), q]
 
 
 def _joined(parts: list[list[object]]) -> Iterator[StringCommand]:
@@ -95,32 +98,30 @@ def files(entries: list[FileEntry]):
         ])
     """
     states = host.get_fact(PathStates, paths=[e["dest"] for e in entries])
-    staged: list[tuple[FileEntry, bytes, str]] = []
+    staged: list[tuple[FileEntry, str]] = []
     fixed: list[list[object]] = []
     for entry, state in zip(entries, states, strict=True):
-        data = entry["content"].encode()
-        mode = entry.get("mode", "644")
         if state is not None and state["type"] not in ("file", "link"):
             raise OperationError(f"{entry['dest']} exists and is not a file ({state['type']})")
-        if state is None or state["sha1"] != hashlib.sha1(data).hexdigest():
-            staged.append((entry, data, entry["dest"] + STAGED))
-        elif not _owned(state, entry, mode):
-            fixed.append(_chown_chmod(entry["dest"], entry, mode))
+        if file_in_place(state, entry):
+            continue
+        if _same_content(state, entry):
+            fixed.append(_chown_chmod(entry["dest"], entry, FILE_MODE))
+        else:
+            staged.append((entry, entry["dest"] + STAGED))
     if not staged and not fixed:
         host.noop(f"{len(entries)} file(s) already in place")
         return
     # One install per file: with more than one target, install takes the last for a directory.
-    yield from _joined(
-        [["install", "-m", "600", "/dev/null", QuoteString(t)] for _, _, t in staged]
-    )
-    for _, data, tmp in staged:
-        yield FileUploadCommand(BytesIO(data), tmp)
+    yield from _joined([["install", "-m", "600", "/dev/null", QuoteString(t)] for _, t in staged])
+    for entry, tmp in staged:
+        yield FileUploadCommand(BytesIO(entry["content"].encode()), tmp)
     yield from _joined(
         fixed
         + [
-            [*_chown_chmod(tmp, entry, entry.get("mode", "644")), "&&", "mv", QuoteString(tmp),
+            [*_chown_chmod(tmp, entry, FILE_MODE), "&&", "mv", QuoteString(tmp),
              QuoteString(entry["dest"])]
-            for entry, _, tmp in staged
+            for entry, tmp in staged
         ]
     )  # fmt: skip
 
@@ -144,13 +145,13 @@ def directories(entries: list[DirEntry]):
     states = host.get_fact(PathStates, paths=[e["path"] for e in entries])
     parts: list[list[object]] = []
     for entry, state in zip(entries, states, strict=True):
-        mode = entry.get("mode", "755")
         if state is not None and state["type"] != "directory":
             raise OperationError(f"{entry['path']} exists and is not a directory ({state['type']})")
+        if directory_in_place(state, entry):
+            continue
         if state is None:
             parts.append(["mkdir", "-p", QuoteString(entry["path"])])
-        if state is None or not _owned(state, entry, mode):
-            parts.append(_chown_chmod(entry["path"], entry, mode))
+        parts.append(_chown_chmod(entry["path"], entry, DIR_MODE))
     if not parts:
         host.noop(f"{len(entries)} director(y/ies) already in place")
         return

@@ -16,7 +16,7 @@ from llmhost import gateway, units
 from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import GATEWAY_DIR, GATEWAY_RUNTIME, GATEWAY_UNIT, GATEWAY_USER, Layout
 from llmhost.operations import gateway as ops
-from llmhost.operations import paths, services
+from llmhost.operations import services
 from llmhost.phases import owned
 from llmhost.phases.preflight import Preflight
 from llmhost.settings import Settings
@@ -41,7 +41,7 @@ def install_gateway(settings: Settings, checked: Preflight) -> None:
             {"path": layout.gateway_dropin_dir},
         ],
     )
-    changed = [_certificate(settings, layout), _clients(settings, layout)]
+    changed = [*_certificate(settings, layout, checked), _clients(settings, layout)]
     plan = AppliedPlan.of(settings, checked.plan, checked.gpu_total_bytes)
     owned.files(
         checked,
@@ -62,7 +62,7 @@ def install_gateway(settings: Settings, checked: Preflight) -> None:
         name=f"Start or reload {GATEWAY_UNIT}",
         unit=GATEWAY_UNIT,
         restarted=dropin,
-        reloaded=[config, *(op for op in changed if op)],
+        reloaded=[config, *changed],
         sources=[layout.api_key_env, layout.gateway_dropin],
     )
 
@@ -86,28 +86,31 @@ def _dropin(settings: Settings, layout: Layout, checked: Preflight) -> list[Oper
     )
 
 
-def _certificate(settings: Settings, layout: Layout) -> OperationMeta | None:
+def _certificate(settings: Settings, layout: Layout, checked: Preflight) -> list[OperationMeta]:
     """The controller's certificate and key, or a self-signed pair made on the host once."""
     if settings.tls_cert_file and settings.tls_key_file:
         cert = Path(settings.tls_cert_file).read_text()
         key = Path(settings.tls_key_file).read_text()
-        return paths.files(
-            name="Gateway certificate (public); certificate and key (0600)",
-            entries=[
+        return owned.files(
+            checked,
+            "Gateway certificate (public); certificate and key (0600)",
+            [
                 {"dest": layout.gateway_cert, "content": cert},
                 {"dest": layout.gateway_pem, "content": cert.rstrip("\n") + "\n" + key,
                  "user": GATEWAY_USER, "group": GATEWAY_USER, "mode": "600"},
             ],
         )  # fmt: skip
     if not settings.gateway_tls:
-        return None
-    return ops.self_signed(
-        name="Gateway certificate (self-signed, made once)",
-        pem=layout.gateway_pem,
-        cert=layout.gateway_cert,
-        owner=GATEWAY_USER,
-        names=tls_names(settings),
-    )
+        return []
+    return [
+        ops.self_signed(
+            name="Gateway certificate (self-signed, made once)",
+            pem=layout.gateway_pem,
+            cert=layout.gateway_cert,
+            owner=GATEWAY_USER,
+            names=tls_names(settings),
+        )
+    ]
 
 
 def tls_names(settings: Settings) -> list[str]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pyinfra.api import deploy
 
 from llmhost.layout import Layout
-from llmhost.operations import models, paths, venv
+from llmhost.operations import models, venv
+from llmhost.phases import owned
 from llmhost.phases.jobs import await_venv
 from llmhost.phases.preflight import Preflight, hf_token
 from llmhost.settings import ModelSource, Settings
@@ -29,9 +30,10 @@ def install_models(settings: Settings, checked: Preflight) -> None:
         _hub_client(settings, layout, checked)
     token = hf_token(settings) if hub else None
     if token:
-        paths.files(
-            name="HF token (0600)",
-            entries=[
+        owned.files(
+            checked,
+            "HF token (0600)",
+            [
                 {"dest": layout.hf_token, "content": token + "\n", "user": settings.user,
                  "group": settings.user, "mode": "600"},
             ],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from pathlib import PurePosixPath
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -20,7 +19,7 @@ from pyinfra.operations import apt
 from llmhost import alerts, gpu_exporter, scrape, units
 from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import GPU_EXPORTER_UNIT, NODE_EXPORTER_UNIT, PROMETHEUS_UNIT, Layout
-from llmhost.operations import paths, services
+from llmhost.operations import services
 from llmhost.operations.checked_files import checked_file
 from llmhost.phases import owned
 from llmhost.phases.preflight import Preflight
@@ -44,7 +43,7 @@ def install_monitoring(
     found = scrape.targets(settings, plan, host.name, extra_targets)
     rules = alerts.rules_file(settings, plan, found)
     if settings.monitoring == "export":
-        _export(layout, found, rules)
+        _export(layout, checked, found, rules)
         return
     node_flags, prometheus_flags = _install(settings, layout, checked)
     services.activated(
@@ -55,7 +54,7 @@ def install_monitoring(
         sources=[layout.node_exporter_defaults],
     )
     if plan.gpu:
-        _gpu_exporter(settings, layout)
+        _gpu_exporter(settings, layout, checked)
     _prometheus(settings, layout, found, rules, flags=prometheus_flags)
 
 
@@ -91,15 +90,13 @@ def _install(
     return node_flags, prometheus_flags
 
 
-def _gpu_exporter(settings: Settings, layout: Layout) -> None:
+def _gpu_exporter(settings: Settings, layout: Layout, checked: Preflight) -> None:
     address = layout.monitoring_address(settings.gpu_exporter_port)
-    paths.directories(
-        name="Directory of the GPU exporter",
-        entries=[{"path": str(PurePosixPath(layout.gpu_exporter_script).parent)}],
-    )
-    script = paths.files(
-        name="GPU exporter script",
-        entries=[{"dest": layout.gpu_exporter_script, "content": source(gpu_exporter)}],
+    owned.directories(checked, "Directory of the GPU exporter", [{"path": layout.gpu_exporter_dir}])
+    script = owned.files(
+        checked,
+        "GPU exporter script",
+        [{"dest": layout.gpu_exporter_script, "content": source(gpu_exporter)}],
     )
     argv = [
         f"{layout.release}/bin/python",
@@ -112,14 +109,15 @@ def _gpu_exporter(settings: Settings, layout: Layout) -> None:
     unit_text = units.render(
         "gpu-exporter.service.j2", {"exec_start": shlex.join(argv), "address": address}
     )
-    unit = paths.files(
-        name=f"Unit {GPU_EXPORTER_UNIT}",
-        entries=[{"dest": layout.gpu_exporter_unit_path, "content": unit_text}],
+    unit = owned.files(
+        checked,
+        f"Unit {GPU_EXPORTER_UNIT}",
+        [{"dest": layout.gpu_exporter_unit_path, "content": unit_text}],
     )
     services.activated(
         name=f"Run {GPU_EXPORTER_UNIT}",
         unit=GPU_EXPORTER_UNIT,
-        restarted=[unit, script],
+        restarted=[*unit, *script],
         reloaded=False,
         sources=[layout.gpu_exporter_unit_path, layout.gpu_exporter_script],
     )
@@ -157,11 +155,12 @@ def _prometheus(
     )
 
 
-def _export(layout: Layout, found: Sequence[scrape.Target], rules: str) -> None:
-    paths.directories(name=f"Directory {layout.export_dir}", entries=[{"path": layout.export_dir}])
-    paths.files(
-        name=f"Scrape config and alert rules for your Prometheus, in {layout.export_dir}",
-        entries=[
+def _export(layout: Layout, checked: Preflight, found: Sequence[scrape.Target], rules: str) -> None:
+    owned.directories(checked, f"Directory {layout.export_dir}", [{"path": layout.export_dir}])
+    owned.files(
+        checked,
+        f"Scrape config and alert rules for your Prometheus, in {layout.export_dir}",
+        [
             {"dest": layout.export_scrape_config, "content": scrape.export_config(found)},
             {"dest": layout.export_rules, "content": rules},
         ],
