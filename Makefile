@@ -29,9 +29,10 @@ lint: install
 unit: install
 	$(BIN)/pytest tests/unit
 
-# A fresh guest: converge, converge again (zero changes), verify, bad input, failure drills,
-# rebuild, destroy.
+# Fresh guests: converge, converge again (zero changes), verify, bad input, failure drills,
+# rebuild, destroy. Two guests at once, a worker and a guest each, a module at a time;
+# -rP prints what each drill measured.
 integration: install
-	$(BIN)/pytest tests/integration -s --durations=0
+	$(BIN)/pytest tests/integration -n 2 --dist loadfile -rP --durations=0
 
 test: lint unit integration

@@ -33,6 +33,8 @@ llmhost_pip_extra = []
 llmhost_pip_remove = []
 # Directory of wheel files on the controller, pushed and used with --find-links (air-gapped).
 llmhost_wheelhouse = None
+# False: pip installs from the wheelhouse alone (--no-index), e.g. on a host without an index.
+llmhost_pip_index = True
 # pip's cache on the host (None: pip's default under the root user's home).
 llmhost_pip_cache_dir = None
 # How a unit starts vLLM: "vllm-serve" (the vllm console script) or "api-server-module".

@@ -11,7 +11,10 @@ llmhost_vllm_version = "0.32.0"
 # break transformers' imports in the CPU build.
 llmhost_pip_extra = ["torch==2.13.0+cpu"]
 llmhost_pip_remove = ["torchvision", "torchaudio", "torchcodec"]
+# The lab downloads every wheel of the release once (`llmhost lab up`): each fresh venv installs
+# from the wheelhouse alone, without the index's downloads.
 llmhost_wheelhouse = str(_wheelhouse())
+llmhost_pip_index = False
 llmhost_pip_cache_dir = _PIP_CACHE
 # The CPU build's `vllm` script fails: start the OpenAI server module instead.
 llmhost_launcher = "api-server-module"

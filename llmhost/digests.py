@@ -13,8 +13,10 @@ import json
 import os
 from pathlib import Path
 
+from llmhost.cache import CACHE_DIR
+
 # Where the digests are kept on the controller (one JSON file, replaced whole).
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmhost/digests.json"
+CACHE = CACHE_DIR / "digests.json"
 
 
 def _stamp(st: os.stat_result) -> list[int]:

@@ -160,6 +160,11 @@ class Settings(Strict):
     wheelhouse: str | None = _key(
         None, "controller directory of wheels pushed and used with `--find-links`"
     )
+    pip_index: bool = _key(
+        True,
+        "False: pip installs from the wheelhouse alone (`--no-index`), for a host without a "
+        "package index or a wheelhouse that holds the whole release",
+    )
     pip_cache_dir: str | None = _key(None, "pip cache on the host")
     launcher: Literal["vllm-serve", "api-server-module"] = _key(
         "vllm-serve", "`vllm-serve` or `api-server-module` (the CPU build)"
@@ -353,6 +358,11 @@ class Settings(Strict):
         if is_ip(self.bind_host) and is_public(self.bind_host) and not self.bind_public:
             raise ValueError(
                 f"llmhost_bind_host {self.bind_host!r} is not loopback: {PUBLIC_BIND_WHY}"
+            )
+        if not self.pip_index and not self.wheelhouse:
+            raise ValueError(
+                "llmhost_pip_index is False but llmhost_wheelhouse is unset: pip would have "
+                "nowhere to install from; set llmhost_wheelhouse to a directory of the wheels"
             )
         return self
 

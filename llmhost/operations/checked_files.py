@@ -10,6 +10,8 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.facts.files import Sha256File
 
+from llmhost.facts.batch import fact
+
 
 @operation()
 def checked_file(content: str, dest: str, check: list[str], mode: str = "644", group: str = "root"):
@@ -37,7 +39,7 @@ def checked_file(content: str, dest: str, check: list[str], mode: str = "644", g
         )
     """
     data = content.encode()
-    if host.get_fact(Sha256File, path=dest) == hashlib.sha256(data).hexdigest():
+    if fact(Sha256File, path=dest) == hashlib.sha256(data).hexdigest():
         host.noop(f"{dest} already up to date")
         return
     staged = f"{dest}.llmhost-new"

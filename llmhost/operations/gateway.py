@@ -11,6 +11,7 @@ from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.operations import files
 
+from llmhost.facts.batch import fact
 from llmhost.facts.gateway import KeyHashes, TlsCertificate
 from llmhost.gateway import clients_map
 from llmhost.settings import is_ip
@@ -71,7 +72,7 @@ def client_keys(
             owner="haproxy", given={"ci": "9f86d0..."}, generate=["alice"],
         )
     """
-    have = host.get_fact(KeyHashes, keys_dir=keys_dir)
+    have = fact(KeyHashes, keys_dir=keys_dir)
     stale = sorted(set(have) - set(generate))
     missing = [name for name in generate if name not in have]
     if stale:
@@ -89,7 +90,7 @@ def client_keys(
         )  # fmt: skip
         return
     wanted = clients_map({**given, **{n: have[n] for n in generate}})
-    current = host.get_fact(FileContents, path=map_path)
+    current = fact(FileContents, path=map_path)
     if current is not None and "".join(f"{line}\n" for line in current) == wanted:
         host.noop(f"{map_path} already holds the hashes of {len(given) + len(generate)} key(s)")
         return
@@ -117,14 +118,14 @@ def self_signed(pem: str, cert: str, owner: str, names: list[str], days: int = 8
         gateway.self_signed(pem="/etc/haproxy/llmhost/tls.pem", cert=".../tls.crt",
                             owner="haproxy", names=["gpu-01", "localhost", "127.0.0.1"])
     """
-    found = host.get_fact(TlsCertificate, path=cert)
+    found = fact(TlsCertificate, path=cert)
     left = datetime.fromisoformat(found["not_after"]) - datetime.now(UTC) if found else None
     fresh = left is not None and left > RENEW_BEFORE
     if (
         fresh
         and found is not None
         and found["names"] == names
-        and host.get_fact(FileContents, path=pem) is not None
+        and fact(FileContents, path=pem) is not None
     ):
         host.noop(f"{cert} already certifies {', '.join(names)} until {found['not_after'][:10]}")
         return
@@ -152,8 +153,8 @@ def checked_config(candidate: str, live: str, group: str):
         gateway.checked_config(candidate="/etc/haproxy/llmhost/haproxy.cfg.candidate",
                                live="/etc/haproxy/llmhost/haproxy.cfg", group="haproxy")
     """
-    want = host.get_fact(Sha256File, path=candidate)
-    if want is not None and want == host.get_fact(Sha256File, path=live):
+    want = fact(Sha256File, path=candidate)
+    if want is not None and want == fact(Sha256File, path=live):
         host.noop(f"{live} is already the checked config")
         return
     tmp = QuoteString(f"{live}.tmp")

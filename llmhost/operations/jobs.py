@@ -12,6 +12,7 @@ from pyinfra.api import FunctionCommand, QuoteString, StringCommand, operation
 from pyinfra.api.host import Host
 from pyinfra.api.state import State
 
+from llmhost.facts.batch import fact
 from llmhost.facts.jobs import Job
 
 # How often the wait looks at the job, and how often it says how far the job has got.
@@ -84,7 +85,7 @@ def finished(
             description="vllm==0.33.0",
         )
     """
-    if host.get_fact(Job, unit=unit, done=done, watch=watch)["done"] == content:
+    if fact(Job, unit=unit, done=done, watch=watch)["done"] == content:
         host.noop(f"{description} already complete")
         return
     yield FunctionCommand(

@@ -11,6 +11,7 @@ from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
 from llmhost.digests import tree_digest
+from llmhost.facts.batch import fact
 from llmhost.facts.jobs import Job
 from llmhost.layout import MODEL_MARKER
 from llmhost.operations import jobs
@@ -46,7 +47,7 @@ def local(src: str, dest: str):
     if not (Path(src) / "config.json").is_file():
         raise ValueError(f"{src}: not a model directory (no config.json)")
     digest = local_digest(src)
-    if host.get_fact(FileContents, path=f"{dest}/{MODEL_MARKER}") == [digest]:
+    if fact(FileContents, path=f"{dest}/{MODEL_MARKER}") == [digest]:
         host.noop(f"model {dest} already complete")
         return
     yield StringCommand("rm", "-f", QuoteString(f"{dest}/{MODEL_MARKER}"))
@@ -121,7 +122,7 @@ def hub(
     """
     unit = fetch_unit(dest)
     marker = f"{dest}/{MODEL_MARKER}"
-    job = host.get_fact(Job, unit=unit, done=marker, watch=dest)
+    job = fact(Job, unit=unit, done=marker, watch=dest)
     if job["done"] == revision:
         host.noop(f"model {repo}@{revision[:12]} already complete")
         return

@@ -11,6 +11,7 @@ from typing import TypedDict
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, OperationError, QuoteString, StringCommand, operation
 
+from llmhost.facts.batch import fact
 from llmhost.facts.paths import PathState, PathStates
 
 # Where a changed file is staged beside its place before it is moved over it.
@@ -19,7 +20,8 @@ STAGED = ".llmhost-new"
 
 class FileEntry(TypedDict, total=False):
     dest: str  # required
-    content: str  # required
+    content: str  # this, or src
+    src: str  # a controller file to copy, instead of content
     user: str  # default root
     group: str  # default root
     mode: str  # default 644
@@ -45,10 +47,15 @@ def _owned(state: PathState, entry: FileEntry | DirEntry, default_mode: str) -> 
     )
 
 
+def _sha1(entry: FileEntry) -> str:
+    if "src" in entry:
+        with open(entry["src"], "rb") as f:
+            return hashlib.file_digest(f, "sha1").hexdigest()
+    return hashlib.sha1(entry["content"].encode()).hexdigest()
+
+
 def _same_content(state: PathState | None, entry: FileEntry) -> bool:
-    return (
-        state is not None and state["sha1"] == hashlib.sha1(entry["content"].encode()).hexdigest()
-    )
+    return state is not None and state["sha1"] == _sha1(entry)
 
 
 def file_in_place(state: PathState | None, entry: FileEntry) -> bool:
@@ -81,7 +88,8 @@ def files(entries: list[FileEntry]):
     """
     Files with the given content, owner and mode; all of them read in one command.
 
-    + entries: ``{"dest", "content", "user", "group", "mode"}`` each (root, root, 644 by default)
+    + entries: ``{"dest", "content", "user", "group", "mode"}`` each (root, root, 644 by default);
+      ``"src"``, a controller file, instead of ``"content"`` copies that file
 
     A file whose content differs is written beside its place (``<dest>.llmhost-new``, made 0600
     before anything is written into it), given its owner and mode, then moved over it: a reader
@@ -97,7 +105,7 @@ def files(entries: list[FileEntry]):
              "group": "vllm", "mode": "600"},
         ])
     """
-    states = host.get_fact(PathStates, paths=[e["dest"] for e in entries])
+    states = fact(PathStates, paths=[e["dest"] for e in entries])
     staged: list[tuple[FileEntry, str]] = []
     fixed: list[list[object]] = []
     for entry, state in zip(entries, states, strict=True):
@@ -115,7 +123,8 @@ def files(entries: list[FileEntry]):
     # One install per file: with more than one target, install takes the last for a directory.
     yield from _joined([["install", "-m", "600", "/dev/null", QuoteString(t)] for _, t in staged])
     for entry, tmp in staged:
-        yield FileUploadCommand(BytesIO(entry["content"].encode()), tmp)
+        source = entry["src"] if "src" in entry else BytesIO(entry["content"].encode())
+        yield FileUploadCommand(source, tmp)
     yield from _joined(
         fixed
         + [
@@ -142,7 +151,7 @@ def directories(entries: list[DirEntry]):
 
         paths.directories(entries=[{"path": "/etc/llmhost", "group": "vllm", "mode": "750"}])
     """
-    states = host.get_fact(PathStates, paths=[e["path"] for e in entries])
+    states = fact(PathStates, paths=[e["path"] for e in entries])
     parts: list[list[object]] = []
     for entry, state in zip(entries, states, strict=True):
         if state is not None and state["type"] != "directory":

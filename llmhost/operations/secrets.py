@@ -6,6 +6,8 @@ from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.files import File
 
+from llmhost.facts.batch import fact
+
 
 @operation()
 def generated_api_key(path: str, user: str):
@@ -24,7 +26,7 @@ def generated_api_key(path: str, user: str):
 
         secrets.generated_api_key(path="/etc/llmhost/api_key.env", user="vllm")
     """
-    if host.get_fact(File, path=path):
+    if fact(File, path=path):
         host.noop(f"API key {path} already exists")
         return
     tmp = QuoteString(f"{path}.tmp")

@@ -9,6 +9,7 @@ from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.api.operation import OperationMeta
 
+from llmhost.facts.batch import fact
 from llmhost.facts.host import UnitState
 
 # Run as: sh -c SWITCH switch UNIT URL TIMEOUT GOOD_DIR FILE... (values never enter the
@@ -97,7 +98,7 @@ def healthy(
             sources=["/etc/systemd/system/llmhost-coder.service"],
         )
     """
-    state = host.get_fact(UnitState, unit=unit, paths=sources or [])
+    state = fact(UnitState, unit=unit, paths=sources or [])
     if state["changed"] or not state["running"]:
         yield StringCommand(
             "sh",
@@ -148,7 +149,7 @@ def activated(unit: str, restarted: Changes, reloaded: Changes, sources: list[st
         services.activated(unit="haproxy.service", restarted=[dropin], reloaded=[config],
                            sources=["/etc/llmhost/api_key.env"])
     """
-    state = host.get_fact(UnitState, unit=unit, paths=sources)
+    state = fact(UnitState, unit=unit, paths=sources)
     restart = changed(restarted) or bool(state["changed"])
     reload = not restart and changed(reloaded)
     if restart or not state["running"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 
+from llmhost.facts.batch import fact
 from llmhost.facts.host import SnapshotDirs
 
 
@@ -31,9 +32,7 @@ def pruned(root: str, keep: list[str], marker: str, spare: int = 1, unmarked: bo
             marker=".llmhost-installed", unmarked=True,
         )
     """
-    others = [
-        d for d in host.get_fact(SnapshotDirs, root=root, marker=marker) if d["name"] not in keep
-    ]
+    others = [d for d in fact(SnapshotDirs, root=root, marker=marker) if d["name"] not in keep]
     complete = sorted((d for d in others if d["marked"] is not None), key=lambda d: -d["marked"])
     spares = {d["name"] for d in complete[:spare]}
     gone = [d["name"] for d in others if d["name"] not in spares and (unmarked or d["marked"])]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
-from pyinfra.operations import files
 
+from llmhost.facts.batch import fact
 from llmhost.facts.jobs import Job
 from llmhost.layout import VENV_STAMP, release_id
-from llmhost.operations import jobs
+from llmhost.operations import jobs, paths
 
 # Run as: sh -c INSTALL install VENV STAMP PYTHON DIGEST FIND_LINKS IMPORT REMOVE PACKAGE... (values
 # never enter the script's text; FIND_LINKS and REMOVE may be empty, REMOVE is a space-separated
@@ -50,6 +50,7 @@ def pinned(
     find_links: str | None = None,
     wheelhouse: str | None = None,
     pip_cache_dir: str | None = None,
+    index: bool = True,
     import_check: str = "vllm",
 ):
     """
@@ -65,6 +66,8 @@ def pinned(
       (only when installing: an installed release does not read it)
     + pip_cache_dir: pip's cache directory on the host (a restarted install downloads nothing
       twice)
+    + index: whether pip may use the host's package index; False installs from ``find_links``
+      alone (pip prefers the index's copy of a wheel that both have)
     + import_check: a module that must import once the install is done
 
     The job is the transient unit ``llmhost-install-<venv name>.service``: it goes on when the
@@ -82,7 +85,7 @@ def pinned(
     unit = install_unit(path)
     digest = release_id(python, packages, remove, find_links)
     stamp = f"{path}/{VENV_STAMP}"
-    job = host.get_fact(Job, unit=unit, done=stamp, watch=path)
+    job = fact(Job, unit=unit, done=stamp, watch=path)
     if job["done"] == digest:
         host.noop(f"venv {path} already has {' '.join(packages)}")
         return
@@ -92,13 +95,19 @@ def pinned(
     # The job's lock lives beside the venv: its parent (the releases directory) must exist.
     yield StringCommand("mkdir", "-p", QuoteString(str(PurePosixPath(path).parent)))
     if wheelhouse and find_links:
-        yield from files.sync._inner(
-            src=wheelhouse, dest=find_links, mode="644", add_deploy_dir=False
+        # Every wheel's state in one read, not two round trips per wheel as files.sync.
+        yield from paths.directories._inner(entries=[{"path": find_links}])
+        wheels = sorted(p for p in Path(wheelhouse).iterdir() if p.is_file())
+        yield from paths.files._inner(
+            entries=[{"dest": f"{find_links}/{p.name}", "src": str(p)} for p in wheels]
         )
     args = [path, stamp, python, digest, find_links or "", import_check, " ".join(remove)]
+    environment = {"PIP_CACHE_DIR": pip_cache_dir} if pip_cache_dir else {}
+    if not index:
+        environment["PIP_NO_INDEX"] = "1"
     yield from jobs.start(
         unit,
         f"llmhost: install {' '.join(packages)} into {path}",
         ["sh", "-c", INSTALL, "install", *args, *packages],
-        environment={"PIP_CACHE_DIR": pip_cache_dir} if pip_cache_dir else None,
+        environment=environment or None,
     )

@@ -14,6 +14,7 @@ from pyinfra.operations import apt
 
 from llmhost import gateway, units
 from llmhost.applied_plan import AppliedPlan
+from llmhost.facts.batch import fact
 from llmhost.layout import GATEWAY_DIR, GATEWAY_RUNTIME, GATEWAY_UNIT, GATEWAY_USER, Layout
 from llmhost.operations import gateway as ops
 from llmhost.operations import services
@@ -119,7 +120,7 @@ def tls_names(settings: Settings) -> list[str]:
     names = list(settings.tls_names)
     if not names:
         reached_at = host.data.get("ssh_hostname")
-        names = [host.get_fact(Hostname), *([reached_at] if reached_at else [])]
+        names = [fact(Hostname), *([reached_at] if reached_at else [])]
     return list(dict.fromkeys([*names, "localhost", "127.0.0.1"]))
 
 

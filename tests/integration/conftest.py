@@ -1,4 +1,9 @@
-"""The Molecule sequence on a fresh lab guest: create, converge, idempotence, verify, destroy."""
+"""The Molecule sequence on a fresh lab guest: create, converge, idempotence, verify, destroy.
+
+`make integration` runs the modules on two guests at once, one pytest-xdist worker each, a
+whole module at a time in file order (``-n 2 --dist loadfile``): each worker converges its own
+guest, and no module depends on what ran before it on the other.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +24,9 @@ from llmhost_lab import lab
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-# Another name lets two integration runs share a machine.
-GUEST = os.environ.get("LLMHOST_IT_GUEST", "it")
+# Another name lets two integration runs share a machine; each xdist worker (gw0, gw1) has a
+# guest of its own.
+GUEST = os.environ.get("LLMHOST_IT_GUEST", "it") + os.environ.get("PYTEST_XDIST_WORKER", "")
 HOST = f"lab-{GUEST}"
 # The guest's model store, a host directory that outlives the guest like a separate disk.
 MODEL_STORE = lab.STATE_DIR / "stores" / GUEST

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,6 +90,19 @@ def test_a_converged_host_is_read_in_one_command(monkeypatch: pytest.MonkeyPatch
     )
     preflight.check_host(settings)
     assert fake.reads == ["Batch"]
+
+
+def test_without_the_index_the_pin_comes_from_the_wheelhouse(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data = {"llmhost_pip_index": False, "llmhost_wheelhouse": str(tmp_path)}
+    (tmp_path / "vllm-0.32.0-cp38-abi3-manylinux_2_31_x86_64.whl").touch()
+    # The index offers 0.33.0, but pip may not use it.
+    [problem] = _run(monkeypatch, {}, **data)
+    assert problem.startswith("gpu-01: llmhost_vllm_version '0.33.0': no vllm wheel of that")
+    assert "llmhost_pip_index is False" in problem and "pip download vllm==0.33.0" in problem
+    (tmp_path / "vllm-0.33.0-cp38-abi3-manylinux_2_31_x86_64.whl").touch()
+    assert _run(monkeypatch, {}, **data) == []
 
 
 def test_the_deploys_own_user_passes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -72,11 +72,16 @@ def test_readme_key_table_is_the_schemas() -> None:
             {"llmhost_service_overrides": {"writer": {"port": 9000}}},
             "llmhost_service_overrides names service 'writer'",
         ),
+        (
+            {"llmhost_pip_index": False},
+            "llmhost_pip_index is False but llmhost_wheelhouse is unset",
+        ),
     ],
     ids=[
         "typo-key", "monitoring-port-clash", "public-monitoring", "monitoring-mode",
         "wrong-type", "out-of-range", "relative-path", "unknown-stack", "port-clash",
         "same-served-name", "typo-service-key", "unpinned-revision", "unknown-service",
+        "no-index-no-wheelhouse",
     ],
 )  # fmt: skip
 def test_bad_data_is_refused_with_the_key(changes: dict, message: str) -> None:

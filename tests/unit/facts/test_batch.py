@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from pyinfra.api import FactBase
 from pyinfra.facts.files import FileContents, FindDirectories
 from pyinfra.facts.server import LinuxDistribution
 
+from llmhost.facts import batch
 from llmhost.facts.batch import Batch, FactCall, FactReader
 from llmhost.facts.host import PythonVersion
 
@@ -81,3 +84,70 @@ def test_the_reader_answers_what_was_read_up_front_and_asks_for_the_rest() -> No
     assert reader.get(FileContents, path="/a") == "batched FileContents {'path': '/a'}"
     assert reader.get(FileContents, path="/b") == "alone FileContents {'path': '/b'}"
     assert fake.reads == [Batch, FileContents]
+
+
+class FakeHost:
+    """A host that answers facts from a table and counts what it was asked."""
+
+    name = "gpu-01"
+
+    def __init__(self, facts: dict[type, Any]) -> None:
+        self.facts = facts
+        self.asked: list[str] = []
+        self.state = SimpleNamespace(ops={})
+
+    def get_fact(self, cls: type, **kwargs: Any) -> Any:
+        self.asked.append(cls.__name__)
+        if cls is Batch:
+            return [self.facts[c] for c, _ in kwargs["facts"]]
+        return self.facts[cls]
+
+    def changed(self) -> None:
+        """An operation of this run changed the host."""
+        meta = SimpleNamespace(is_complete=lambda: True, did_change=lambda: True)
+        self.state.ops = {self: {"op": SimpleNamespace(operation_meta=meta)}}
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHost:
+    fake = FakeHost({LinuxDistribution: {"name": "Debian"}, FileContents: ["abc"]})
+    monkeypatch.setattr(batch, "READS_DIR", tmp_path / "reads")
+    monkeypatch.setattr(batch, "_READERS", {})
+    monkeypatch.setattr(batch, "host", fake)
+    return fake
+
+
+def test_what_operations_read_joins_the_next_runs_one_read(fake: FakeHost) -> None:
+    marker = {"path": "/srv/llmhost/models/coder/.llmhost-complete"}
+    batch.reader_for_run(fake, [(LinuxDistribution, {})])
+    assert batch.fact(FileContents, **marker) == ["abc"]
+    assert fake.asked == ["Batch", "FileContents"]
+
+    # The next run reads it up front, with preflight's own facts.
+    fake.asked.clear()
+    batch.reader_for_run(fake, [(LinuxDistribution, {})])
+    assert batch.fact(FileContents, **marker) == ["abc"]
+    assert fake.asked == ["Batch"]
+    # A second call is a poll: it asks the host.
+    batch.fact(FileContents, **marker)
+    assert fake.asked == ["Batch", "FileContents"]
+
+
+def test_after_a_change_operations_read_the_host_again(fake: FakeHost) -> None:
+    marker = {"path": "/opt/llmhost/venvs/x/.llmhost-installed"}
+    batch.reader_for_run(fake, [])
+    batch.fact(FileContents, **marker)
+    fake.asked.clear()
+    batch.reader_for_run(fake, [])
+    fake.changed()
+    batch.fact(FileContents, **marker)
+    assert fake.asked == ["Batch", "FileContents"]
+
+
+def test_an_unreadable_memory_costs_only_reads(fake: FakeHost) -> None:
+    batch.READS_DIR.mkdir(parents=True)
+    (batch.READS_DIR / "gpu-01.json").write_text('[{"fact": "no.such:Fact"}, 3, "x"]')
+    assert batch.remembered("gpu-01") == []
+    batch.reader_for_run(fake, [])
+    assert batch.fact(FileContents, path="/x") == ["abc"]
+    assert fake.asked == ["FileContents"]
