@@ -106,11 +106,35 @@ def guest() -> Iterator[lab.Guest]:
     shutil.rmtree(MODEL_STORE, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class FreshConverge:
+    """The fresh guest's first deploy, and the second one right after it."""
+
+    first: DeployRun
+    second: DeployRun
+    # The services' main PIDs, start times and restart counts around the second.
+    services_before: str
+    services_after: str
+
+
+def services_state() -> str:
+    units = " ".join(map(unit, SERVICES))
+    return on_guest(f"systemctl show -p MainPID -p ActiveEnterTimestamp -p NRestarts {units}")
+
+
 @pytest.fixture(scope="session")
-def converged(guest: lab.Guest) -> DeployRun:
-    run = deploy()
-    assert run.returncode == 0, run.output[-5000:]
-    return run
+def fresh_converge(guest: lab.Guest) -> FreshConverge:
+    # Both at once: whichever module a worker runs first, the second run follows the first.
+    first = deploy()
+    assert first.returncode == 0, first.output[-5000:]
+    before = services_state()
+    second = deploy()
+    return FreshConverge(first, second, before, services_state())
+
+
+@pytest.fixture(scope="session")
+def converged(fresh_converge: FreshConverge) -> DeployRun:
+    return fresh_converge.first
 
 
 @pytest.fixture

@@ -6,26 +6,32 @@ import json
 import re
 import subprocess
 
-from conftest import BIN, GUEST, LAYOUT, SERVICES, DeployRun, deploy, host_checks, on_guest, unit
+from conftest import (
+    BIN,
+    GUEST,
+    LAYOUT,
+    SERVICES,
+    DeployRun,
+    FreshConverge,
+    deploy,
+    host_checks,
+    on_guest,
+    unit,
+)
 
 
-def _service_state() -> dict[str, str]:
-    units = " ".join(map(unit, SERVICES))
-    out = on_guest(f"systemctl show -p MainPID -p ActiveEnterTimestamp -p NRestarts {units}")
-    return {"state": out}
+def test_converge_changes_the_fresh_host(fresh_converge: FreshConverge) -> None:
+    assert fresh_converge.first.changed > 0
+    assert fresh_converge.first.errors == 0
 
 
-def test_converge_changes_the_fresh_host(converged: DeployRun) -> None:
-    assert converged.changed > 0
-    assert converged.errors == 0
-
-
-def test_second_converge_changes_nothing_and_restarts_nothing(converged: DeployRun) -> None:
-    before = _service_state()
-    again = deploy()
+def test_second_converge_changes_nothing_and_restarts_nothing(
+    fresh_converge: FreshConverge,
+) -> None:
+    again = fresh_converge.second
     assert again.returncode == 0, again.output[-3000:]
     assert (again.changed, again.errors) == (0, 0), again.output[-3000:]
-    assert _service_state() == before
+    assert fresh_converge.services_after == fresh_converge.services_before
 
 
 def test_post_deploy_checks_pass(converged: DeployRun) -> None:
@@ -43,7 +49,7 @@ def test_kv_prediction_matches_what_vllm_logs(converged: DeployRun) -> None:
         assert int(sizes[-1].replace(",", "")) == planned["kv_tokens"], (name, sizes[-1], planned)
 
 
-def test_changing_one_service_restarts_only_that_service(converged: DeployRun) -> None:
+def test_changing_one_service_restarts_only_that_service(start_converged: DeployRun) -> None:
     def pids() -> dict[str, str]:
         return {
             name: on_guest(f"systemctl show -p MainPID --value {unit(name)}").strip()

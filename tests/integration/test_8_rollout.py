@@ -138,9 +138,10 @@ def test_a_new_pin_rolls_one_service_at_a_time(start_converged: DeployRun) -> No
     first, second = SERVICES
 
     live = LiveDeploy(*data)
-    # While the first service switches, the second serves; then the other way round.
+    # While the first service switches, the second serves; then the other way round. The
+    # first's switch is over (healthy again) once the deploy goes on to the second's unit.
     with _client(second) as during_first:
-        live.wait_until(lambda: _started(live, f"Start {unit(second)}"), f"{second}'s turn", 1500)
+        live.wait_until(lambda: _started(live, f"Unit {unit(second)}"), f"{second}'s turn", 1500)
     with _client(first) as during_second:
         returncode = live.proc.wait(timeout=900)
     assert returncode == 0, live.output[-5000:]
