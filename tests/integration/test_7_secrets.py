@@ -80,6 +80,9 @@ def given(converged: DeployRun, tmp_path_factory: pytest.TempPathFactory) -> Ite
     )  # fmt: skip
     assert run.returncode == 0, run.output[-3000:]
     yield Secrets(generated, key, token, run, gateway_generated, gateway_given, tls_key)
+    # The data as committed again, for whatever module this worker runs next.
+    restored = deploy()
+    assert restored.returncode == 0, restored.output[-3000:]
 
 
 def _tls_pair(root: Path) -> str:
