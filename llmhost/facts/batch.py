@@ -131,13 +131,17 @@ class FactReader:
 
 
 _READERS: dict[str, FactReader] = {}
+# What the reads file of each host holds, read once per run.
+_KNOWN: dict[str, list[FactCall]] = {}
 
 
 def reader_for_run(host: Any, wanted: Sequence[FactCall]) -> FactReader:
     """The run's reader of ``host``: ``wanted`` and what its operations read last time, in one
     command; ``fact`` answers from it."""
-    reader = FactReader(host, [*wanted, *(c for c in remembered(host.name) if c not in wanted)])
+    known = remembered(host.name)
+    reader = FactReader(host, [*wanted, *(c for c in known if c not in wanted)])
     _READERS[host.name] = reader
+    _KNOWN[host.name] = known
     return reader
 
 
@@ -182,12 +186,13 @@ def remembered(name: str) -> list[FactCall]:
 
 
 def _remember(name: str, call: FactCall) -> None:
-    known = remembered(name)
+    known = _KNOWN.setdefault(name, [])
     if call in known:
         return
+    known.append(call)
     entries = [
         {"fact": f"{c.__module__}:{c.__qualname__}", "kwargs": k}
-        for c, k in [*known, call][-MAX_REMEMBERED:]
+        for c, k in known[-MAX_REMEMBERED:]
     ]
     try:
         path = _reads_file(name)

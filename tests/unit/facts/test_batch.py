@@ -113,6 +113,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHost:
     fake = FakeHost({LinuxDistribution: {"name": "Debian"}, FileContents: ["abc"]})
     monkeypatch.setattr(batch, "READS_DIR", tmp_path / "reads")
     monkeypatch.setattr(batch, "_READERS", {})
+    monkeypatch.setattr(batch, "_KNOWN", {})
     monkeypatch.setattr(batch, "host", fake)
     return fake
 
