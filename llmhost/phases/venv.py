@@ -8,6 +8,7 @@ from llmhost.layout import Layout
 from llmhost.operations import venv
 from llmhost.phases.preflight import Preflight
 from llmhost.settings import Settings
+from llmhost.units import server_module
 
 # The phase's name in pyinfra's output (and in the deploy's phase times).
 PHASE = "Python env: pinned vLLM release"
@@ -29,4 +30,5 @@ def install_venv(settings: Settings, checked: Preflight) -> None:
         wheelhouse=settings.wheelhouse,
         pip_cache_dir=settings.pip_cache_dir,
         index=settings.pip_index,
+        import_check=server_module(settings),
     )
