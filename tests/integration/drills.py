@@ -1,20 +1,25 @@
-"""What the failure drills share: a deploy running in the background, pyinfra's results table
-and the bytes a deploy uploaded."""
+"""What the failure drills share: a deploy running in the background, pyinfra's results table,
+the bytes a deploy uploaded, and a rollout watched by clients."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import shlex
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import GUEST, ROOT, deploy_command
+import guest_client
+from conftest import GUEST, LAYOUT, ROOT, SERVICES, deploy_command, on_guest, unit
 
+from llmhost import remote
+from llmhost.layout import Layout
 from llmhost_lab import lab
 
 # A row of pyinfra's results table: operation, hosts, success, error, no change ("-" is 0).
@@ -109,9 +114,88 @@ class LiveDeploy:
             waiter.kill()
         assert waiter.returncode == 0, f"no {what} after {timeout_s} s"
 
+    def wait(self, timeout_s: float) -> int:
+        """The deploy's exit status, once it and its output are complete."""
+        returncode = self.proc.wait(timeout=timeout_s)
+        self._reader.join(timeout=10)
+        return returncode
+
     def stop(self, sig: signal.Signals) -> int:
         self.proc.send_signal(sig)
         # pyinfra may finish the running operation after Ctrl-C, or stop at once.
-        returncode = self.proc.wait(timeout=900)
-        self._reader.join(timeout=10)
-        return returncode
+        return self.wait(900)
+
+
+def with_pins(*extra: str) -> tuple[Layout, tuple[str, str]]:
+    """The layout of the lab's data with more pins, and the deploy's --data for them."""
+    pins = [*LAYOUT.settings.pip_extra, *extra]
+    layout = Layout(LAYOUT.settings.model_copy(update={"pip_extra": pins}))
+    return layout, ("--data", f"llmhost_pip_extra={json.dumps(pins)}")
+
+
+def same_pin(package: str) -> str:
+    """``package`` pinned to the version the running release has, the one pip installs anyway:
+    a new release that serves exactly like the old one."""
+    version = on_guest(
+        f"{runs_on(SERVICES[0])}/bin/python -c "
+        f"'import importlib.metadata as m; print(m.version(\"{package}\"))'"
+    ).strip()
+    return f"{package}=={version}"
+
+
+def runs_on(name: str) -> str:
+    """The release venv a service's unit starts."""
+    exec_start = on_guest(f"systemctl show -p ExecStart --value {unit(name)}")
+    found = re.search(rf"{re.escape(LAYOUT.releases_dir)}/[0-9a-f]+", exec_start)
+    assert found, exec_start
+    return found[0]
+
+
+_CLIENT_STOP = "/run/llmhost-drill-client-stop"
+
+
+@contextlib.contextmanager
+def _client(name: str) -> Iterator[dict]:
+    """Requests to one service while the body runs; the counts, once it has."""
+    svc = LAYOUT.settings.service(name)
+    guest = lab.find(GUEST)
+    assert guest is not None
+    on_guest(f"rm -f {_CLIENT_STOP}")
+    url = LAYOUT.url(svc, "/v1/completions")
+    args = (url, svc.served_model_name, LAYOUT.api_key_env, _CLIENT_STOP, "900")
+    command = shlex.join(remote.argv(guest_client, *args))
+    proc = subprocess.Popen(lab.ssh_command(guest, command), text=True, stdout=subprocess.PIPE)
+    counts: dict = {}
+    try:
+        yield counts
+    finally:
+        on_guest(f"touch {_CLIENT_STOP}")
+        out, _ = proc.communicate(timeout=60)
+        counts.update(json.loads(out))
+
+
+def started(live: LiveDeploy, op: str) -> bool:
+    """Whether the deploy has started an operation whose name holds ``op``."""
+    return any(
+        line.startswith("--> Starting operation") and op in line
+        for line in live.output.splitlines()
+    )
+
+
+def roll_out(*extra: str) -> str:
+    """A deploy that switches both services, one at a time, while a client of the one not
+    switching counts its answers; the deploy's output. Every request must be answered."""
+    first, second = SERVICES
+    live = LiveDeploy(*extra)
+    # While the first service switches, the second serves; then the other way round. The
+    # first's switch is over (healthy again) once the deploy goes on to the second's unit.
+    with _client(second) as during_first:
+        live.wait_until(lambda: started(live, f"Unit {unit(second)}"), f"{second}'s turn", 1500)
+    with _client(first) as during_second:
+        returncode = live.wait(900)
+    assert returncode == 0, live.output[-5000:]
+    for name, counts in ((second, during_first), (first, during_second)):
+        print(f"drill new pin: {name} answered {counts['ok']} requests in {counts['seconds']} s "
+              f"while the other switched, {counts['failed']} failed")  # fmt: skip
+        assert counts["ok"] > 0 and counts["failed"] == 0, counts
+    return live.output

