@@ -73,9 +73,9 @@ def pinned(
       twice)
     + index: whether pip may use the host's package index; False installs from ``find_links``
       alone (pip prefers the index's copy of a wheel that both have)
-    + import_check: a module that must import once the install is done: the one the services
-      run, as importing it (and compiling the rest of its top-level package) writes the bytecode
-      they load
+    + import_check: a module that must import once the install is done; importing it, then
+      compiling the rest of its top-level package, writes the bytecode the venv's users load
+      (for a release: the module the services' launcher runs)
 
     The job is the transient unit ``llmhost-install-<venv name>.service``: it goes on when the
     controller is lost, and a later run waits for it instead of starting another. A stamp file

@@ -174,12 +174,14 @@ def _client(name: str) -> Iterator[dict]:
         counts.update(json.loads(out))
 
 
+def started_ops(output: str) -> list[str]:
+    """pyinfra's lines for the operations a deploy has started, in order."""
+    return [line for line in output.splitlines() if line.startswith("--> Starting operation")]
+
+
 def started(live: LiveDeploy, op: str) -> bool:
     """Whether the deploy has started an operation whose name holds ``op``."""
-    return any(
-        line.startswith("--> Starting operation") and op in line
-        for line in live.output.splitlines()
-    )
+    return any(op in line for line in started_ops(live.output))
 
 
 def roll_out(*extra: str) -> str:

@@ -39,6 +39,7 @@ from drills import (
     roll_out,
     runs_on,
     same_pin,
+    started_ops,
     uploads,
     with_pins,
 )
@@ -252,7 +253,7 @@ def _interrupt(step: Step, sig: signal.Signals) -> str:
 
 def _started(output: str) -> str | None:
     """The step of the last operation a deploy started."""
-    started = [line for line in output.splitlines() if line.startswith("--> Starting operation")]
+    started = started_ops(output)
     return next((s.op for s in _steps().values() if started and s.op in started[-1]), None)
 
 
