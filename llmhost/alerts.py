@@ -56,7 +56,12 @@ def service_rules(settings: Settings) -> list[dict[str, Any]]:
         ),
         _rule(
             "LLMServiceRestarted",
-            f"changes({START_TIME}{{{VLLM}}}[{s.alert_restart_window_s}s]) > 0",
+            # The last start time seen (held across the scrapes a restart misses, as long as
+            # a start may take) changed within the window: a plain changes() over the window
+            # misses a restart whose downtime is longer than the window.
+            f"changes(last_over_time({START_TIME}{{{VLLM}}}"
+            f"[{s.alert_restart_window_s + s.health_timeout_s}s])"
+            f"[{s.alert_restart_window_s}s:{s.monitoring_interval_s}s]) > 0",
             0,
             "warning",
             "{{ $labels.host }}: {{ $labels.service }} restarted in the last "

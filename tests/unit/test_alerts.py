@@ -125,6 +125,24 @@ CASES: dict[str, tuple[str, list[tuple[str, str]], str, list[tuple[dict[str, str
         "3m",
         [(SVC, f"{HOST}: coder restarted in the last 900 s")],
     ),
+    "restarted after 20 min down, longer than the window: fires": (
+        "LLMServiceRestarted",
+        [(_vllm("process_start_time_seconds"), "1000x4 stale _x80 2000x8")],
+        "23m",
+        [(SVC, f"{HOST}: coder restarted in the last 900 s")],
+    ),
+    "first start: quiet": (
+        "LLMServiceRestarted",
+        [(_vllm("process_start_time_seconds"), "_x8 2000x20")],
+        "6m",
+        [],
+    ),
+    "stopped for good: quiet": (
+        "LLMServiceRestarted",
+        [(_vllm("process_start_time_seconds"), "1000x4 stale _x20")],
+        "5m",
+        [],
+    ),
     "restarted 20 min ago: cleared": (
         "LLMServiceRestarted",
         [(_vllm("process_start_time_seconds"), "1000x4 2000x100")],
