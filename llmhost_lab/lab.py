@@ -19,6 +19,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from llmhost.settings import data_defaults
@@ -401,8 +402,12 @@ def _up(name: str, model_store: str | None) -> Guest:
     if existing:
         _down(name, quiet=True)
     ensure_host_tools()
-    prepare_assets()
-    base = ensure_rootfs()
+    # Both are downloads the first time (wheels from the index, packages for debootstrap):
+    # side by side, a fresh controller waits for the longer one only.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assets = pool.submit(prepare_assets)
+        base = ensure_rootfs()
+        assets.result()
     index = _free_index()
     pip_cache = CACHE_DIR / "pip-cache"
     pip_cache.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """The Molecule sequence on a fresh lab guest: create, converge, idempotence, verify, destroy.
 
 `make integration` runs the modules on two guests at once, one pytest-xdist worker each, a
-whole module at a time in file order (``-n 2 --dist loadfile``): each worker converges its own
-guest, and no module depends on what ran before it on the other.
+whole module at a time (``-n 2 --dist loadfile``; xdist hands out the modules with the most
+tests first, each to whichever worker is free): each worker converges its own guest, and no
+module depends on which modules ran before it on either.
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ def host_checks(*extra: str) -> subprocess.CompletedProcess[str]:
         text=True,
         capture_output=True,
     )  # fmt: skip
+
+
+def failed_checks(*select: str) -> str:
+    """The report of the post-deploy checks that ``select`` names (``-k``), which must fail."""
+    result = host_checks("-k", " or ".join(select))
+    assert result.returncode != 0, f"the checks passed on a broken host:\n{result.stdout[-3000:]}"
+    return result.stdout
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from conftest import (
     SERVICES,
     DeployRun,
     FreshConverge,
-    deploy,
     host_checks,
     on_guest,
     unit,
@@ -47,27 +46,6 @@ def test_kv_prediction_matches_what_vllm_logs(converged: DeployRun) -> None:
         sizes = re.findall(r"CPU KV cache size: ([\d,]+) tokens", journal)
         assert sizes, f"{name}: vLLM logged no KV cache size"
         assert int(sizes[-1].replace(",", "")) == planned["kv_tokens"], (name, sizes[-1], planned)
-
-
-def test_changing_one_service_restarts_only_that_service(start_converged: DeployRun) -> None:
-    def pids() -> dict[str, str]:
-        return {
-            name: on_guest(f"systemctl show -p MainPID --value {unit(name)}").strip()
-            for name in ("coder", "general")
-        }
-
-    before = pids()
-    override = json.dumps({"general": {"max_model_len": 512}})
-    changed = deploy("--data", f"llmhost_service_overrides={override}")
-    assert changed.returncode == 0, changed.output[-3000:]
-    after = pids()
-    assert after["coder"] == before["coder"], "coder was restarted though only general changed"
-    assert after["general"] != before["general"], "general was not restarted"
-    assert "--max-model-len 512" in on_guest(
-        f"cat {LAYOUT.unit_path(LAYOUT.settings.service('general'))}"
-    )
-    # Back to the data as committed, for the tests after this one.
-    assert deploy().returncode == 0
 
 
 def test_lab_ssh_runs_a_command_as_the_readme_shows(converged: DeployRun) -> None:

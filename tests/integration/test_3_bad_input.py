@@ -471,8 +471,12 @@ def test_bad_input_changes_nothing(
     with fake_gpu(case.gpu_driver):
         pids = on_guest(f"touch {MARKER} && systemctl show -p MainPID --value {UNITS}")
         run = deploy(*args)
-        changed = on_guest(f"find {' '.join(WATCHED)} -xdev -newer {MARKER} -print")
-        pids_after = on_guest(f"systemctl show -p MainPID --value {UNITS}")
+        # One round trip: the services' PIDs, then every file written since the marker.
+        after = on_guest(
+            f"systemctl show -p MainPID --value {UNITS} && echo -- && "
+            f"find {' '.join(WATCHED)} -xdev -newer {MARKER} -print"
+        )
+        pids_after, _, changed = after.partition("--\n")
 
     assert run.returncode != 0, run.output[-3000:]
     problems = _problems(run.output)

@@ -1,5 +1,7 @@
-"""The alert drill on the lab guest: stop one service, see ``LLMServiceDown`` fire within its
-rule's window and clear once the service is back; ``llmhost status`` shows the same.
+"""The stopped-service drill on the lab guest: stop one service; the post-deploy checks fail
+naming it, ``LLMServiceDown`` fires within its rule's window and ``llmhost status`` shows it;
+started again, the alert clears and ``LLMServiceRestarted`` follows. (One stop and one start
+serve the checks and the alerts: a vLLM start is the suite's costliest step.)
 
 Every wait is on state (Prometheus's /api/v1/alerts), with a deadline from the lab's own
 thresholds: the rule's ``for:`` plus a few scrape and evaluation intervals.
@@ -12,7 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from conftest import BIN, GUEST, HOST, LAYOUT, ROOT, DeployRun, on_guest, unit
+from conftest import BIN, GUEST, HOST, LAYOUT, ROOT, DeployRun, failed_checks, on_guest, unit
 
 SETTINGS = LAYOUT.settings
 INTERVAL = SETTINGS.monitoring_interval_s
@@ -36,9 +38,12 @@ def _firing(name: str, service: str) -> bool:
     )
 
 
-def _wait(done: Callable[[], bool], what: str, within_s: float) -> float:
-    """Seconds until ``done``; fails after a generous deadline (twice the rule's window)."""
-    start = time.monotonic()
+def _wait(
+    done: Callable[[], bool], what: str, within_s: float, start: float | None = None
+) -> float:
+    """Seconds from ``start`` (now) until ``done``; fails after a generous deadline (twice the
+    rule's window)."""
+    start = time.monotonic() if start is None else start
     while not done():
         if time.monotonic() - start > 2 * within_s + 30:
             raise AssertionError(f"no {what} after {time.monotonic() - start:.0f} s: {_alerts()}")
@@ -55,7 +60,7 @@ def _status() -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_service_down_fires_and_clears(start_converged: DeployRun) -> None:
+def test_a_stopped_service_fails_its_checks_and_alerts(start_converged: DeployRun) -> None:
     # A quiet start: a module before this one may have restarted a service within the
     # restart rule's window.
     _wait(lambda: not _alerts(), "a quiet start", SETTINGS.alert_restart_window_s + 3 * INTERVAL)
@@ -63,7 +68,14 @@ def test_service_down_fires_and_clears(start_converged: DeployRun) -> None:
     print(f"\nllmhost status on {GUEST}, converged:\n{ok.stdout}")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     on_guest(f"systemctl stop {unit('general')}")
-    fired = _wait(lambda: _firing("LLMServiceDown", "general"), "LLMServiceDown", FIRE_WITHIN)
+    stopped = time.monotonic()
+    # The post-deploy checks fail, naming the service and what is wrong.
+    checks = failed_checks("general and (active_enabled or health)")
+    assert f"{HOST}::general: {unit('general')} is" in checks, checks[-3000:]
+    assert "(want active, enabled)" in checks and "/health answered" in checks
+    fired = _wait(
+        lambda: _firing("LLMServiceDown", "general"), "LLMServiceDown", FIRE_WITHIN, stopped
+    )
     print(f"drill: general stopped; LLMServiceDown firing after {fired:.0f} s "
           f"(rule: for {SETTINGS.alert_down_for_s} s, interval {INTERVAL} s)")  # fmt: skip
     assert fired <= FIRE_WITHIN + 5, f"fired after {fired:.0f} s, window {FIRE_WITHIN} s"

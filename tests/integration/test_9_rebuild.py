@@ -1,15 +1,19 @@
-"""Rebuild after failure: destroy the guest, recreate it on the same model store, deploy.
+"""The guest's last change, then its rebuild after failure: destroy the guest, recreate it on
+the same model store, deploy.
 
-Runs last: it replaces the guest the other integration tests use.
+Runs last: it replaces the guest the other integration tests use. So the change to one service
+that comes first needs no deploy back to the lab's data (a vLLM start saved): the rebuilt guest
+is deployed from that data.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
-from conftest import GUEST, LAYOUT, MODEL_STORE, DeployRun, deploy, host_checks
+from conftest import GUEST, LAYOUT, MODEL_STORE, DeployRun, deploy, host_checks, on_guest, unit
 from drills import changed, uploads
 
 from llmhost.layout import MODEL_MARKER
@@ -26,6 +30,25 @@ def _files(root: Path) -> dict[str, tuple[int, int, int]]:
             stat = path.stat()
             found[str(path.relative_to(root))] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
     return found
+
+
+def test_changing_one_service_restarts_only_that_service(start_converged: DeployRun) -> None:
+    def pids() -> dict[str, str]:
+        return {
+            name: on_guest(f"systemctl show -p MainPID --value {unit(name)}").strip()
+            for name in ("coder", "general")
+        }
+
+    before = pids()
+    override = json.dumps({"general": {"max_model_len": 512}})
+    run = deploy("--data", f"llmhost_service_overrides={override}")
+    assert run.returncode == 0, run.output[-3000:]
+    after = pids()
+    assert after["coder"] == before["coder"], "coder was restarted though only general changed"
+    assert after["general"] != before["general"], "general was not restarted"
+    assert "--max-model-len 512" in on_guest(
+        f"cat {LAYOUT.unit_path(LAYOUT.settings.service('general'))}"
+    )
 
 
 def test_rebuilt_guest_converges_without_sending_the_models_again(converged: DeployRun) -> None:
