@@ -125,13 +125,6 @@ class FreshConverge:
     services_after: str
 
 
-def main_pids() -> dict[str, str]:
-    """Each service's main PID ("0" when it is not running), in one round trip."""
-    units = " ".join(map(unit, SERVICES))
-    return dict(zip(SERVICES, on_guest(f"systemctl show -p MainPID --value {units}").split(),
-                    strict=True))  # fmt: skip
-
-
 def services_state() -> str:
     units = " ".join(map(unit, SERVICES))
     return on_guest(f"systemctl show -p MainPID -p ActiveEnterTimestamp -p NRestarts {units}")

@@ -29,7 +29,6 @@ from conftest import (
     DeployRun,
     deploy,
     host_checks,
-    main_pids,
     on_guest,
     unit,
 )
@@ -260,7 +259,7 @@ def _started(output: str) -> str | None:
 
 def _served_whole(step: Step, before: dict[str, str]) -> None:
     """No service was (re)started on what ``step`` builds unless it was marked complete."""
-    now = main_pids()
+    now = {name: _show(name)["MainPID"] for name in SERVICES}
     moved = [name for name in step.users if now[name] != before[name]]
     assert not moved or _on_guest_ok(f"test -s {step.done}"), f"{moved} restarted on a half step"
     others = {n: pid for n, pid in now.items() if n not in step.users}
@@ -272,7 +271,7 @@ def test_interrupted_deploys_converge_on_a_plain_rerun(
     start_converged: DeployRun, step_name: str
 ) -> None:
     step = _steps()[step_name]
-    before = main_pids()
+    before = {name: _show(name)["MainPID"] for name in SERVICES}
     began = on_guest("date +%s").strip()
     on_guest(f"rm -rf {step.path}")
     with _link_rate(step.link_rate):
@@ -311,9 +310,8 @@ def test_interrupted_deploys_converge_on_a_plain_rerun(
         print(f"drill interrupted {step_name}: {step.job} ran {runs} time(s) for three deploys")
         assert runs == 1, log[-3000:]
     # The services that run what the stopped deploy built end on it; the others never restarted.
-    now = main_pids()
     for name in SERVICES:
-        restarted = now[name] != before[name]
+        restarted = _show(name)["MainPID"] != before[name]
         assert restarted == (name in step.users), f"{name}: restarted {restarted}"
     if step.release:
         assert {runs_on(n) for n in SERVICES} == {step.path}

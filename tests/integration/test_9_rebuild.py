@@ -1,9 +1,9 @@
 """The guest's last change, then its rebuild after failure: destroy the guest, recreate it on
 the same model store, deploy.
 
-The rebuild replaces the guest, and deploys the new one from the lab's data: so the change to
-one service that comes first needs no deploy back to that data (a vLLM start saved), and a
-module that runs after this one on the worker starts from a converged guest.
+Runs last: it replaces the guest the other integration tests use. So the change to one service
+that comes first needs no deploy back to the lab's data (a vLLM start saved): the rebuilt guest
+is deployed from that data.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from conftest import GUEST, LAYOUT, MODEL_STORE, DeployRun, deploy, host_checks, main_pids, on_guest
+from conftest import GUEST, LAYOUT, MODEL_STORE, DeployRun, deploy, host_checks, on_guest, unit
 from drills import changed, uploads
 
 from llmhost.layout import MODEL_MARKER
@@ -33,11 +33,17 @@ def _files(root: Path) -> dict[str, tuple[int, int, int]]:
 
 
 def test_changing_one_service_restarts_only_that_service(start_converged: DeployRun) -> None:
-    before = main_pids()
+    def pids() -> dict[str, str]:
+        return {
+            name: on_guest(f"systemctl show -p MainPID --value {unit(name)}").strip()
+            for name in ("coder", "general")
+        }
+
+    before = pids()
     override = json.dumps({"general": {"max_model_len": 512}})
     run = deploy("--data", f"llmhost_service_overrides={override}")
     assert run.returncode == 0, run.output[-3000:]
-    after = main_pids()
+    after = pids()
     assert after["coder"] == before["coder"], "coder was restarted though only general changed"
     assert after["general"] != before["general"], "general was not restarted"
     assert "--max-model-len 512" in on_guest(
