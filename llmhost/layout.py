@@ -22,6 +22,8 @@ PROMETHEUS_DIR = "/etc/prometheus"
 PROMETHEUS_UNIT = "prometheus.service"
 NODE_EXPORTER_UNIT = "prometheus-node-exporter.service"
 GPU_EXPORTER_UNIT = "llmhost-gpu-exporter.service"
+# GPU hosts: the root oneshot that makes the NVIDIA device nodes before the services start.
+DEVICES_UNIT = "llmhost-nvidia-devices.service"
 DEFAULTS_DIR = "/etc/default"
 # Marks the service user as the deploy's own: preflight refuses to take over any other account.
 USER_COMMENT = "llmhost services"
@@ -193,6 +195,10 @@ class Layout:
         return f"{UNIT_DIR}/{GPU_EXPORTER_UNIT}"
 
     @property
+    def devices_unit_path(self) -> str:
+        return f"{UNIT_DIR}/{DEVICES_UNIT}"
+
+    @property
     def gpu_exporter_dir(self) -> str:
         return f"{self.settings.base_dir}/monitoring"
 
@@ -277,6 +283,6 @@ class Layout:
             GATEWAY_DIR, self.gateway_keys_dir, self.gateway_dropin_dir, self.gateway_candidate,
             self.gateway_dropin, self.gateway_cert, self.gateway_pem,
             self.node_exporter_defaults, self.prometheus_defaults, self.gpu_exporter_dir,
-            self.gpu_exporter_script, self.gpu_exporter_unit_path,
+            self.gpu_exporter_script, self.gpu_exporter_unit_path, self.devices_unit_path,
             self.export_dir, self.export_scrape_config, self.export_rules,
         ]  # fmt: skip

@@ -9,7 +9,7 @@ from typing import Any
 import jinja2
 
 from llmhost.catalogue import ModelMeta
-from llmhost.layout import Layout
+from llmhost.layout import DEVICES_UNIT, Layout
 from llmhost.planner import HostPlan
 from llmhost.settings import ServiceSpec, Settings
 
@@ -67,6 +67,23 @@ def _systemd_escape(command: str) -> str:
     return command.replace("%", "%%").replace("$", "$$")
 
 
+def started_after(settings: Settings, svc: ServiceSpec) -> list[str]:
+    """The units a service's unit is ordered after (``After=`` + ``Wants=``): on GPU hosts the
+    device nodes' oneshot, and the service before it in the configured order, so that systemd
+    too (at boot) starts co-located instances one at a time."""
+    names = [s.name for s in settings.services]
+    position = names.index(svc.name) if svc.name in names else 0
+    before = [Layout.unit_name(settings.services[position - 1])] if position else []
+    return ([DEVICES_UNIT] if settings.gpu else []) + before
+
+
+def health_wait(url: str) -> str:
+    """ExecStartPost: holds the unit's start job until its /health answers (TimeoutStartSec
+    bounds it; systemd stops it if the service dies first)."""
+    script = f"until curl -fsS -o /dev/null --max-time 5 {shlex.quote(url)}; do sleep 1; done"
+    return _systemd_escape(shlex.join(["/bin/sh", "-c", script]))
+
+
 def context(
     settings: Settings, svc: ServiceSpec, meta: ModelMeta, plan: HostPlan
 ) -> dict[str, Any]:
@@ -78,8 +95,15 @@ def context(
         "unit": layout.unit_name(svc),
         "env_files": [layout.api_key_env, layout.env_path(svc)],
         "exec_start": _systemd_escape(shlex.join(argv(settings, svc, meta, plan))),
+        "health_wait": health_wait(layout.health_url(svc)),
+        "after": started_after(settings, svc),
         "kv_space_gib": plan.services[svc.name].cpu_kv_cache_gib,
     }
+
+
+def devices_unit() -> str:
+    """GPU hosts: the root oneshot that makes the NVIDIA device nodes before the services."""
+    return render("nvidia-devices.service.j2", {})
 
 
 def render(template: str, ctx: dict[str, Any]) -> str:

@@ -13,16 +13,23 @@ from llmhost.facts.batch import fact
 from llmhost.facts.host import UnitState
 
 # Run as: sh -c SWITCH switch UNIT URL TIMEOUT GOOD_DIR FILE... (values never enter the
-# script's text). Starts the unit and waits for its URL, failing fast when the unit dies or
-# restarts meanwhile. On success it copies FILE... (unit, env file) into GOOD_DIR; on failure it
-# puts those copies back, starts the unit again and waits for it, then fails with one line:
-# what failed, whether the rollback is healthy, and the failed start's journal.
+# script's text). Queues the unit's restart and waits until systemd holds no job for it (its
+# ExecStartPost holds the start job until /health answers; an older unit's ends at exec), it is
+# active and its URL answers, failing fast when the unit dies or restarts meanwhile. On success
+# it copies FILE... (unit, env file) into GOOD_DIR; on failure it puts those copies back, starts
+# the unit again and waits for it, then fails with one line: what failed, whether the rollback
+# is healthy, and the failed start's journal.
 SWITCH = """\
 u=$1 url=$2 timeout=$3 good=$4; shift 4
 healthy() {
   n0=$(systemctl show -p NRestarts --value "$u"); end=$(($(date +%s) + timeout))
-  until curl -fsS -o /dev/null --max-time 5 "$url"; do
-    if [ "$(systemctl show -p NRestarts --value "$u")" != "$n0" ] || ! systemctl is-active -q "$u"
+  while :; do
+    job=$(systemctl list-jobs --no-legend "$u"); state=$(systemctl is-active "$u")
+    if [ -z "$job" ] && [ "$state" = active ] && curl -fsS -o /dev/null --max-time 5 "$url"
+    then return; fi
+    # A restart job passes through inactive; with no job left, only active is a start.
+    if [ "$(systemctl show -p NRestarts --value "$u")" != "$n0" ] ||
+      { [ -z "$job" ] && [ "$state" != active ]; }
     then why="it stopped before $url answered"; return 1; fi
     if [ "$(date +%s)" -ge "$end" ]; then why="$url not 200 after ${timeout}s"; return 1; fi
     sleep 2
@@ -30,9 +37,10 @@ healthy() {
 }
 start() {
   why="systemd could not start it"
-  # reset-failed: restarts are counted from this start on.
+  # reset-failed: restarts are counted from this start on. --no-block: a blocking restart
+  # would wait for /health (ExecStartPost) through every Restart=always retry.
   systemctl daemon-reload && systemctl enable -q "$u" &&
-    { systemctl reset-failed "$u" 2>/dev/null; systemctl restart "$u"; }
+    { systemctl reset-failed "$u" 2>/dev/null; systemctl restart --no-block "$u"; }
 }
 if start && healthy; then mkdir -p "$good" && cp -p "$@" "$good/"; exit; fi
 failed=$why; journal=$(journalctl -u "$u" -n 40 --no-pager)

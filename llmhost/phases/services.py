@@ -7,7 +7,7 @@ from pyinfra.api import deploy
 
 from llmhost import units
 from llmhost.applied_plan import AppliedPlan
-from llmhost.layout import MODEL_MARKER, VENV_STAMP, Layout
+from llmhost.layout import DEVICES_UNIT, MODEL_MARKER, VENV_STAMP, Layout
 from llmhost.operations import paths, secrets, services, snapshots
 from llmhost.phases import owned
 from llmhost.phases.preflight import Preflight
@@ -24,8 +24,16 @@ def start_services(settings: Settings, checked: Preflight) -> None:
     layout = Layout(settings)
     plan = AppliedPlan.of(settings, checked.plan, checked.gpu_total_bytes)
     _write_api_key(settings, layout, checked, {"dest": layout.plan, "content": plan.to_json()})
+    if settings.gpu:
+        # Pulled in by the services' units (Wants=); their switch's daemon-reload loads it.
+        owned.files(
+            checked,
+            f"Unit {DEVICES_UNIT} (NVIDIA device nodes before the services)",
+            [{"dest": layout.devices_unit_path, "content": units.devices_unit()}],
+        )
     # In the configured order: each instance measures free GPU memory when it starts, and a
-    # failed switch stops the deploy before the next service is touched.
+    # failed switch stops the deploy before the next service is touched. The units carry the
+    # same order for systemd (After=/Wants= the previous one) for boots.
     for svc in settings.services:
         _switch(settings, layout, checked, svc)
     _prune(settings, layout)

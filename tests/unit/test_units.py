@@ -11,12 +11,25 @@ import pytest
 
 from llmhost import units
 from llmhost.catalogue import resolve
-from llmhost.layout import UNIT_DIR, Layout
+from llmhost.layout import DEVICES_UNIT, UNIT_DIR, Layout
 from llmhost.planner import HostPlan, plan_services
 from llmhost.settings import Settings, group_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 GB = 10**9
+# /proc/devices' character majors of the NVIDIA driver: 580.159.04 (the GPU test machine,
+# ../shared/gpu/guest/README.md), and older drivers that named major 195 nvidia-frontend.
+PROC_DEVICES = {
+    "580": {"nvidia": 195, "nvidiactl": 195, "nvidia-uvm": 238, "nvidia-nvswitch": 239,
+            "nvidia-nvlink": 240, "nvidia-caps": 241, "nvidia-caps-imex-channels": 242},
+    "older": {"nvidia-frontend": 195, "nvidia-uvm": 243, "nvidia-caps": 244},
+}  # fmt: skip
+# The names of what CUDA opens (/dev/nvidia0..N, nvidiactl, nvidia-uvm, nvidia-caps/*), each
+# allowed by its own name, not through another name that happens to share its major.
+NEEDED = {
+    "580": {"nvidia", "nvidiactl", "nvidia-uvm", "nvidia-caps"},
+    "older": {"nvidia-frontend", "nvidia-uvm", "nvidia-caps"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +53,19 @@ def rendered(prod, tmp_path_factory) -> dict[str, tuple[str, str]]:
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
 def test_systemd_analyze_verify_accepts_the_prod_units(prod, rendered, tmp_path) -> None:
     settings, _, _ = prod
-    # A root with systemd's own units and the venv's entry point, so verify can resolve both.
+    # A root with systemd's own units, the venv's entry point and the shell the health wait and
+    # the device oneshot run, so verify can resolve them all.
     shutil.copytree("/usr/lib/systemd/system", tmp_path / "usr/lib/systemd/system", symlinks=True)
     layout = Layout(settings)
-    exe = tmp_path / layout.release.lstrip("/") / "bin/vllm"
-    exe.parent.mkdir(parents=True)
-    exe.write_text("#!/bin/sh\n")
-    exe.chmod(0o755)
+    for path in (layout.release.lstrip("/") + "/bin/vllm", "bin/sh"):
+        exe = tmp_path / path
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o755)
     unit_dir = tmp_path / UNIT_DIR.lstrip("/")
     unit_dir.mkdir(parents=True)
-    names = []
+    (unit_dir / DEVICES_UNIT).write_text(units.devices_unit())
+    names = [DEVICES_UNIT]
     for svc in settings.services:
         (unit_dir / layout.unit_name(svc)).write_text(rendered[svc.name][0])
         names.append(layout.unit_name(svc))
@@ -60,6 +76,78 @@ def test_systemd_analyze_verify_accepts_the_prod_units(prod, rendered, tmp_path)
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == "", result.stderr
+
+
+def _directives(unit: str, key: str) -> list[str]:
+    return [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith(f"{key}=")]
+
+
+def test_units_start_one_at_a_time_at_boot_and_never_stop_each_other(prod, rendered) -> None:
+    settings, _, _ = prod
+    layout = Layout(settings)
+    previous: list[str] = []
+    for svc in settings.services:
+        unit = rendered[svc.name][0]
+        # Each after (and wanting) the device nodes and the service before it: systemd starts
+        # it once that one's start job ended, which the health wait holds until /health 200.
+        want = [DEVICES_UNIT, *previous[-1:]]
+        assert _directives(unit, "After") == ["network-online.target", *want], unit
+        assert _directives(unit, "Wants") == ["network-online.target", *want], unit
+        wait = _directives(unit, "ExecStartPost")
+        assert (
+            len(wait) == 1
+            and f"curl -fsS -o /dev/null --max-time 5 {layout.health_url(svc)}" in wait[0]
+        )
+        assert "until curl" in wait[0] and wait[0].startswith("/bin/sh -c ")
+        assert _directives(unit, "TimeoutStartSec") == [str(settings.health_timeout_s)]
+        # A crash-restart of one must never take another down.
+        for key in ("Requires", "Requisite", "BindsTo", "PartOf", "PropagatesStopTo"):
+            assert not _directives(unit, key), (svc.name, key)
+        previous.append(layout.unit_name(svc))
+
+
+def test_device_nodes_oneshot_runs_nvidia_modprobe_as_root_where_there_is_one() -> None:
+    unit = units.devices_unit()
+    assert _directives(unit, "Type") == ["oneshot"] and "User" not in unit
+    assert _directives(unit, "RemainAfterExit") == ["yes"]
+    assert _directives(unit, "ExecStart") == ["/bin/sh -c 'exec nvidia-modprobe -u -c=0'"]
+    assert _directives(unit, "ExecCondition") == [
+        "/bin/sh -c 'command -v nvidia-modprobe >/dev/null'"
+    ]
+
+
+def test_cpu_units_have_no_device_oneshot(tmp_path) -> None:
+    lab = group_settings(ROOT, "lab")
+    assert not lab.gpu
+    second = lab.services[1]
+    assert units.started_after(lab, lab.services[0]) == []
+    assert units.started_after(lab, second) == [Layout.unit_name(lab.services[0])]
+
+
+def test_env_keeps_home_and_caches_in_the_cache_dir_and_cuda_in_pci_order(prod, rendered) -> None:
+    settings, _, _ = prod
+    for _, env in rendered.values():
+        values = dict(
+            line.split("=", 1)
+            for line in env.splitlines()
+            if "=" in line and not line.startswith("#")
+        )
+        assert values["HOME"] == settings.cache_dir
+        assert values["XDG_CONFIG_HOME"].startswith(settings.cache_dir + "/")
+        assert values["NUMBA_CACHE_DIR"].startswith(settings.cache_dir + "/")
+        assert values["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+
+
+@pytest.mark.parametrize("driver", sorted(PROC_DEVICES))
+def test_device_allow_names_match_what_drivers_name_in_proc_devices(prod, rendered, driver) -> None:
+    # systemd matches char-NAME against /proc/devices by exact name: a name no driver uses
+    # allows nothing, silently.
+    names = PROC_DEVICES[driver]
+    exporter = (ROOT / "llmhost/templates/gpu-exporter.service.j2").read_text()
+    for unit in [exporter, *(u for u, _ in rendered.values())]:
+        allowed = [a.split()[0].removeprefix("char-") for a in _directives(unit, "DeviceAllow")]
+        assert set(allowed) <= set(PROC_DEVICES["580"]) | set(PROC_DEVICES["older"]), allowed
+        assert NEEDED[driver] <= set(allowed) and NEEDED[driver] <= set(names), (driver, allowed)
 
 
 def test_units_carry_the_planned_flags(prod, rendered) -> None:
