@@ -33,6 +33,8 @@ def _lab_action(lab: ModuleType, args: argparse.Namespace) -> int:
         print(f"ssh: {' '.join(lab.ssh_command(guest))}")
     elif args.action == "down":
         lab.down(args.name)
+    elif args.action == "reboot":
+        lab.reboot(args.name)
     elif args.action == "status":
         rows = list(lab.status())
         if not rows:
@@ -90,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
     for action, help_ in [
         ("up", "create and boot a guest (idempotent); prints its ssh command"),
         ("down", "stop a guest and remove every trace of it"),
+        ("reboot", "power a guest off cleanly and boot it again, its state kept"),
         ("status", "list the guests"),
         ("ssh", "run a command in a guest, or a shell: lab ssh [--name NAME] [-- COMMAND...]"),
         ("forward", "print how to reach a guest's gateway and tunnel localhost:PORT to it"),

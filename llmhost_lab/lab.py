@@ -436,12 +436,9 @@ def _up(name: str, model_store: str | None) -> Guest:
         _authorize(root, guest)
         _install_firstboot(root)
         _setup_network(guest)
-        binds = [f"--bind={pip_cache}:{GUEST_PIP_CACHE}"]
         if model_store:
             Path(model_store).mkdir(parents=True, exist_ok=True)
-            # Where the deploy keeps models by default: the store stands in for a model disk.
-            binds.append(f"--bind={model_store}:{data_defaults()['llmhost_model_dir']}")
-        proc = _boot(guest, root, gdir / "console.log", binds)
+        proc = _boot(guest, root, gdir / "console.log", _binds(guest))
         guest = dataclasses.replace(guest, pid=proc.pid)
         (gdir / "guest.json").write_text(guest.to_json())
         _write_ssh_config()
@@ -451,6 +448,46 @@ def _up(name: str, model_store: str | None) -> Guest:
         raise
     print(f"lab: guest {name!r} up at {guest.address} in {time.monotonic() - started:.1f}s")
     return guest
+
+
+def reboot(name: str = "default") -> Guest:
+    """Power the guest NAME off cleanly and boot it again on the same root, as a host reboots:
+    its files, enabled units and journal are kept. Returns once SSH answers (the boot may still
+    be starting units: the services, one after the other)."""
+    with _locked():
+        guest = find(name)
+        if guest is None or not is_running(guest):
+            raise LabError(f"no lab guest {name!r} is up; run `llmhost lab up --name {name}`")
+        started = time.monotonic()
+        _power_off(guest)
+        off = time.monotonic()
+        gdir = guest_dir(name)
+        proc = _boot(guest, gdir / "root", gdir / "console.log", _binds(guest))
+        guest = dataclasses.replace(guest, pid=proc.pid)
+        (gdir / "guest.json").write_text(guest.to_json())
+        _wait_ready(guest, proc, settled=False)
+    print(
+        f"lab: guest {name!r} powered off in {off - started:.1f}s, "
+        f"booted to SSH in {time.monotonic() - off:.1f}s",
+        flush=True,
+    )
+    return guest
+
+
+def _binds(guest: Guest) -> list[str]:
+    binds = [f"--bind={CACHE_DIR / 'pip-cache'}:{GUEST_PIP_CACHE}"]
+    if guest.model_store:
+        # Where the deploy keeps models by default: the store stands in for a model disk.
+        binds.append(f"--bind={guest.model_store}:{data_defaults()['llmhost_model_dir']}")
+    return binds
+
+
+def _power_off(guest: Guest) -> None:
+    # SIGTERM to nspawn powers the guest off cleanly (SIGTERM to its systemd would re-exec).
+    os.kill(guest.pid, signal.SIGTERM)
+    if not _wait_exit(guest.pid, STOP_TIMEOUT_S):
+        os.killpg(guest.pid, signal.SIGKILL)
+        _wait_exit(guest.pid, 10)
 
 
 def _boot(guest: Guest, root: Path, console: Path, binds: list[str]) -> subprocess.Popen[bytes]:
@@ -537,8 +574,11 @@ def _write_ssh_config() -> None:
     partial.rename(ssh_config_path())
 
 
-def _wait_ready(guest: Guest, proc: subprocess.Popen[bytes]) -> None:
+def _wait_ready(guest: Guest, proc: subprocess.Popen[bytes], settled: bool = True) -> None:
+    """Until the boot is over (``settled``), or only until SSH answers: a guest with deployed
+    services is "starting" until both answer /health (multi-user.target waits for them)."""
     deadline = time.monotonic() + BOOT_TIMEOUT_S
+    wait = ["--wait"] if settled else []
     last = ""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -547,12 +587,12 @@ def _wait_ready(guest: Guest, proc: subprocess.Popen[bytes]) -> None:
                 f"guest {guest.name!r}: systemd-nspawn exited {proc.returncode}:\n{tail}"
             )
         result = _run(
-            *ssh_command(guest, "systemctl", "is-system-running", "--wait"),
+            *ssh_command(guest, "systemctl", "is-system-running", *wait),
             check=False,
             timeout=BOOT_TIMEOUT_S,
         )
         state = result.stdout.strip()
-        if state == "running":
+        if state == "running" or (state == "starting" and not settled):
             return
         if state == "degraded":
             failed = _run(
@@ -580,11 +620,7 @@ def _down(name: str, quiet: bool) -> bool:
             print(f"lab: no guest {name!r}", flush=True)
         return False
     if guest and is_running(guest):
-        # SIGTERM to nspawn powers the guest off cleanly (SIGTERM to its systemd would re-exec).
-        os.kill(guest.pid, signal.SIGTERM)
-        if not _wait_exit(guest.pid, STOP_TIMEOUT_S):
-            os.killpg(guest.pid, signal.SIGKILL)
-            _wait_exit(guest.pid, 10)
+        _power_off(guest)
     root = gdir / "root"
     if _mounted(root):
         _run("umount", str(root))

@@ -24,3 +24,12 @@ def test_lab_ssh_to_a_guest_that_is_not_up_names_the_fix(
     monkeypatch.setattr(lab, "STATE_DIR", tmp_path)
     assert cli.main(["lab", "ssh", "--name", "nowhere", "--", "true"]) == cli.Exit.ERROR
     assert "no lab guest 'nowhere' is up; run `llmhost lab up`" in capsys.readouterr().err
+
+
+def test_lab_reboot_of_a_guest_that_is_not_up_names_the_fix(
+    tmp_path, monkeypatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(lab, "STATE_DIR", tmp_path)
+    assert cli.main(["lab", "reboot", "--name", "nowhere"]) == cli.Exit.ERROR
+    err = capsys.readouterr().err
+    assert "no lab guest 'nowhere' is up; run `llmhost lab up --name nowhere`" in err
