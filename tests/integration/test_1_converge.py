@@ -1,10 +1,13 @@
-"""Converge a fresh lab guest, prove the second run changes nothing, then verify it."""
+"""Converge a fresh lab guest, prove the second run changes nothing, then verify it; then
+reboot it: both services come back on their own, one after the other."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+import time
+from collections.abc import Callable
 
 from conftest import (
     BIN,
@@ -17,6 +20,8 @@ from conftest import (
     on_guest,
     unit,
 )
+
+from llmhost_lab import lab
 
 
 def test_converge_changes_the_fresh_host(fresh_converge: FreshConverge) -> None:
@@ -56,3 +61,68 @@ def test_lab_ssh_runs_a_command_as_the_readme_shows(converged: DeployRun) -> Non
         capture_output=True,
     )
     assert (result.returncode, result.stdout.split()) == (0, ["active", "active"]), result.stderr
+
+
+# systemd's catalogue ids of "unit starting" and "unit started" (its start job done).
+STARTING, STARTED = "7d4958e842da4a758f6c1cdc7b36dcc5", "39f53479d3a045ac8e11786248231fbf"
+
+
+def _boot_journal() -> tuple[float, list[dict]]:
+    """This boot's first entry (seconds) and the services' entries, with systemd's own."""
+    first = json.loads(on_guest("journalctl -b -o json --no-pager | head -n 1"))
+    units = " ".join(f"-u {unit(name)}" for name in SERVICES)
+    lines = on_guest(f"journalctl -b -o json --no-pager {units}").splitlines()
+    return int(first["__REALTIME_TIMESTAMP"]) / 1e6, [json.loads(line) for line in lines]
+
+
+def _first(entries: list[dict], name: str, match: Callable[[dict], bool]) -> float:
+    found = [
+        int(e["__REALTIME_TIMESTAMP"]) / 1e6
+        for e in entries
+        if unit(name) in (e.get("UNIT"), e.get("_SYSTEMD_UNIT")) and match(e)
+    ]
+    assert found, f"{unit(name)}: no such entry in this boot's journal"
+    return found[0]
+
+
+def test_reboot_brings_both_back_one_after_the_other_without_a_deploy(
+    converged: DeployRun,
+) -> None:
+    # Last in this module, on its converged guest: a clean power-off and boot, no deploy.
+    started = time.monotonic()
+    lab.reboot(GUEST)
+    # The boot is over once multi-user.target is reached: it waits for both start jobs, each
+    # held by its unit's health wait.
+    state = on_guest("timeout 600 systemctl is-system-running --wait", check=False).strip()
+    settled = time.monotonic() - started
+    assert state == "running", on_guest("systemctl --failed --no-legend", check=False)
+    for name in SERVICES:
+        health = LAYOUT.health_url(LAYOUT.settings.service(name))
+        assert on_guest(f"curl -s -o /dev/null -w '%{{http_code}}' {health}") == "200", name
+    boot, entries = _boot_journal()
+    first, second = SERVICES
+    answered = _first(
+        entries, first, lambda e: bool(re.search(r"GET /health .* 200", str(e.get("MESSAGE"))))
+    )
+    first_up = _first(entries, first, lambda e: e.get("MESSAGE_ID") == STARTED)
+    second_start = _first(entries, second, lambda e: e.get("MESSAGE_ID") == STARTING)
+    second_up = _first(entries, second, lambda e: e.get("MESSAGE_ID") == STARTED)
+    assert answered <= first_up <= second_start, (answered, first_up, second_start)
+    restarts = on_guest(f"systemctl show -p NRestarts --value {unit(first)} {unit(second)}")
+    assert restarts.split() == ["0", "0"], restarts
+    gateway = f"https://127.0.0.1:{LAYOUT.settings.gateway_port}/health"
+    assert (
+        on_guest(
+            f"for i in $(seq 30); do curl -ksf -o /dev/null {gateway} && break; sleep 1; done; "
+            f"curl -ks -o /dev/null -w '%{{http_code}}' {gateway}"
+        )
+        == "200"
+    )
+    result = host_checks()
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    print(
+        f"\ndrill reboot: {first} answered /health {answered - boot:.1f} s after boot, {second} "
+        f"started {second_start - answered:.1f} s after that; both healthy {second_up - boot:.1f}"
+        f" s after boot (reboot call to boot settled: {settled:.1f} s); drill "
+        f"{time.monotonic() - started:.0f} s with the post-deploy suite"
+    )
