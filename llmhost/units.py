@@ -79,8 +79,13 @@ def started_after(settings: Settings, svc: ServiceSpec) -> list[str]:
 
 def health_wait(url: str) -> str:
     """ExecStartPost: holds the unit's start job until its /health answers (TimeoutStartSec
-    bounds it; systemd stops it if the service dies first)."""
-    script = f"until curl -fsS -o /dev/null --max-time 5 {shlex.quote(url)}; do sleep 1; done"
+    bounds it). It fails as soon as the main process is gone: systemd waits for a start-post
+    command even then, so a crash would otherwise hold the start (and the next service) until
+    the timeout."""
+    script = (
+        f"until curl -fsS -o /dev/null --max-time 5 {shlex.quote(url)}; do "
+        "kill -0 $MAINPID 2>/dev/null || exit 1; sleep 1; done"
+    )
     return _systemd_escape(shlex.join(["/bin/sh", "-c", script]))
 
 

@@ -99,6 +99,8 @@ def test_units_start_one_at_a_time_at_boot_and_never_stop_each_other(prod, rende
             and f"curl -fsS -o /dev/null --max-time 5 {layout.health_url(svc)}" in wait[0]
         )
         assert "until curl" in wait[0] and wait[0].startswith("/bin/sh -c ")
+        # A crash ends the wait (systemd would hold the start until TimeoutStartSec).
+        assert "kill -0 $$MAINPID 2>/dev/null || exit 1" in wait[0]
         assert _directives(unit, "TimeoutStartSec") == [str(settings.health_timeout_s)]
         # A crash-restart of one must never take another down.
         for key in ("Requires", "Requisite", "BindsTo", "PartOf", "PropagatesStopTo"):
