@@ -21,6 +21,9 @@ python3 bench/gpu_host/split_closure.py $G/closure.json $P/stubs.txt > $G/real.t
 has() { [ -n "$(ls "$1")" ]; }
 has $P/vllm || dl --no-deps -d $P/vllm vllm==0.25.0
 has $P/real || dl --no-deps --abi cp312 --abi abi3 --abi none -d $P/real -r $G/real.txt
+# vLLM wants setuptools<81 (torch.utils.cpp_extension imports it; the resolution above took 81.0.0
+# and the machine has none): a stub there broke the import check, so a real one is carried.
+rm -f $P/real/setuptools-81*; [ -e $P/real/setuptools-80.9.0-py3-none-any.whl ] || dl --no-deps -d $P/real setuptools==80.9.0
 # 2. The controller's own: pyinfra, llmhost's requirements, the post-deploy checks.
 has $P/ctl || dl -d $P/ctl pyinfra==3.10.0 'jinja2>=3.1' 'huggingface-hub>=0.34' 'nvidia-ml-py>=12.0' \
   'prometheus-client>=0.18' 'pyyaml>=6' 'pydantic>=2.7' 'packaging>=22' 'pytest>=8' \

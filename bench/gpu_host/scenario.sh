@@ -8,7 +8,7 @@ GH=/tmp/gh
 RUN=$GH/run
 here=$(dirname "$(readlink -f "$0")")
 INV=bench/gpu_host/inventory.py
-export PATH=$GH/ctl/bin:$PATH PYTHONUNBUFFERED=1
+export PATH=$GH/ctl/bin:$GH/bin:$PATH PYTHONUNBUFFERED=1
 G() { bash "$here/guest.sh" ssh "$@"; }
 now() { date +%s.%N; }
 since() { awk "BEGIN{printf \"%.1f\", $(now) - $1}"; }
@@ -48,10 +48,9 @@ event deploy1.start
 pyinfra -y "$INV" deploy.py > $RUN/deploy1.log 2>&1
 echo $? > $RUN/deploy1.rc; event deploy1.end
 step "   rc $(cat $RUN/deploy1.rc); $(grep -a 'llmhost phases done' $RUN/deploy1.log | tail -1)"
-if [ "$(cat $RUN/deploy1.rc)" != 0 ] && grep -aqiE 'haproxy|prometheus' <(tail -60 $RUN/deploy1.log); then
+if [ "$(cat $RUN/deploy1.rc)" != 0 ] && ! G "apt-get install -y --no-install-recommends haproxy prometheus prometheus-node-exporter" > $RUN/apt-try.log 2>&1; then
   # Debian's packages did not install on this Ubuntu guest: say why, then this host runs
   # without those phases (data: GPU_HOST_GATEWAY / GPU_HOST_MONITORING, group_data.py).
-  G "apt-get install -y --no-install-recommends haproxy prometheus prometheus-node-exporter" > $RUN/apt-try.log 2>&1
   step "   gateway/monitoring packages failed (apt-try.log); deploying with those phases off"
   export GPU_HOST_GATEWAY=0 GPU_HOST_MONITORING=0
   echo "gateway=0 monitoring=0" > $RUN/phases-off.txt

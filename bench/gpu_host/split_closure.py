@@ -24,8 +24,10 @@ HEAVY = {
 }  # fmt: skip
 # torch's own requirements and the ML stack the image was built with (KINDS.md, FACTS.md): the
 # machine's versions are used; what pip finds missing there is stubbed by stubs.py resolve.
+# numba and llvmlite are carried instead (vLLM pins numba==0.65.0, the machine has 0.68.0; the
+# measured run had them real, not stubbed).
 ON_MACHINE = {
-    "torch", "torchvision", "torchaudio", "triton", "vllm", "llvmlite", "numba", "transformers",
+    "torch", "torchvision", "torchaudio", "triton", "vllm", "transformers",
     "tokenizers", "safetensors", "huggingface-hub", "hf-xet", "pillow", "sentencepiece",
     "tiktoken", "regex", "requests", "tqdm", "pyyaml", "packaging", "psutil", "sympy",
     "networkx", "mpmath", "jinja2", "markupsafe", "filelock", "fsspec", "typing-extensions",

@@ -57,19 +57,36 @@ def deploy(run: Path, name: str) -> dict[str, Any] | None:
 
 
 def journal_times(s: str, unit: str) -> dict[str, float | None]:
-    """The unit's start (systemd's Starting/Started line) and vLLM's 'startup complete'."""
-    start = ready = None
+    """The unit's last start (systemd's Starting/Started line) before vLLM's first 'startup
+    complete' after it: earlier failed starts in the same boot do not count."""
+    start = None
     for line in s.splitlines():
         parts = line.split(" ", 1)
         try:
             t = float(parts[0])
         except ValueError:
             continue
-        if start is None and re.search(rf"(Starting|Started) {unit}", line):
-            start = t
-        if start is not None and ready is None and "Application startup complete" in line:
-            ready = t
-    return {"start": start, "ready": ready}
+        if re.search(rf"(Starting|Started) {unit}", line):
+            start = start if start and "Started" in line else t
+        elif "Main process exited" in line:
+            start = None
+        if start is not None and "Application startup complete" in line:
+            return {"start": start, "ready": t}
+    return {"start": start, "ready": None}
+
+
+def planned_kv(deploy_log: str) -> dict[str, tuple[float, int]]:
+    """KV GiB and tokens per service from the plan table the deploy's own preflight printed
+    (the card's total as the host reported it: the plan that was deployed)."""
+    out: dict[str, tuple[float, int]] = {}
+    for line in deploy_log.splitlines():
+        f = line.split()
+        if len(f) >= 6 and f[0] in SERVICES and f[0] not in out:
+            try:
+                out[f[0]] = (float(f[4]), int(f[5].replace(",", "")))
+            except ValueError:
+                continue
+    return out
 
 
 def kv_from_log(s: str) -> dict[str, float | None]:
@@ -86,9 +103,8 @@ def main() -> int:
     out: dict[str, Any] = {}
     out["gpu"] = text(run, "gpu.txt").strip()
     j1 = {s: text(run, f"journal-deploy1-{s}.txt") for s in SERVICES}
-    version = num(r"vLLM API server version (\d+)\.(\d+)", j1["coder"])
-    m = re.search(r"vLLM API server version ([\w.+]+)", j1["coder"] + j1["general"])
-    out["vllm"] = m.group(1) if m else ("0.25.0 (pinned; not seen in a log)" if not version else "")
+    m = re.search(r"api_utils.py:\d+\].*version (\d+\.\d+\.\d+)", j1["coder"] + j1["general"])
+    out["vllm"] = m.group(1) if m else None
     d1 = deploy(run, "deploy1")
     d1b = deploy(run, "deploy1b")
     out["deploy_rc"] = d1["rc"] if d1 else None
@@ -112,18 +128,24 @@ def main() -> int:
     except (json.JSONDecodeError, KeyError):
         planned = {}
     out["kv"], out["nvml_mib"] = {}, {}
-    gpu_total = num(r",\s*(\d+),", text(run, "gpu-deploy1.txt"))
+    gpu_total = (plan.get("gpu_total_bytes") or 0) / 2**20 or num(
+        r",\s*(\d+),", text(run, "gpu-deploy1.txt")
+    )
+    deployed = planned_kv(text(run, "deploy1b.log") or text(run, "deploy1.log"))
     nvml = text(run, "nvml-deploy1.txt")
     for s in SERVICES:
         p = planned.get(s, {})
-        kv = kv_from_log(j1[s]) | {"plan_gib": p.get("kv_gib"), "plan_tokens": p.get("kv_tokens")}
+        gib, tokens = deployed.get(s, (p.get("kv_gib"), p.get("kv_tokens")))
+        kv = kv_from_log(j1[s]) | {"plan_gib": gib, "plan_tokens": tokens}
         if kv["vllm_gib"] and kv["plan_gib"]:
             kv["diff_pct"] = round(100 * (kv["plan_gib"] - kv["vllm_gib"]) / kv["vllm_gib"], 2)
         out["kv"][s] = kv
         used = sum(
             int(line.split()[1]) for line in nvml.splitlines() if f"llmhost-{s}.service" in line
         )
-        frac = p.get("gpu_memory_utilization")
+        frac = plan.get("services", {}).get(s, {}).get("gpu_memory_utilization") or p.get(
+            "gpu_memory_utilization"
+        )
         plan_mib = None
         if frac and gpu_total:
             # The fraction of the card, plus what vLLM keeps outside it (context, graphs).

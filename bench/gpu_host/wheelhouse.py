@@ -78,7 +78,10 @@ def build(args: tuple[str, str]) -> str:
             data = (site / rel).read_bytes()
             digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
             new_record.append([rel, f"sha256={digest.decode()}", str(len(data))])
-            z.writestr(zipfile.ZipInfo(rel, date_time=(2026, 1, 1, 0, 0, 0)), data)
+            info = zipfile.ZipInfo(rel, date_time=(2026, 1, 1, 0, 0, 0))
+            # Keep the mode: pip gives installed files the wheel's executable bits (ptxas).
+            info.external_attr = ((site / rel).stat().st_mode & 0xFFFF) << 16
+            z.writestr(info, data)
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(
             [*new_record, [f"{dist_info.name}/RECORD", "", ""]]
