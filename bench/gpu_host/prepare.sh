@@ -20,7 +20,13 @@ python3 bench/gpu_host/split_closure.py $G/closure.json $P/stubs.txt > $G/real.t
 # Each download only where its folder is still empty (a re-run keeps what it has).
 has() { [ -n "$(ls "$1")" ]; }
 has $P/vllm || dl --no-deps -d $P/vllm vllm==0.25.0
-has $P/real || dl --no-deps --abi cp312 --abi abi3 --abi none -d $P/real -r $G/real.txt
+# Only the pins that have no wheel here yet (a re-run downloads nothing twice).
+python3 -c 'import re, sys, pathlib
+have = {(re.sub(r"[-_.]+", "-", w.name.split("-")[0]).lower(), w.name.split("-")[1])
+        for w in pathlib.Path(sys.argv[2]).glob("*.whl")}
+for pin in open(sys.argv[1]).read().split():
+    if tuple(pin.split("==")) not in have: print(pin)' $G/real.txt $P/real > $G/real-todo.txt
+[ -s $G/real-todo.txt ] && dl --no-deps --abi cp312 --abi abi3 --abi none -d $P/real -r $G/real-todo.txt
 # vLLM wants setuptools<81 (torch.utils.cpp_extension imports it; the resolution above took 81.0.0
 # and the machine has none): a stub there broke the import check, so a real one is carried.
 rm -f $P/real/setuptools-81*; [ -e $P/real/setuptools-80.9.0-py3-none-any.whl ] || dl --no-deps -d $P/real setuptools==80.9.0

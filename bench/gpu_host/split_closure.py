@@ -48,6 +48,8 @@ def main() -> int:
     stubs = []
     for item in report["install"]:
         name, version = norm(item["metadata"]["name"]), item["metadata"]["version"]
+        if name == "setuptools":
+            continue  # the resolution took 81.0.0, vLLM wants <81: prepare.sh carries 80.9.0
         if name in HEAVY:
             stubs.append(f"{name}=={version}")
         elif name in ON_MACHINE or name.startswith(("nvidia-", "opentelemetry")):
