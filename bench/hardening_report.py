@@ -23,9 +23,9 @@ from pathlib import Path
 
 from llmhost import units
 from llmhost.applied_plan import AppliedPlan
-from llmhost.catalogue import resolve
 from llmhost.layout import GATEWAY_UNIT, UNIT_DIR, Layout
-from llmhost.planner import GiB, plan_services
+from llmhost.plan.catalogue import resolve
+from llmhost.plan.planner import GiB, plan_services
 from llmhost.settings import group_settings
 from llmhost_lab import lab
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from llmhost.layout import unit_name
-from llmhost.planner import HostPlan
+from llmhost.plan.planner import HostPlan
 from llmhost.settings import Settings
 
 

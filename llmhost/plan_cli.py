@@ -15,8 +15,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from llmhost.catalogue import ModelMetaError, resolve
-from llmhost.planner import GiB, HostPlan, PlanError, plan_services
+from llmhost.plan.catalogue import ModelMetaError, resolve
+from llmhost.plan.planner import GiB, HostPlan, PlanError, plan_services
 from llmhost.settings import Settings, SettingsError
 from llmhost.stacks import STACKS
 

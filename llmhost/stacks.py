@@ -2,7 +2,7 @@
 
 Sized for one 80-96 GB card (they fit at 80 GB with the default 0.90 cap; the planner shares
 the rest out as extra KV). Select one with ``llmhost_stack``; change single knobs with
-``llmhost_service_overrides``. Each revision is the catalogue's (``llmhost/catalogue/``, where
+``llmhost_service_overrides``. Each revision is the catalogue's (``llmhost/plan/catalogue/``, where
 ``revision_source`` says where the sha was read).
 """
 

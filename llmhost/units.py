@@ -8,9 +8,9 @@ from typing import Any
 
 import jinja2
 
-from llmhost.catalogue import ModelMeta
 from llmhost.layout import DEVICES_UNIT, Layout
-from llmhost.planner import HostPlan
+from llmhost.plan.catalogue import ModelMeta
+from llmhost.plan.planner import HostPlan
 from llmhost.settings import ServiceSpec, Settings
 
 # Package data (the checkout's top-level templates/ links here, where pyinfra users look).

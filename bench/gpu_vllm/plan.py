@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 from llmhost.applied_plan import AppliedPlan
-from llmhost.catalogue import resolve
 from llmhost.facts.nvidia import NvidiaGpus, reserved_bytes
 from llmhost.layout import Layout
-from llmhost.planner import plan_services
+from llmhost.plan.catalogue import resolve
+from llmhost.plan.planner import plan_services
 from llmhost.settings import Settings
 
 # vllm==0.25.0 pins the device's torch (FACTS.md); the planner models its accounting too.

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from llmhost.applied_plan import AppliedPlan, AppliedPlanError
-from llmhost.catalogue import resolve
-from llmhost.planner import plan_services
+from llmhost.plan.catalogue import resolve
+from llmhost.plan.planner import plan_services
 from llmhost.settings import group_settings
 
 ROOT = Path(__file__).resolve().parents[2]

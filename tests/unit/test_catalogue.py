@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from llmhost import catalogue
-from llmhost.catalogue import (
+from llmhost.plan import catalogue
+from llmhost.plan.catalogue import (
     ModelMeta,
     ModelMetaError,
     catalogue_entry,

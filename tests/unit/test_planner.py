@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from llmhost import plan_cli
-from llmhost.catalogue import ModelMeta, catalogue_entry, from_catalogue, resolve
-from llmhost.planner import (
+from llmhost.plan.catalogue import ModelMeta, catalogue_entry, from_catalogue, resolve
+from llmhost.plan.planner import (
     CPU_BLOCK_SIZE,
     CUDA_CONTEXT_BYTES,
     DRIVER_RESERVED_BYTES,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from llmhost.catalogue import catalogue_entry, from_catalogue
+from llmhost.plan.catalogue import catalogue_entry, from_catalogue
 from llmhost.settings import Settings, SettingsError
 from llmhost.stacks import STACKS, stack_services
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from llmhost import units
-from llmhost.catalogue import resolve
 from llmhost.layout import DEVICES_UNIT, UNIT_DIR, Layout
-from llmhost.planner import HostPlan, plan_services
+from llmhost.plan.catalogue import resolve
+from llmhost.plan.planner import HostPlan, plan_services
 from llmhost.settings import Settings, group_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,7 +185,7 @@ def test_no_secret_and_no_removed_flag_in_units(rendered) -> None:
 
 
 def test_lab_env_pins_threads_and_sizes_the_cpu_kv_cache(tmp_path) -> None:
-    from llmhost.catalogue import from_local_dir
+    from llmhost.plan.catalogue import from_local_dir
     from llmhost_lab import tinymodel
 
     lab = group_settings(ROOT, "lab")

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from llmhost.catalogue import ModelMeta
+from llmhost.plan.catalogue import ModelMeta
 
 if TYPE_CHECKING:
     from llmhost.settings import Settings

@@ -1,7 +1,7 @@
 """Model metadata for the planner: what vLLM reads from ``config.json`` plus the weights' size.
 
 Three sources, tried by ``resolve`` in this order: the committed catalogue
-(``llmhost/catalogue/*.json``, so planning works offline and in CI), the Hugging Face hub
+(``llmhost/plan/catalogue/*.json``, so planning works offline and in CI), the Hugging Face hub
 (``source: hub`` models not in the catalogue), and a model directory on the controller
 (``source: local``). Nothing here touches a host; ``huggingface_hub`` is imported only when the
 hub is asked.
@@ -205,5 +205,5 @@ def resolve(model: ModelSpec, token: str | None = None) -> ModelMeta:
         # (requests, httpx) and share no base class with OSError.
         raise ModelMetaError(
             f"{model.repo}@{model.revision}: not in the catalogue and the hub is unreachable: "
-            f"{e}; plan with a catalogued model (llmhost/catalogue/) or a source 'local' copy"
+            f"{e}; plan with a catalogued model (llmhost/plan/catalogue/) or a source 'local' copy"
         ) from None
