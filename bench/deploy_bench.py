@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from llmhost.phases import models, services, venv
+from llmhost.install import models, venv
+from llmhost.phases import services
 from llmhost_lab import lab
 
 ROOT = Path(__file__).resolve().parents[1]

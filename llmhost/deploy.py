@@ -8,15 +8,15 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 
 from llmhost import progress, scrape
+from llmhost.install.jobs import await_jobs
+from llmhost.install.models import install_models
+from llmhost.install.system import install_system
+from llmhost.install.venv import install_venv
 from llmhost.layout import Layout
 from llmhost.phases import preflight
 from llmhost.phases.gateway import install_gateway
-from llmhost.phases.jobs import await_jobs
-from llmhost.phases.models import install_models
 from llmhost.phases.monitoring import install_monitoring
 from llmhost.phases.services import start_services
-from llmhost.phases.system import install_system
-from llmhost.phases.venv import install_venv
 from llmhost.settings import Settings, SettingsError, data_defaults
 
 

@@ -10,9 +10,9 @@ from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files
 
-from llmhost.digests import tree_digest
 from llmhost.facts.batch import fact
 from llmhost.facts.jobs import Job
+from llmhost.install.digests import tree_digest
 from llmhost.layout import MODEL_MARKER
 from llmhost.operations import jobs
 from llmhost.operations.marks import written_last

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 
+from llmhost.install.jobs import await_venv
 from llmhost.layout import Layout
 from llmhost.operations import models, venv
 from llmhost.phases import owned
-from llmhost.phases.jobs import await_venv
 from llmhost.phases.preflight import Preflight, hf_token
 from llmhost.settings import ModelSource, Settings
 
