@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from llmhost.install import models, venv
-from llmhost.phases import services
+from llmhost.service import phase as services
 from llmhost_lab import lab
 
 ROOT = Path(__file__).resolve().parents[1]

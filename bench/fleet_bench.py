@@ -22,7 +22,7 @@ from pathlib import Path
 
 from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import Layout
-from llmhost.phases import services
+from llmhost.service import phase as services
 from llmhost.settings import group_settings
 from llmhost_lab import lab
 

@@ -21,11 +21,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llmhost import units
 from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import GATEWAY_UNIT, UNIT_DIR, Layout
 from llmhost.plan.catalogue import resolve
 from llmhost.plan.planner import GiB, plan_services
+from llmhost.render import render
+from llmhost.service import units
 from llmhost.settings import group_settings
 from llmhost_lab import lab
 
@@ -132,8 +133,8 @@ def gpu_units() -> dict[str, str]:
     metas = {svc.name: resolve(svc.model) for svc in settings.services}
     plan = plan_services(settings, 80 * GiB, metas)
     return {
-        Layout.unit_name(svc): units.render(
-            "vllm.service.j2", units.context(settings, svc, metas[svc.name], plan)
+        Layout.unit_name(svc): render(
+            "service/vllm.service.j2", units.context(settings, svc, metas[svc.name], plan)
         )
         for svc in settings.services
     }

@@ -16,7 +16,7 @@ from llmhost.layout import Layout
 from llmhost.phases import preflight
 from llmhost.phases.gateway import install_gateway
 from llmhost.phases.monitoring import install_monitoring
-from llmhost.phases.services import start_services
+from llmhost.service.phase import start_services
 from llmhost.settings import Settings, SettingsError, data_defaults
 
 

@@ -7,8 +7,8 @@ from pyinfra.api import deploy
 from llmhost.layout import Layout
 from llmhost.operations import venv
 from llmhost.phases.preflight import Preflight
+from llmhost.service.units import server_module
 from llmhost.settings import Settings
-from llmhost.units import server_module
 
 # The phase's name in pyinfra's output (and in the deploy's phase times).
 PHASE = "Python env: pinned vLLM release"

@@ -12,7 +12,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Hostname
 from pyinfra.operations import apt
 
-from llmhost import gateway, units
+from llmhost import gateway
 from llmhost.applied_plan import AppliedPlan
 from llmhost.facts.batch import fact
 from llmhost.layout import GATEWAY_DIR, GATEWAY_RUNTIME, GATEWAY_UNIT, GATEWAY_USER, Layout
@@ -20,6 +20,7 @@ from llmhost.operations import gateway as ops
 from llmhost.operations import services
 from llmhost.phases import owned
 from llmhost.phases.preflight import Preflight
+from llmhost.render import render
 from llmhost.settings import Settings
 
 # openssl makes the self-signed certificate (and the checks read certificates with it).
@@ -49,7 +50,7 @@ def install_gateway(settings: Settings, checked: Preflight) -> None:
         "Gateway config (candidate)",
         [
             {"dest": layout.gateway_candidate, "group": GATEWAY_USER, "mode": "640",
-             "content": units.render("haproxy.cfg.j2", gateway.context(settings, plan))},
+             "content": render("templates/haproxy.cfg.j2", gateway.context(settings, plan))},
         ],
     )  # fmt: skip
     config = ops.checked_config(
@@ -70,8 +71,8 @@ def install_gateway(settings: Settings, checked: Preflight) -> None:
 
 def _dropin(settings: Settings, layout: Layout, checked: Preflight) -> list[OperationMeta]:
     """haproxy.service's drop-in: our config, the services' key, the unprivileged user."""
-    text = units.render(
-        "haproxy.dropin.conf.j2",
+    text = render(
+        "templates/haproxy.dropin.conf.j2",
         {
             "config": layout.gateway_config,
             "api_key_env": layout.api_key_env,

@@ -16,7 +16,7 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt
 
-from llmhost import alerts, gpu_exporter, scrape, units
+from llmhost import alerts, gpu_exporter, scrape
 from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import GPU_EXPORTER_UNIT, NODE_EXPORTER_UNIT, PROMETHEUS_UNIT, Layout
 from llmhost.operations import services
@@ -24,6 +24,7 @@ from llmhost.operations.checked_files import checked_file
 from llmhost.phases import owned
 from llmhost.phases.preflight import Preflight
 from llmhost.remote import source
+from llmhost.render import render
 from llmhost.settings import Settings
 
 PACKAGES = ["prometheus", "prometheus-node-exporter"]
@@ -106,8 +107,8 @@ def _gpu_exporter(settings: Settings, layout: Layout, checked: Preflight) -> Non
         "--port",
         str(settings.gpu_exporter_port),
     ]
-    unit_text = units.render(
-        "gpu-exporter.service.j2", {"exec_start": shlex.join(argv), "address": address}
+    unit_text = render(
+        "templates/gpu-exporter.service.j2", {"exec_start": shlex.join(argv), "address": address}
     )
     unit = owned.files(
         checked,

@@ -28,7 +28,7 @@ from pyinfra.facts.files import FileContents, FindDirectories
 from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import LinuxDistribution
 
-from llmhost import gateway_checks, units, vllm_args
+from llmhost import gateway_checks
 from llmhost.facts.batch import FactCall, FactReader, reader_for_run
 from llmhost.facts.host import (
     FreeDiskBytes,
@@ -43,6 +43,7 @@ from llmhost.layout import NOLOGIN, USER_COMMENT, Layout
 from llmhost.operations.paths import DirEntry, FileEntry, directory_in_place, file_in_place
 from llmhost.plan.catalogue import ModelMeta, ModelMetaError, resolve
 from llmhost.plan.planner import DRIVER_RESERVED_BYTES, HostPlan, PlanError, plan_services
+from llmhost.service import units, vllm_args
 from llmhost.settings import PUBLIC_BIND_WHY, ModelSource, Settings, is_ip, is_public
 
 GIB = 1024**3

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from llmhost import units
 from llmhost.layout import DEVICES_UNIT, UNIT_DIR, Layout
 from llmhost.plan.catalogue import resolve
 from llmhost.plan.planner import HostPlan, plan_services
+from llmhost.render import render
+from llmhost.service import units
 from llmhost.settings import Settings, group_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +47,7 @@ def rendered(prod, tmp_path_factory) -> dict[str, tuple[str, str]]:
     out = {}
     for svc in settings.services:
         ctx = units.context(settings, svc, metas[svc.name], plan)
-        out[svc.name] = (units.render("vllm.service.j2", ctx), units.render("vllm.env.j2", ctx))
+        out[svc.name] = (render("service/vllm.service.j2", ctx), render("service/vllm.env.j2", ctx))
     return out
 
 
@@ -200,8 +201,8 @@ def test_lab_env_pins_threads_and_sizes_the_cpu_kv_cache(tmp_path) -> None:
     plan = plan_services(settings, None, metas)
     for svc in settings.services:
         ctx = units.context(settings, svc, metas[svc.name], plan)
-        env = units.render("vllm.env.j2", ctx)
-        unit = units.render("vllm.service.j2", ctx)
+        env = render("service/vllm.env.j2", ctx)
+        unit = render("service/vllm.service.j2", ctx)
         assert f"VLLM_CPU_KVCACHE_SPACE={plan.services[svc.name].cpu_kv_cache_gib}" in env
         assert f"VLLM_CPU_OMP_THREADS_BIND={svc.cpu_threads_bind}" in env
         assert "-m vllm.entrypoints.openai.api_server --model" in unit

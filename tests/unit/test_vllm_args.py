@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmhost import vllm_args
+from llmhost.service import vllm_args
 
 PLANNED = {"--quantization"}
 

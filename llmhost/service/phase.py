@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 
-from llmhost import units
 from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import DEVICES_UNIT, MODEL_MARKER, VENV_STAMP, Layout
 from llmhost.operations import paths, secrets, services, snapshots
 from llmhost.phases import owned
 from llmhost.phases.preflight import Preflight
+from llmhost.render import render
+from llmhost.service import units
 from llmhost.settings import ServiceSpec, Settings
 
 # The phase's name in pyinfra's output (and in the deploy's phase times).
@@ -69,8 +70,8 @@ def _switch(settings: Settings, layout: Layout, checked: Preflight, svc: Service
         checked,
         f"Unit {layout.unit_name(svc)}; environment of {svc.name} (0600)",
         [
-            {"dest": layout.unit_path(svc), "content": units.render("vllm.service.j2", ctx)},
-            {"dest": layout.env_path(svc), "content": units.render("vllm.env.j2", ctx),
+            {"dest": layout.unit_path(svc), "content": render("service/vllm.service.j2", ctx)},
+            {"dest": layout.env_path(svc), "content": render("service/vllm.env.j2", ctx),
              "user": settings.user, "group": settings.user, "mode": "600"},
         ],
     )  # fmt: skip

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 from typing import Any
-
-import jinja2
 
 from llmhost.layout import DEVICES_UNIT, Layout
 from llmhost.plan.catalogue import ModelMeta
 from llmhost.plan.planner import HostPlan
+from llmhost.render import render
 from llmhost.settings import ServiceSpec, Settings
-
-# Package data (the checkout's top-level templates/ links here, where pyinfra users look).
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def server_module(settings: Settings) -> str:
@@ -108,14 +103,4 @@ def context(
 
 def devices_unit() -> str:
     """GPU hosts: the root oneshot that makes the NVIDIA device nodes before the services."""
-    return render("nvidia-devices.service.j2", {})
-
-
-def render(template: str, ctx: dict[str, Any]) -> str:
-    """Render one of the deploy's templates, as pyinfra's files.template does."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    return env.get_template(template).render(**ctx)
+    return render("service/nvidia-devices.service.j2", {})
