@@ -28,7 +28,6 @@ from pyinfra.facts.files import FileContents, FindDirectories
 from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import LinuxDistribution
 
-from llmhost import gateway_checks
 from llmhost.facts.batch import FactCall, FactReader, reader_for_run
 from llmhost.facts.host import (
     FreeDiskBytes,
@@ -39,6 +38,7 @@ from llmhost.facts.host import (
 )
 from llmhost.facts.nvidia import NvidiaGpu, NvidiaGpus, reserved_bytes
 from llmhost.facts.paths import PathState, PathStates
+from llmhost.gateway import rules as gateway_checks
 from llmhost.layout import NOLOGIN, USER_COMMENT, Layout
 from llmhost.operations.paths import DirEntry, FileEntry, directory_in_place, file_in_place
 from llmhost.plan.catalogue import ModelMeta, ModelMetaError, resolve

@@ -16,9 +16,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from llmhost import gateway, gateway_checks
 from llmhost.applied_plan import AppliedPlan, AppliedService
-from llmhost.facts.gateway import KeyHashes, parse_x509_text
+from llmhost.gateway import config as gateway
+from llmhost.gateway import rules as gateway_checks
+from llmhost.gateway.facts import KeyHashes, parse_x509_text
 from llmhost.render import render
 from llmhost.settings import Settings, SettingsError, group_settings
 
@@ -89,7 +90,7 @@ def _rendered(tmp: Path, **data: Any) -> Path:
     (tmp / "clients.map").write_text(gateway.clients_map({"alice": gateway.key_hash(KEY)}))
     ctx["g"]["pem"], ctx["g"]["clients_map"] = str(pem), str(tmp / "clients.map")
     path = tmp / "haproxy.cfg"
-    path.write_text(render("templates/haproxy.cfg.j2", ctx))
+    path.write_text(render("gateway/haproxy.cfg.j2", ctx))
     return path
 
 

@@ -21,16 +21,16 @@ TestSecretsApiKey = make_operation_tests(
     "llmhost.operations", "secrets.generated_api_key", HERE / "secrets.generated_api_key"
 )
 TestGatewayClientKeys = make_operation_tests(
-    "llmhost.operations", "gateway.client_keys", HERE / "gateway.client_keys"
+    "llmhost.gateway", "operations.client_keys", HERE / "gateway.client_keys"
 )
 TestGatewayCheckedConfig = make_operation_tests(
-    "llmhost.operations", "gateway.checked_config", HERE / "gateway.checked_config"
+    "llmhost.gateway", "operations.checked_config", HERE / "gateway.checked_config"
 )
 TestServicesActivated = make_operation_tests(
     "llmhost.operations", "services.activated", HERE / "services.activated"
 )
 TestGatewaySelfSigned = make_operation_tests(
-    "llmhost.operations", "gateway.self_signed", HERE / "gateway.self_signed"
+    "llmhost.gateway", "operations.self_signed", HERE / "gateway.self_signed"
 )
 TestJobsFinished = make_operation_tests(
     "llmhost.operations", "jobs.finished", HERE / "jobs.finished"

@@ -12,8 +12,8 @@ from pyinfra.facts.files import FileContents, Sha256File
 from pyinfra.operations import files
 
 from llmhost.facts.batch import fact
-from llmhost.facts.gateway import KeyHashes, TlsCertificate
-from llmhost.gateway import clients_map
+from llmhost.gateway.config import clients_map
+from llmhost.gateway.facts import KeyHashes, TlsCertificate
 from llmhost.settings import is_ip
 
 # Run as: sh -c NEWKEYS newkeys DIR NAME...: a key per NAME, made here by Python's secrets, in a

@@ -12,11 +12,11 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Hostname
 from pyinfra.operations import apt
 
-from llmhost import gateway
 from llmhost.applied_plan import AppliedPlan
 from llmhost.facts.batch import fact
+from llmhost.gateway import config as gateway
+from llmhost.gateway import operations as ops
 from llmhost.layout import GATEWAY_DIR, GATEWAY_RUNTIME, GATEWAY_UNIT, GATEWAY_USER, Layout
-from llmhost.operations import gateway as ops
 from llmhost.operations import services
 from llmhost.phases import owned
 from llmhost.phases.preflight import Preflight
@@ -50,7 +50,7 @@ def install_gateway(settings: Settings, checked: Preflight) -> None:
         "Gateway config (candidate)",
         [
             {"dest": layout.gateway_candidate, "group": GATEWAY_USER, "mode": "640",
-             "content": render("templates/haproxy.cfg.j2", gateway.context(settings, plan))},
+             "content": render("gateway/haproxy.cfg.j2", gateway.context(settings, plan))},
         ],
     )  # fmt: skip
     config = ops.checked_config(
@@ -72,7 +72,7 @@ def install_gateway(settings: Settings, checked: Preflight) -> None:
 def _dropin(settings: Settings, layout: Layout, checked: Preflight) -> list[OperationMeta]:
     """haproxy.service's drop-in: our config, the services' key, the unprivileged user."""
     text = render(
-        "templates/haproxy.dropin.conf.j2",
+        "gateway/haproxy.dropin.conf.j2",
         {
             "config": layout.gateway_config,
             "api_key_env": layout.api_key_env,

@@ -10,7 +10,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from llmhost.gateway import key_hash
+from llmhost.gateway.config import key_hash
 from llmhost.settings import Settings
 
 # A client key shorter than this is a placeholder, not a secret.
