@@ -155,7 +155,7 @@ class Layout:
     def health_url(self, svc: ServiceSpec) -> str:
         return self.url(svc, "/health")
 
-    # Monitoring (llmhost/phases/monitoring.py).
+    # Monitoring (llmhost/monitoring/phase.py).
     @property
     def prometheus_config(self) -> str:
         return f"{PROMETHEUS_DIR}/prometheus.yml"

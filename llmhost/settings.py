@@ -240,7 +240,7 @@ class Settings(Strict):
         "`127.0.0.1` are always added)",
     )
 
-    # Monitoring (issue 12): llmhost/phases/monitoring.py, rules from llmhost/alerts.py.
+    # Monitoring (issue 12): llmhost/monitoring/phase.py, rules from llmhost/monitoring/alerts.py.
     # A Literal, not bool: pydantic would take "yes" or 1 for True.
     monitoring: Literal[True, False, "export"] = _key(
         True,

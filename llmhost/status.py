@@ -12,11 +12,11 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmhost import gpu_exporter as ge
-from llmhost.alerts import KV_USAGE, RUNNING, WAITING
 from llmhost.applied_plan import AppliedPlan
 from llmhost.facts.nvidia import NvidiaComputeApps, NvidiaGpus
-from llmhost.scrape import JOB_VLLM
+from llmhost.monitoring import gpu_exporter as ge
+from llmhost.monitoring.alerts import KV_USAGE, RUNNING, WAITING
+from llmhost.monitoring.scrape import JOB_VLLM
 
 GIB = 1024**3
 TTFT = "vllm:time_to_first_token_seconds"

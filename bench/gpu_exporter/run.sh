@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 12 on a GPU machine without systemd or network (the device machine): the GPU exporter
-# (llmhost/gpu_exporter.py) against two torch processes holding GPU memory as the plan's two
+# (llmhost/monitoring/gpu_exporter.py) against two torch processes holding GPU memory as the plan's two
 # services would (bench/gpu_drill/hold_gpu.py, 0.55 and 0.30 of the GPU, one at a time).
 #   1. its unit tests (no GPU needed);
 #   2. the exporter in the foreground as root, PIDs mapped to services with --service-pid
@@ -53,7 +53,7 @@ wait_ready /tmp/general.ready 120 || exit 1
 MAP=(--service-pid "coder=$CODER" --service-pid "general=$GENERAL")
 
 echo "=== 2. exporter as root on 127.0.0.1:$PORT (${MAP[*]})"
-python3 llmhost/gpu_exporter.py --port $PORT "${MAP[@]}" >"$OUT/exporter.log" 2>&1 &
+python3 llmhost/monitoring/gpu_exporter.py --port $PORT "${MAP[@]}" >"$OUT/exporter.log" 2>&1 &
 PIDS+=("$!")
 wait_http "http://127.0.0.1:$PORT/metrics" 30 || { cat "$OUT/exporter.log"; exit 1; }
 curl -fsS "http://127.0.0.1:$PORT/metrics" >"$OUT/metrics_root.txt"
@@ -92,7 +92,7 @@ PY
 echo "=== 3. exporter as nobody, no capabilities, on 127.0.0.1:$PORT_NOBODY"
 if command -v setpriv >/dev/null; then
     # A copy nobody can read wherever the checkout lives (it may be under /root).
-    copy=$(mktemp -d) && chmod 755 "$copy" && cp llmhost/gpu_exporter.py "$copy/" && chmod 644 "$copy/gpu_exporter.py"
+    copy=$(mktemp -d) && chmod 755 "$copy" && cp llmhost/monitoring/gpu_exporter.py "$copy/" && chmod 644 "$copy/gpu_exporter.py"
     setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all \
         python3 "$copy/gpu_exporter.py" --port $PORT_NOBODY "${MAP[@]}" >"$OUT/exporter_nobody.log" 2>&1 &
     PIDS+=("$!")

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from llmhost import alerts, scrape
 from llmhost.applied_plan import AppliedPlan, AppliedService
+from llmhost.monitoring import alerts, scrape
 from llmhost.settings import Settings
 
 PROMTOOL = shutil.which("promtool")

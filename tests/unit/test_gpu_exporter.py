@@ -7,7 +7,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
-from llmhost import gpu_exporter as ge
+from llmhost.monitoring import gpu_exporter as ge
 
 GIB = 1024**3
 # /proc/<pid>/cgroup of vLLM's engine core under systemd: unified (v2), then a v1 hybrid host.

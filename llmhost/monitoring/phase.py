@@ -16,11 +16,11 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt
 
-from llmhost import alerts, gpu_exporter, scrape
 from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import GPU_EXPORTER_UNIT, NODE_EXPORTER_UNIT, PROMETHEUS_UNIT, Layout
+from llmhost.monitoring import alerts, gpu_exporter, scrape
+from llmhost.monitoring.checked_files import checked_file
 from llmhost.operations import services
-from llmhost.operations.checked_files import checked_file
 from llmhost.phases import owned
 from llmhost.phases.preflight import Preflight
 from llmhost.remote import source
@@ -108,7 +108,7 @@ def _gpu_exporter(settings: Settings, layout: Layout, checked: Preflight) -> Non
         str(settings.gpu_exporter_port),
     ]
     unit_text = render(
-        "templates/gpu-exporter.service.j2", {"exec_start": shlex.join(argv), "address": address}
+        "monitoring/gpu-exporter.service.j2", {"exec_start": shlex.join(argv), "address": address}
     )
     unit = owned.files(
         checked,

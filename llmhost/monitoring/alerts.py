@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from llmhost import gpu_exporter
 from llmhost.applied_plan import AppliedPlan
-from llmhost.scrape import HEADER, JOB_VLLM, Target
+from llmhost.monitoring import gpu_exporter
+from llmhost.monitoring.scrape import HEADER, JOB_VLLM, Target
 from llmhost.settings import Settings
 
 GROUP = "llmhost"
