@@ -1,7 +1,7 @@
 """``llmhost status [INVENTORY] [--limit HOST] [--watch] [--json]``: one screen per host.
 
 Each host is read over the inventory's own SSH connection data (or locally for ``@local``):
-``llmhost.status_probe`` runs there with ``python3 -c`` and asks Prometheus on the host's
+``llmhost.remote.status_probe`` runs there with ``python3 -c`` and asks Prometheus on the host's
 loopback, or reads the services' ``/metrics`` and nvidia-smi when monitoring is off.
 """
 
@@ -19,10 +19,12 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from llmhost import remote, status, status_probe
+from llmhost import status
 from llmhost.applied_plan import AppliedPlan, AppliedPlanError
 from llmhost.facts.nvidia import NvidiaComputeApps, NvidiaGpus
 from llmhost.layout import Layout
+from llmhost.remote import run as remote
+from llmhost.remote import status_probe
 from llmhost.settings import Settings, SettingsError
 
 DEFAULT_INVENTORY = "inventories/prod.py"

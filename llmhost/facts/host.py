@@ -11,7 +11,8 @@ from typing import TypedDict
 from pyinfra.api import FactBase, QuoteString, StringCommand
 from typing_extensions import override
 
-from llmhost import pipindex, remote
+from llmhost.remote import pipindex
+from llmhost.remote import run as remote
 
 
 class FreeDiskBytes(FactBase[int | None]):
@@ -237,8 +238,8 @@ class IndexFiles(TypedDict):
 class PackageIndexFiles(FactBase[IndexFiles | None]):
     """
     The distribution files the host's package indexes and find-links offer for ``project``,
-    read on the host with its own pip configuration (``llmhost.pipindex``: a fresh host has no
-    pip, and the host's registries are the ones its venv install will use). ``None`` when the
+    read on the host with its own pip configuration (``llmhost.remote.pipindex``: a fresh host
+    has no pip, and the host's registries are the ones its venv install will use). ``None`` when the
     interpreter is missing.
 
     .. code:: python

@@ -23,7 +23,7 @@ from llmhost.monitoring.checked_files import checked_file
 from llmhost.operations import services
 from llmhost.phases import owned
 from llmhost.phases.preflight import Preflight
-from llmhost.remote import source
+from llmhost.remote.run import source
 from llmhost.render import render
 from llmhost.settings import Settings
 

@@ -23,11 +23,12 @@ from pyinfra.connectors.local import LocalConnector
 from testinfra.backend.base import CommandResult
 from testinfra.host import Host as TestinfraHost
 
-from llmhost import probe, remote
 from llmhost.applied_plan import AppliedPlan, AppliedPlanError, AppliedService
 from llmhost.checks import parse_systemctl_show
 from llmhost.facts.nvidia import NvidiaComputeApp, NvidiaComputeApps, NvidiaGpu, NvidiaGpus
 from llmhost.layout import Layout, url_host
+from llmhost.remote import agent as probe
+from llmhost.remote import run as remote
 from llmhost.settings import ServiceSpec, Settings
 
 SHOW_PROPERTIES = (
@@ -133,13 +134,14 @@ class HostTarget:
         return None
 
     def probe(self, mode: str, where: str | None = None, **args: Any) -> Any:
-        """Run ``llmhost.probe`` on the host and return its JSON answer."""
+        """Run ``llmhost.remote.agent`` on the host and return its JSON answer."""
         command = remote.argv(probe, mode, json.dumps(args))
         result = self.run(" ".join(["%s"] * len(command)), *command, where=where)
         if result.rc != 0:
             # Not check_output: its message would repeat the whole probe source.
             pytest.fail(
-                f"{where or self.name}: llmhost.probe {mode} on the host exited {result.rc}: "
+                f"{where or self.name}: llmhost.remote.agent {mode} on the host exited "
+                f"{result.rc}: "
                 f"{result.stderr.strip()[-800:]}",
                 pytrace=False,
             )

@@ -8,7 +8,7 @@ from typing import Any
 from targets import ServiceTarget, fail_on
 
 from llmhost.checks import listener_problems
-from llmhost.probe import chat_text
+from llmhost.remote.agent import chat_text
 
 
 def _answer(result: dict[str, Any]) -> str:

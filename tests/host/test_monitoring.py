@@ -1,7 +1,7 @@
 """Monitoring on the host: every target scraped and up, llmhost's rules loaded, and on GPU hosts
 the GPU exporter's per-service memory agreeing with NVML's (nvidia-smi's) view.
 
-Prometheus is asked over its HTTP API from the host itself (``llmhost.probe http``): it
+Prometheus is asked over its HTTP API from the host itself (``llmhost.remote.agent http``): it
 listens on the host's loopback. Skipped where ``llmhost_monitoring`` is not ``True``.
 """
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import guest_client
 from conftest import GUEST, LAYOUT, ROOT, SERVICES, deploy_command, on_guest, unit
 
-from llmhost import remote
 from llmhost.layout import Layout
+from llmhost.remote import run as remote
 from llmhost_lab import lab
 
 # A row of pyinfra's results table: operation, hosts, success, error, no change ("-" is 0).

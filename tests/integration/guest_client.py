@@ -1,4 +1,4 @@
-"""Runs on the guest (``llmhost.remote``): completions against one service until STOP exists
+"""Runs on the guest (``llmhost.remote.run``): completions against one service until STOP exists
 (or LIMIT_S seconds), then the counts as JSON. The key is read from the deploy's 0600 file,
 never passed around.
 

@@ -1,4 +1,5 @@
-"""Runs on the guest (``llmhost.remote``): where each secret shows up: process command lines, the
+"""Runs on the guest (``llmhost.remote.run``): where each secret shows up: process command lines,
+the
 journal, and files under the given directories (not crossing into other mounts). The secrets
 come on stdin as JSON {name: value}, never on a command line, and only their names are printed.
 

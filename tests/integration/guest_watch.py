@@ -1,4 +1,5 @@
-"""Runs on the guest (``llmhost.remote``): kill -9 one process of a unit, then record what systemd
+"""Runs on the guest (``llmhost.remote.run``): kill -9 one process of a unit, then record what
+systemd
 and /health show, at every change, until a new main process answers /health with 200.
 
     python3 guest_watch.py UNIT HEALTH_URL VICTIM_PID LIMIT_S   # prints the timeline as JSON

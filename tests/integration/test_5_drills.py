@@ -44,10 +44,10 @@ from drills import (
     with_pins,
 )
 
-from llmhost import remote
 from llmhost.applied_plan import AppliedPlan
 from llmhost.operations.models import local_digest
 from llmhost.operations.venv import install_unit
+from llmhost.remote import run as remote
 from llmhost_lab import lab
 
 CODER = LAYOUT.settings.service("coder")

@@ -20,8 +20,8 @@ import guest_scan
 import pytest
 from conftest import LAYOUT, DeployRun, deploy, on_guest
 
-from llmhost import remote
 from llmhost.layout import GATEWAY_USER
+from llmhost.remote import run as remote
 
 API_KEY_FILE = LAYOUT.api_key_env
 # Where a secret could land on disk; each is searched without crossing into other mounts (the

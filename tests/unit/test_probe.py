@@ -1,4 +1,5 @@
-"""llmhost.probe, the part of the checks that runs on the host: against a local fake server."""
+"""llmhost.remote.agent, the part of the checks that runs on the host: against a local fake
+server."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from llmhost import probe
+from llmhost.remote import agent as probe
 
 KEY = "sk-test-0123456789"
 

@@ -2,7 +2,7 @@
 then Prometheus's answers to the status queries, or (monitoring off) the services' raw
 ``/metrics`` and nvidia-smi's CSV. One JSON document on stdout.
 
-Standard library only, Python >= 3.8 (``llmhost.remote`` sends its source with ``python3 -c``):
+Standard library only, Python >= 3.8 (``llmhost.remote.run`` sends its source with ``python3 -c``):
 Prometheus and the services listen on the host's loopback, so the requests start there.
 """
 

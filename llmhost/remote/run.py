@@ -1,7 +1,7 @@
 """Run a module of ours on a host that does not have llmhost: its source goes as ``python -c``.
 
-Such a module (``llmhost.pipindex``, ``llmhost.probe``) imports only the standard library and
-answers on stdout; ``-B`` keeps it from writing bytecode caches on the host.
+Such a module (``llmhost.remote.pipindex``, ``llmhost.remote.agent``) imports only the standard
+library and answers on stdout; ``-B`` keeps it from writing bytecode caches on the host.
 """
 
 from __future__ import annotations
