@@ -7,7 +7,7 @@ from pyinfra import host, logger, state
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 
-from llmhost import progress
+from llmhost import preflight, progress
 from llmhost.gateway.phase import install_gateway
 from llmhost.install.jobs import await_jobs
 from llmhost.install.models import install_models
@@ -16,7 +16,6 @@ from llmhost.install.venv import install_venv
 from llmhost.layout import Layout
 from llmhost.monitoring import scrape
 from llmhost.monitoring.phase import install_monitoring
-from llmhost.phases import preflight
 from llmhost.service.phase import start_services
 from llmhost.settings import Settings, SettingsError, data_defaults
 

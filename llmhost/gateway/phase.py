@@ -12,14 +12,14 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Hostname
 from pyinfra.operations import apt
 
+from llmhost import checked as owned
 from llmhost.applied_plan import AppliedPlan
 from llmhost.facts.batch import fact
 from llmhost.gateway import config as gateway
 from llmhost.gateway import operations as ops
 from llmhost.layout import GATEWAY_DIR, GATEWAY_RUNTIME, GATEWAY_UNIT, GATEWAY_USER, Layout
 from llmhost.operations import services
-from llmhost.phases import owned
-from llmhost.phases.preflight import Preflight
+from llmhost.preflight import Preflight
 from llmhost.render import render
 from llmhost.settings import Settings
 

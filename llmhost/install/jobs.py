@@ -9,7 +9,7 @@ from llmhost.layout import VENV_STAMP, Layout
 from llmhost.operations import jobs
 from llmhost.operations.models import fetch_unit
 from llmhost.operations.venv import install_unit
-from llmhost.phases.preflight import Preflight
+from llmhost.preflight import Preflight
 from llmhost.settings import ModelSource, Settings
 
 # The phase's name in pyinfra's output (and in the deploy's phase times).

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 
+from llmhost import checked as owned
 from llmhost.install.jobs import await_venv
 from llmhost.layout import Layout
 from llmhost.operations import models, venv
-from llmhost.phases import owned
-from llmhost.phases.preflight import Preflight, hf_token
+from llmhost.preflight import Preflight, hf_token
 from llmhost.settings import ModelSource, Settings
 
 # The phase's name in pyinfra's output (and in the deploy's phase times).

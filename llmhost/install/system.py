@@ -5,9 +5,9 @@ from __future__ import annotations
 from pyinfra.api import deploy
 from pyinfra.operations import apt, server
 
+from llmhost import checked as owned
 from llmhost.layout import NOLOGIN, USER_COMMENT
-from llmhost.phases import owned
-from llmhost.phases.preflight import Preflight
+from llmhost.preflight import Preflight
 from llmhost.settings import Settings
 
 # python3-venv makes the venv; curl is the health probe; libnuma1 is loaded by vLLM's

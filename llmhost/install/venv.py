@@ -6,7 +6,7 @@ from pyinfra.api import deploy
 
 from llmhost.layout import Layout
 from llmhost.operations import venv
-from llmhost.phases.preflight import Preflight
+from llmhost.preflight import Preflight
 from llmhost.service.units import server_module
 from llmhost.settings import Settings
 

@@ -16,13 +16,13 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt
 
+from llmhost import checked as owned
 from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import GPU_EXPORTER_UNIT, NODE_EXPORTER_UNIT, PROMETHEUS_UNIT, Layout
 from llmhost.monitoring import alerts, gpu_exporter, scrape
 from llmhost.monitoring.checked_files import checked_file
 from llmhost.operations import services
-from llmhost.phases import owned
-from llmhost.phases.preflight import Preflight
+from llmhost.preflight import Preflight
 from llmhost.remote.run import source
 from llmhost.render import render
 from llmhost.settings import Settings

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 
+from llmhost import checked as owned
 from llmhost.applied_plan import AppliedPlan
 from llmhost.layout import DEVICES_UNIT, MODEL_MARKER, VENV_STAMP, Layout
 from llmhost.operations import paths, secrets, services, snapshots
-from llmhost.phases import owned
-from llmhost.phases.preflight import Preflight
+from llmhost.preflight import Preflight
 from llmhost.render import render
 from llmhost.service import units
 from llmhost.settings import ServiceSpec, Settings

@@ -21,7 +21,7 @@ from pyinfra.api.inventory import Inventory
 from pyinfra.context import ctx_state
 from targets import HostTarget, connect
 
-from llmhost.checks import MIB, parse_service_pids
+from llmhost.observe.checks import MIB, parse_service_pids
 from llmhost.settings import Settings, SettingsError
 
 with warnings.catch_warnings():

@@ -3,7 +3,7 @@
 A ``HostTarget`` is a pyinfra inventory host turned into a testinfra connection plus its
 validated settings; a ``ServiceTarget`` is one service on it. They fetch what the tests
 compare (systemd properties, the service's PIDs, nvidia-smi rows, the probe's answers); the
-comparing itself lives in ``llmhost.checks``.
+comparing itself lives in ``llmhost.observe.checks``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from testinfra.backend.base import CommandResult
 from testinfra.host import Host as TestinfraHost
 
 from llmhost.applied_plan import AppliedPlan, AppliedPlanError, AppliedService
-from llmhost.checks import parse_systemctl_show
 from llmhost.facts.nvidia import NvidiaComputeApp, NvidiaComputeApps, NvidiaGpu, NvidiaGpus
 from llmhost.layout import Layout, url_host
+from llmhost.observe.checks import parse_systemctl_show
 from llmhost.remote import agent as probe
 from llmhost.remote import run as remote
 from llmhost.settings import ServiceSpec, Settings

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from targets import HostTarget, ServiceTarget, fail_on
 
-from llmhost.checks import (
+from llmhost.facts.nvidia import NvidiaGpu
+from llmhost.observe.checks import (
     GIB,
     apps_of,
     driver_problems,
@@ -15,7 +16,6 @@ from llmhost.checks import (
     plan_gpu_problems,
     service_vram_problems,
 )
-from llmhost.facts.nvidia import NvidiaGpu
 
 pytestmark = pytest.mark.gpu
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from targets import ServiceTarget, fail_on
 
-from llmhost.checks import listener_problems
+from llmhost.observe.checks import listener_problems
 from llmhost.remote.agent import chat_text
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from targets import HostTarget, fail_on
 
-from llmhost.checks import journal_problems, summarise_load
+from llmhost.observe.checks import journal_problems, summarise_load
 
 
 def _requests(target: HostTarget, via: str) -> list[dict[str, Any]]:

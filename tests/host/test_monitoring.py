@@ -16,8 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from targets import HostTarget, ServiceTarget, fail_on
 
-from llmhost.checks import apps_of, gib
 from llmhost.monitoring import alerts, gpu_exporter, scrape
+from llmhost.observe.checks import apps_of, gib
 
 
 def _require_monitoring(target: HostTarget) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from targets import ServiceTarget, fail_on
 
-from llmhost.checks import journal_problems
+from llmhost.observe.checks import journal_problems
 
 
 def test_active_enabled(service: ServiceTarget) -> None:

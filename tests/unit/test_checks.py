@@ -1,4 +1,4 @@
-"""llmhost.checks: the comparisons behind tests/host, fed with numbers seen on a real H200.
+"""llmhost.observe.checks: the comparisons behind tests/host, fed with numbers seen on a real H200.
 
 The GPU figures are the device run's (bench/gpu_checks_device_run.txt): an H200 of 143771 MiB,
 a coder holder at 78728 MiB (82824 MiB once planted 4 GiB over), a general one at 42942 MiB.
@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from llmhost import layout
-from llmhost.checks import (
+from llmhost.facts.nvidia import NvidiaComputeApp, NvidiaGpu
+from llmhost.observe.checks import (
     MIB,
     driver_problems,
     foreign_gpu_problems,
@@ -24,7 +25,6 @@ from llmhost.checks import (
     summarise_load,
     version_at_least,
 )
-from llmhost.facts.nvidia import NvidiaComputeApp, NvidiaGpu
 
 UUID = "GPU-24c93693-1df4-8965-cd32-9f8883599a38"
 H200_TOTAL = 143771 * MIB

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmhost import cli
+from llmhost.cli import main as cli
 from llmhost_lab import lab
 
 

@@ -9,7 +9,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from pyinfra_testing.facts import make_fact_tests
 
-from llmhost.phases.preflight import _versions
+from llmhost.preflight import _versions
 from llmhost.remote import pipindex
 
 HERE = Path(__file__).parent

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from llmhost import plan_cli
+from llmhost.cli import plan as plan_cli
 from llmhost.plan.catalogue import ModelMeta, catalogue_entry, from_catalogue, resolve
 from llmhost.plan.planner import (
     CPU_BLOCK_SIZE,
@@ -304,7 +304,7 @@ def test_cli_inventory_plans_each_host(tmp_path: Path) -> None:
     )
     # A subprocess: loading an inventory imports pyinfra_cli, which gevent-patches its process.
     done = subprocess.run(
-        [sys.executable, "-m", "llmhost.cli", "plan", str(inventory), "--gpu-memory", "80GB"],
+        [sys.executable, "-m", "llmhost.cli.main", "plan", str(inventory), "--gpu-memory", "80GB"],
         cwd=ROOT,
         env={**os.environ, "LLMHOST_LAB_CACHE": str(cache)},
         capture_output=True,

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from llmhost import preflight
 from llmhost.facts.batch import Batch
 from llmhost.layout import NOLOGIN, USER_COMMENT, Layout
-from llmhost.phases import preflight
 from llmhost.settings import Settings
 
 GIB = 1024**3

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from llmhost import status, status_cli
 from llmhost.applied_plan import AppliedPlan, AppliedService
+from llmhost.cli import status as status_cli
+from llmhost.observe import status
 
 GIB = 1024**3
 
@@ -140,7 +141,7 @@ def test_ssh_argv_follows_the_inventory() -> None:
 
 
 def test_status_names_a_missing_inventory(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    from llmhost import cli
+    from llmhost.cli import main as cli
 
     missing = str(tmp_path / "nope.py")
     assert cli.main(["status", missing]) == status_cli.Exit.USAGE
@@ -148,7 +149,7 @@ def test_status_names_a_missing_inventory(tmp_path, capsys: pytest.CaptureFixtur
 
 
 def test_status_limit_that_matches_nothing(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    from llmhost import cli
+    from llmhost.cli import main as cli
 
     inventory = tmp_path / "inv.py"
     inventory.write_text('hosts = ["gpu-01"]\n')

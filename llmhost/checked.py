@@ -6,7 +6,7 @@ from __future__ import annotations
 from pyinfra.api.operation import OperationMeta
 
 from llmhost.operations import paths
-from llmhost.phases.preflight import Preflight
+from llmhost.preflight import Preflight
 
 
 def files(checked: Preflight, name: str, entries: list[paths.FileEntry]) -> list[OperationMeta]:

@@ -19,10 +19,10 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from llmhost import status
 from llmhost.applied_plan import AppliedPlan, AppliedPlanError
 from llmhost.facts.nvidia import NvidiaComputeApps, NvidiaGpus
 from llmhost.layout import Layout
+from llmhost.observe import status
 from llmhost.remote import run as remote
 from llmhost.remote import status_probe
 from llmhost.settings import Settings, SettingsError

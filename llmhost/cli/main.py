@@ -83,7 +83,8 @@ def _lab_forward(lab: ModuleType, args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from llmhost import plan_cli, status_cli
+    from llmhost.cli import plan as plan_cli
+    from llmhost.cli import status as status_cli
 
     top = argparse.ArgumentParser(prog="llmhost", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
