@@ -43,6 +43,7 @@ from llmhost.layout import NOLOGIN, USER_COMMENT, Layout
 from llmhost.operations.paths import DirEntry, FileEntry, directory_in_place, file_in_place
 from llmhost.plan.catalogue import ModelMeta, ModelMetaError, resolve
 from llmhost.plan.planner import DRIVER_RESERVED_BYTES, HostPlan, PlanError, plan_services
+from llmhost.secret_files import KEYGEN, MIN_KEY_CHARS, read_secret, secret_problem
 from llmhost.service import units, vllm_args
 from llmhost.settings import PUBLIC_BIND_WHY, ModelSource, Settings, is_ip, is_public
 
@@ -57,7 +58,6 @@ RAM_PER_SERVICE_BYTES = 3 * GIB
 # awq_marlin, the kernel vLLM serves AWQ with, needs Ampere (8.0) or newer.
 MIN_COMPUTE_CAP = (8, 0)
 # An API key shorter than this is a placeholder, not a secret.
-MIN_API_KEY_CHARS = 16
 
 
 class PreflightError(Exception):
@@ -103,7 +103,7 @@ class Preflight:
 def hf_token(settings: Settings) -> str | None:
     """The controller's HF token: the file named in data, else $HF_TOKEN."""
     if settings.hf_token_file:
-        return Path(settings.hf_token_file).read_text().strip() or None
+        return read_secret(settings.hf_token_file) or None
     return os.environ.get("HF_TOKEN") or None
 
 
@@ -301,38 +301,18 @@ def _check_extra_args(
 
 def _check_secret_files(settings: Settings, problems: list[str]) -> bool:
     """The controller's secret files named in data hold one secret each; False if one does
-    not. A secret goes into an env file line: whitespace in it would start another variable."""
+    not."""
     found = True
     for key, path, fix, min_chars in (
-        (
-            "llmhost_api_key_file",
-            settings.api_key_file,
-            "or unset it: one is made on the host",
-            MIN_API_KEY_CHARS,
-        ),
-        ("llmhost_hf_token_file", settings.hf_token_file, "or unset it and export HF_TOKEN", 1),
-    ):
-        if not path:
-            continue
-        secret = Path(path).read_text().strip() if Path(path).is_file() else ""
-        if not secret:
-            problems.append(
-                f"{key} {path!r}: no such file on the controller, or it is empty; "
-                f"write the secret to it {fix}"
-            )
-        elif len(secret.split()) != 1 or not secret.isprintable():
-            problems.append(
-                f"{key} {path!r}: holds more than one word or a control character; write "
-                "the secret alone, on one line"
-            )
-        elif len(secret) < min_chars:
-            problems.append(
-                f"{key} {path!r}: {len(secret)} characters is a placeholder, not a secret; "
-                f"write at least {min_chars} random ones (e.g. `openssl rand -hex 32`)"
-            )
-        else:
-            continue
-        found = False
+        ("llmhost_api_key_file", settings.api_key_file,
+         f"write one with {KEYGEN}, or unset it: one is made on the host", MIN_KEY_CHARS),
+        ("llmhost_hf_token_file", settings.hf_token_file,
+         "write the token to it, or unset it and export HF_TOKEN", 1),
+    ):  # fmt: skip
+        problem = secret_problem(path, fix, min_chars) if path else None
+        if problem:
+            problems.append(f"{key} {problem}")
+            found = False
     return found
 
 

@@ -7,14 +7,9 @@ import argparse
 import os
 import subprocess
 import sys
-from enum import IntEnum
 from types import ModuleType
 
-
-class Exit(IntEnum):
-    OK = 0
-    ERROR = 1
-    USAGE = 2
+from llmhost.cli.common import Exit
 
 
 def _lab(args: argparse.Namespace) -> int:

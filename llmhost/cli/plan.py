@@ -11,10 +11,10 @@ import argparse
 import json
 import re
 import sys
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
+from llmhost.cli.common import BadInput, Exit, inventory_hosts
 from llmhost.plan.catalogue import ModelMetaError, resolve
 from llmhost.plan.planner import GiB, HostPlan, PlanError, plan_services
 from llmhost.settings import Settings, SettingsError
@@ -23,16 +23,6 @@ from llmhost.stacks import STACKS
 WHAT_IF = "what-if"
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(GB|GiB|TB|TiB|MB|MiB)\s*$", re.IGNORECASE)
 _UNITS = {"mb": 10**6, "gb": 10**9, "tb": 10**12, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
-
-
-class Exit(IntEnum):
-    FITS = 0
-    BAD_INPUT = 2
-    DOES_NOT_FIT = 3
-
-
-class BadInput(ValueError):
-    """Input the plan cannot start from; the message says what to pass instead."""
 
 
 def parse_size(text: str) -> int:
@@ -88,7 +78,7 @@ def _host_data(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     if args.inventory:
         if args.model:
             raise BadInput("--model plans a what-if: use it with --stack, not an inventory")
-        return _inventory_hosts(args.inventory, args.project_dir, override)
+        return inventory_hosts(args.inventory, args.project_dir, override)
     if not args.stack:
         raise BadInput("give an inventory file, or --stack NAME for a what-if")
     if args.model:
@@ -111,22 +101,6 @@ def _local_models(stack: str, given: list[str]) -> dict[str, Any]:
         model = {"source": "local", "path": path, "repo": None, "revision": None}
         overrides[name] = {"model": model}
     return overrides
-
-
-def _inventory_hosts(
-    inventory: str, project_dir: Path, override: dict[str, Any]
-) -> list[tuple[str, dict[str, Any]]]:
-    """Host data merged the way ``pyinfra`` merges it: inventory, group_data/, overrides."""
-    if not Path(inventory).is_file():
-        raise BadInput(f"{inventory}: no such inventory file")
-    # pyinfra_cli monkey-patches the process with gevent on import: only import it when needed.
-    from pyinfra.api import State
-    from pyinfra.context import ctx_state
-    from pyinfra_cli.inventory import make_inventory
-
-    with ctx_state.use(State()):
-        hosts = make_inventory(inventory, override_data=override, cwd=str(project_dir.resolve()))
-        return [(host.name, host.data.dict()) for host in hosts]
 
 
 def _plan_host(data: dict[str, Any], gpu_total: int | None) -> HostPlan:

@@ -21,6 +21,7 @@ from llmhost.layout import GATEWAY_DIR, GATEWAY_RUNTIME, GATEWAY_UNIT, GATEWAY_U
 from llmhost.operations import services
 from llmhost.preflight import Preflight
 from llmhost.render import render
+from llmhost.secret_files import read_secret
 from llmhost.settings import Settings
 
 # openssl makes the self-signed certificate (and the checks read certificates with it).
@@ -127,7 +128,7 @@ def tls_names(settings: Settings) -> list[str]:
 
 def _clients(settings: Settings, layout: Layout) -> OperationMeta:
     given = {
-        name: gateway.key_hash(Path(path).read_text().strip())
+        name: gateway.key_hash(read_secret(path))
         for name, path in settings.gateway_clients.items()
         if path
     }

@@ -11,11 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from llmhost.gateway.config import key_hash
+from llmhost.secret_files import KEYGEN, read_secret, secret_problem
 from llmhost.settings import Settings
-
-# A client key shorter than this is a placeholder, not a secret.
-MIN_CLIENT_KEY_CHARS = 16
-KEYGEN = "`openssl rand -hex 32 > FILE`"
 
 
 def problems(settings: Settings, now: datetime | None = None) -> list[str]:
@@ -26,32 +23,16 @@ def problems(settings: Settings, now: datetime | None = None) -> list[str]:
     return found
 
 
-def client_key_problem(path: str) -> str | None:
-    """Why a controller file cannot be a client's key, or None."""
-    file = Path(path)
-    key = file.read_text().strip() if file.is_file() else ""
-    if not key:
-        return f"{path!r}: no such file on the controller, or it is empty; write one: {KEYGEN}"
-    if len(key.split()) != 1 or not key.isprintable():
-        return f"{path!r}: holds more than one word or a control character; write the key alone"
-    if len(key) < MIN_CLIENT_KEY_CHARS:
-        return (
-            f"{path!r}: {len(key)} characters is a placeholder, not a key; write at least "
-            f"{MIN_CLIENT_KEY_CHARS} random ones with {KEYGEN}"
-        )
-    return None
-
-
 def _client_files(settings: Settings) -> list[str]:
     found, seen = [], {}
     for name, path in settings.gateway_clients.items():
         if not path:
             continue
-        problem = client_key_problem(path)
+        problem = secret_problem(path, f"write one: {KEYGEN}")
         if problem:
             found.append(f"llmhost_gateway_clients[{name!r}] {problem}")
             continue
-        digest = key_hash(Path(path).read_text().strip())
+        digest = key_hash(read_secret(path))
         if digest in seen:
             found.append(
                 f"llmhost_gateway_clients: {seen[digest]!r} and {name!r} have the same key; the "

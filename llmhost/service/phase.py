@@ -11,6 +11,7 @@ from llmhost.layout import DEVICES_UNIT, MODEL_MARKER, VENV_STAMP, Layout
 from llmhost.operations import paths, secrets, services, snapshots
 from llmhost.preflight import Preflight
 from llmhost.render import render
+from llmhost.secret_files import read_secret
 from llmhost.service import units
 from llmhost.settings import ServiceSpec, Settings
 
@@ -50,8 +51,7 @@ def _write_api_key(
         )
         owned.files(checked, "The applied VRAM plan", [plan])
         return
-    with open(settings.api_key_file, encoding="utf-8") as f:
-        key = f.read().strip()
+    key = read_secret(settings.api_key_file)
     owned.files(
         checked,
         "The applied VRAM plan; the API key (0600)",

@@ -27,6 +27,7 @@ from llmhost.applied_plan import AppliedPlan, AppliedPlanError, AppliedService
 from llmhost.facts.nvidia import NvidiaComputeApp, NvidiaComputeApps, NvidiaGpu, NvidiaGpus
 from llmhost.layout import Layout, url_host
 from llmhost.observe.checks import parse_systemctl_show
+from llmhost.observe.reach import reach
 from llmhost.remote import agent as probe
 from llmhost.remote import run as remote
 from llmhost.settings import ServiceSpec, Settings
@@ -61,26 +62,14 @@ def connect(host: PyinfraHost) -> TestinfraHost:
     """A testinfra connection from the pyinfra host's own connection data."""
     data = host.data
     sudo = bool(data.get("_sudo"))
-    if issubclass(host.connector_cls, LocalConnector) or data.get("ssh_hostname") == "@local":
+    to = reach(host.name, data.dict())
+    if issubclass(host.connector_cls, LocalConnector) or to.local:
         return testinfra.get_host("local://", sudo=sudo)
-    user, port = data.get("ssh_user"), data.get("ssh_port")
-    spec = "ssh://{}{}{}".format(
-        f"{user}@" if user else "",
-        data.get("ssh_hostname") or host.name,
-        f":{port}" if port else "",
-    )
-    # BatchMode: fail instead of prompting in CI; LogLevel: keep ssh's notices out of stderr,
-    # which the checks quote.
-    extra = ["-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]
-    if str(data.get("ssh_strict_host_key_checking", "")).lower() in ("no", "off", "false"):
-        extra += ["-o", "StrictHostKeyChecking=no"]
-    if data.get("ssh_known_hosts_file"):
-        extra += ["-o", f"UserKnownHostsFile={data.get('ssh_known_hosts_file')}"]
-    key = data.get("ssh_key")
+    user, port = f"{to.user}@" if to.user else "", f":{to.port}" if to.port else ""
     return testinfra.get_host(
-        spec,
-        ssh_identity_file=os.path.expanduser(key) if key else None,
-        ssh_extra_args=shlex.join(extra),
+        f"ssh://{user}{to.hostname}{port}",
+        ssh_identity_file=to.key,
+        ssh_extra_args=shlex.join(to.options),
         # One multiplexed connection for the whole run instead of one per command (~3x faster).
         controlpath=os.path.join(tempfile.gettempdir(), f"llmhost-ssh-{host.name}"),
         sudo=sudo,

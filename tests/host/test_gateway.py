@@ -19,6 +19,7 @@ import pytest
 from targets import HostTarget, ServiceTarget, fail_on
 
 from llmhost.layout import GATEWAY_UNIT, GATEWAY_USER
+from llmhost.secret_files import read_secret
 
 # Paths vLLM answers without its key, and others that are not on the gateway's list.
 OFF_LIST = ("/metrics", "/tokenize", "/detokenize", "/pause", "/invocations", "/v1/x", "/")
@@ -59,7 +60,7 @@ def _client_key(target: HostTarget) -> tuple[str, str]:
         pytest.fail(f"{target.name}: llmhost_gateway_clients is empty: no key to check with")
     for name, path in sorted(clients.items(), key=lambda kv: kv[1] is None):
         if path:
-            return name, Path(path).read_text().strip()
+            return name, read_secret(path)
         result = target.run("cat %s", target.layout.gateway_key(name))
         if result.rc == 0 and result.stdout.strip():
             return name, result.stdout.strip()

@@ -7,6 +7,7 @@ import pytest
 from llmhost.applied_plan import AppliedPlan, AppliedService
 from llmhost.cli import status as status_cli
 from llmhost.observe import status
+from llmhost.observe.reach import reach
 
 GIB = 1024**3
 
@@ -134,10 +135,10 @@ def test_ssh_argv_follows_the_inventory() -> None:
         "ssh_strict_host_key_checking": "no",
         "ssh_known_hosts_file": "/dev/null",
     }
-    argv = status_cli.ssh_argv("lab-mon", data, ["python3", "-c", "print('a b')"])
+    argv = reach("lab-mon", data).ssh_argv(["python3", "-c", "print('a b')"])
     assert argv[-2:] == ["root@10.0.0.2", "python3 -c 'print('\"'\"'a b'\"'\"')'"]
     assert argv[argv.index("-p") : argv.index("-p") + 2] == ["-p", "2222"]
-    assert status_cli.ssh_argv("@local", {}, ["true"]) == ["true"]
+    assert reach("@local", {}).ssh_argv(["true"]) == ["true"]
 
 
 def test_status_names_a_missing_inventory(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
