@@ -40,6 +40,7 @@ from llmhost.facts.nvidia import NvidiaGpu, NvidiaGpus, reserved_bytes
 from llmhost.facts.paths import PathState, PathStates
 from llmhost.gateway import rules as gateway_checks
 from llmhost.layout import NOLOGIN, USER_COMMENT, Layout
+from llmhost.observe.checks import version_at_least
 from llmhost.operations.paths import DirEntry, FileEntry, directory_in_place, file_in_place
 from llmhost.plan.catalogue import ModelMeta, ModelMetaError, resolve
 from llmhost.plan.planner import DRIVER_RESERVED_BYTES, HostPlan, PlanError, plan_services
@@ -450,7 +451,7 @@ def _check_gpu(settings: Settings, facts: FactReader, problems: list[str]) -> Nv
         return None
     gpu = gpus[0]
     driver = gpu["driver_version"] or "unknown"
-    if _version(driver) < _version(settings.min_nvidia_driver):
+    if not version_at_least(driver, settings.min_nvidia_driver):
         problems.append(
             f"NVIDIA driver {driver} is older than {settings.min_nvidia_driver}, the minimum "
             f"for {settings.vllm_package}=={settings.vllm_version}'s CUDA build; upgrade it"
@@ -474,7 +475,3 @@ def _check_disk(facts: FactReader, path: str, need: int, what: str, problems: li
             f"{path} has {(free or 0) / GIB:.1f} GiB free; {what} need {need / GIB:.1f} GiB: "
             "free space or point the llmhost_*_dir keys at a larger disk"
         )
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split(".") if p.isdigit())

@@ -211,15 +211,21 @@ class NvmlCollector(Collector):
         yield from families(readings, self.service_of)
 
 
-def parse_service_pids(values: Iterable[str]) -> dict[int, str]:
-    """``--service-pid coder=844`` (repeatable): where there is no systemd to ask."""
-    mapping = {}
-    for value in values:
-        name, sep, pid = value.partition("=")
+def service_pid_pairs(values: Iterable[str], option: str) -> list[tuple[str, int]]:
+    """``SERVICE=PID`` items (``coder=844``), where there is no systemd to ask: the one parser
+    of the exporter's ``--service-pid`` and the post-deploy checks' ``--service-pids``."""
+    pairs = []
+    for value in filter(None, (v.strip() for v in values)):
+        name, sep, pid = (part.strip() for part in value.partition("="))
         if not sep or not pid.isdigit() or not name:
-            raise ValueError(f"--service-pid {value!r}: write SERVICE=PID, e.g. coder=844")
-        mapping[int(pid)] = name
-    return mapping
+            raise ValueError(f"{option} {value!r}: write SERVICE=PID, e.g. coder=844")
+        pairs.append((name, int(pid)))
+    return pairs
+
+
+def parse_service_pids(values: Iterable[str]) -> dict[int, str]:
+    """``--service-pid coder=844`` (repeatable): PID -> service."""
+    return {pid: name for name, pid in service_pid_pairs(values, "--service-pid")}
 
 
 def main(argv: list[str] | None = None) -> int:

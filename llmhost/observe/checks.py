@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llmhost.monitoring.gpu_exporter import service_pid_pairs
+
 if TYPE_CHECKING:
     # Types only: this module stays importable without pyinfra.
     from llmhost.facts.nvidia import NvidiaComputeApp, NvidiaGpu
@@ -32,6 +34,16 @@ def gib(n_bytes: float) -> str:
     return f"{n_bytes / GIB:.2f} GiB"
 
 
+def version_at_least(found: str, minimum: str) -> bool:
+    """The one reading of a driver version (preflight's and the checks'): numeric, part by part
+    (580.159.04 >= 580.65.06, which a string compare gets wrong)."""
+
+    def parts(version: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in re.findall(r"\d+", version))
+
+    return parts(found) >= parts(minimum)
+
+
 def parse_systemctl_show(text: str) -> dict[str, str]:
     """``systemctl show -p A -p B UNIT`` output (``A=value`` lines) as a dict."""
     props: dict[str, str] = {}
@@ -45,25 +57,13 @@ def parse_systemctl_show(text: str) -> dict[str, str]:
 def parse_service_pids(spec: str) -> dict[str, list[int]]:
     """``coder=101,general=202,general=203`` → {"coder": [101], "general": [202, 203]}."""
     pids: dict[str, list[int]] = {}
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        name, sep, pid = item.partition("=")
-        if not sep or not pid.strip().isdigit():
-            raise ValueError(f"--service-pids: {item!r} is not SERVICE=PID")
-        pids.setdefault(name.strip(), []).append(int(pid))
+    for name, pid in service_pid_pairs(spec.split(","), "--service-pids"):
+        pids.setdefault(name, []).append(pid)
     return pids
 
 
 def journal_problems(lines: Iterable[str]) -> list[str]:
     return [line for line in lines if JOURNAL_PATTERNS.search(line)]
-
-
-def version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version))
-
-
-def version_at_least(found: str, minimum: str) -> bool:
-    """Numeric, part by part: driver 580.159.04 ≥ 580.65.06 (a string compare says no)."""
-    return version_tuple(found) >= version_tuple(minimum)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

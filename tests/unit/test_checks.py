@@ -66,7 +66,7 @@ def test_service_pids_option() -> None:
         "coder": [460],
         "general": [486, 487],
     }
-    with pytest.raises(ValueError, match="'coder' is not SERVICE=PID"):
+    with pytest.raises(ValueError, match="'coder': write SERVICE=PID"):
         parse_service_pids("coder")
 
 
