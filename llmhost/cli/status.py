@@ -1,7 +1,7 @@
 """``llmhost status [INVENTORY] [--limit HOST] [--watch] [--json]``: one screen per host.
 
 Each host is read over the inventory's own SSH connection data (or locally for ``@local``):
-``llmhost.remote.status_probe`` runs there with ``python3 -c`` and asks Prometheus on the host's
+``llmhost.remote.agent`` runs there with ``python3 -c`` and asks Prometheus on the host's
 loopback, or reads the services' ``/metrics`` and nvidia-smi when monitoring is off.
 """
 
@@ -21,8 +21,8 @@ from llmhost.facts.nvidia import NvidiaComputeApps, NvidiaGpus
 from llmhost.layout import Layout
 from llmhost.observe import status
 from llmhost.observe.reach import reach
+from llmhost.remote import agent
 from llmhost.remote import run as remote
-from llmhost.remote import status_probe
 from llmhost.settings import Settings, SettingsError
 
 DEFAULT_INVENTORY = "inventories/prod.py"
@@ -64,7 +64,7 @@ def read_host(name: str, data: dict[str, Any]) -> status.HostStatus:
         settings = Settings.from_host_data(data, where=name)
     except SettingsError as e:
         return status.HostStatus(name, "-", error=str(e))
-    command = remote.argv(status_probe, json.dumps(probe_args(name, settings)))
+    command = remote.argv(agent, "status", json.dumps(probe_args(name, settings)))
     result = subprocess.run(reach(name, data).ssh_argv(command), capture_output=True, text=True)
     if result.returncode != 0:
         why = result.stderr.strip().splitlines()[-1:] or [f"exit status {result.returncode}"]

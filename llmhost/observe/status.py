@@ -1,4 +1,4 @@
-"""``llmhost status``'s screen for one host, from what ``llmhost.remote.status_probe`` read there
+"""``llmhost status``'s screen for one host, from what ``llmhost.remote.agent`` read there
 (pure: no pyinfra, no SSH): Prometheus's answers, or the services' raw ``/metrics`` and
 nvidia-smi's CSV when monitoring is off.
 """

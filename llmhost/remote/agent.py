@@ -1,8 +1,10 @@
-"""Runs ON the checked host: HTTP requests to the services, the load smoke, /proc reads.
+"""The one agent that runs ON a host for the controller: HTTP requests to the services, the
+load smoke, /proc reads and units' processes for the post-deploy checks; the applied plan,
+units, Prometheus's answers or raw ``/metrics`` and nvidia-smi for ``llmhost status``.
 
-The post-deploy checks send this file's source with ``python3 -c SOURCE MODE JSON_ARGS`` (the
-services bind 127.0.0.1, so requests must start on the host) and read one JSON document back.
-Standard library only, Python ≥ 3.8: it runs under whatever python3 the host has.
+Both send this file's source with ``python3 -c SOURCE MODE JSON_ARGS`` (``llmhost.remote.run``;
+the services bind 127.0.0.1, so requests must start on the host) and read one JSON document
+back. Standard library only, Python >= 3.8: it runs under whatever python3 the host has.
 
 Secrets stay on the host: the API key is read from its file here, sent only in request headers,
 and never printed; ``environ`` returns just the variables asked for.
@@ -14,14 +16,30 @@ import json
 import os
 import socket
 import ssl
+import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 LISTEN = "0A"  # TCP state code of a listening socket in /proc/net/tcp
+UNIT_PROPS = ("ActiveState", "SubState", "NRestarts", "MainPID", "ControlGroup")
+# Where a unit's cgroup lives: unified (v2), then the hybrid layouts of v1 hosts.
+CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")
+
+
+def _open(request: urllib.request.Request | str, timeout: float, cafile: str | None = None) -> Any:
+    """The one way this agent makes a request: never through a proxy the environment names
+    (what it asks is on this host, or the gateway as this host reaches it)."""
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if cafile:
+        handlers.append(
+            urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=cafile))
+        )
+    return urllib.request.build_opener(*handlers).open(request, timeout=timeout)
 
 
 def _read_key(key_file: str | None) -> str | None:
@@ -55,8 +73,7 @@ def http(
     request = urllib.request.Request(url, data=data, headers=headers)
     start = time.monotonic()
     try:
-        context = ssl.create_default_context(cafile=cafile) if cafile else None
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+        with _open(request, timeout, cafile) as response:
             status, text, error = response.status, response.read().decode(errors="replace"), None
     except urllib.error.HTTPError as e:
         status, text, error = e.code, e.read().decode(errors="replace"), None
@@ -169,12 +186,119 @@ def files_containing_key(key_file: str, paths: list[str]) -> list[str]:
     return hits
 
 
+def _get(url: str, timeout: float = 10.0) -> str:
+    with _open(url, timeout) as response:
+        return response.read().decode(errors="replace")
+
+
+def cgroup_pids(cgroup: str) -> list[int]:
+    """Every process in a cgroup (a unit's ``ControlGroup``) and below it."""
+    for root in CGROUP_ROOTS:
+        base = root + cgroup
+        if not cgroup or not os.path.isdir(base):
+            continue
+        pids = set()
+        for dirpath, _dirs, files in os.walk(base):
+            if "cgroup.procs" in files:
+                with open(os.path.join(dirpath, "cgroup.procs"), encoding="ascii") as f:
+                    pids.update(int(p) for p in f.read().split())
+        return sorted(pids)
+    return []
+
+
+def _rss(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+def unit(name: str) -> dict[str, Any]:
+    """A unit's systemd state, its processes and their RSS."""
+    args = ["systemctl", "show", *(f"-p{p}" for p in UNIT_PROPS), name]
+    out = subprocess.run(args, capture_output=True, text=True).stdout
+    props: dict[str, Any] = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    props["pids"] = cgroup_pids(props.get("ControlGroup", ""))
+    props["rss_bytes"] = _rss(props["pids"])
+    return props
+
+
+def query(prometheus: str, expr: str) -> dict[str, Any]:
+    url = f"{prometheus}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    try:
+        return json.loads(_get(url))
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        return {"status": "error", "error": f"{type(e).__name__}: {getattr(e, 'reason', e)}"}
+
+
+def _metrics(url: str) -> dict[str, Any]:
+    try:
+        return {"text": _get(url)}
+    except (urllib.error.URLError, OSError) as e:
+        return {"error": f"{type(e).__name__}: {getattr(e, 'reason', e)}"}
+
+
+def _smi(commands: dict[str, list[str]]) -> dict[str, Any]:
+    found = {}
+    for key, argv in commands.items():
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            found[key] = {"rc": result.returncode, "out": result.stdout, "err": result.stderr}
+        except (OSError, subprocess.TimeoutExpired) as e:
+            found[key] = {"rc": -1, "out": "", "err": str(e)}
+    return found
+
+
+def status(
+    plan: str,
+    units: dict[str, str],
+    prometheus: str | None = None,
+    queries: dict[str, str] | None = None,
+    metrics: dict[str, str] | None = None,
+    smi: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    """``llmhost status``: ``plan``: the applied plan's path; ``units``: service -> unit; then
+    ``prometheus`` and ``queries`` (key -> PromQL), or ``metrics`` (service -> /metrics URL)
+    and ``smi`` (nvidia-smi's command lines)."""
+    try:
+        with open(plan, encoding="utf-8") as f:
+            applied: str | None = f.read()
+    except OSError:
+        applied = None
+    answer: dict[str, Any] = {
+        "plan": applied,
+        "units": {svc: unit(name) for svc, name in units.items()},
+    }
+    if prometheus:
+        answer["queries"] = {key: query(prometheus, expr) for key, expr in (queries or {}).items()}
+    else:
+        answer["metrics"] = {svc: _metrics(url) for svc, url in (metrics or {}).items()}
+        answer["smi"] = _smi(smi or {})
+    return answer
+
+
+def unit_pids(unit: str) -> list[int]:
+    """Every process of ``unit`` (vLLM's API server and its engine core), from its cgroup."""
+    out = subprocess.run(
+        ["systemctl", "show", "-p", "ControlGroup", "--value", unit], capture_output=True, text=True
+    ).stdout
+    return cgroup_pids(out.strip())
+
+
 MODES = {
     "http": http,
     "load": load,
     "listening": listening,
     "environ": environ,
     "files_containing_key": files_containing_key,
+    "status": status,
+    "unit_pids": unit_pids,
 }
 
 

@@ -44,9 +44,6 @@ SHOW_PROPERTIES = (
     "DropInPaths",
 )
 
-# Where a unit's cgroup lives: unified (v2), then the hybrid layouts of v1 hosts.
-CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")
-
 
 def fail_on(problems: list[str]) -> None:
     """Fail the current check with its problems as the whole message.
@@ -213,16 +210,7 @@ class ServiceTarget:
         """Every process in the unit's cgroup (vLLM's API server and its engine core)."""
         if self.target.pid_override is not None:
             return self.target.pid_override.get(self.name, [])
-        cgroup = self.show()["ControlGroup"]
-        if not cgroup:
-            return []
-        roots = " ".join(shlex.quote(root + cgroup) for root in CGROUP_ROOTS)
-        out = self.target.output(
-            f'for d in {roots}; do if [ -d "$d" ]; then '
-            'find "$d" -name cgroup.procs -exec cat {} +; break; fi; done',
-            where=self.where,
-        )
-        return sorted({int(pid) for pid in out.split()})
+        return sorted(self.probe("unit_pids", unit=self.unit))
 
     def main_pid(self) -> int:
         pids = (

@@ -163,3 +163,16 @@ def test_missing_key_file_is_one_line(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert out.stderr.strip().startswith("FileNotFoundError: [Errno 2] No such file")
     assert "Traceback" not in out.stderr
+
+
+def test_a_proxy_in_the_environment_is_never_used(
+    server: str, key_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A dead proxy, as a host's /etc/environment or a sudo keeping variables would hand it over.
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert probe.http(f"{server}/v1/chat/completions", key_file, {"model": "m"})["status"] == 200
+    answer = probe.status(plan="/nonexistent", units={}, metrics={"coder": f"{server}/metrics"})
+    assert answer["metrics"]["coder"] == {"text": "{}"}
