@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from packaging.specifiers import Specifier
@@ -28,6 +27,8 @@ from pyinfra.facts.files import FileContents, FindDirectories
 from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import LinuxDistribution
 
+from llmhost.applied_plan import AppliedPlan
+from llmhost.checked import Checked
 from llmhost.facts.batch import FactCall, FactReader, reader_for_run
 from llmhost.facts.host import (
     FreeDiskBytes,
@@ -37,14 +38,13 @@ from llmhost.facts.host import (
     ResolvedAddresses,
 )
 from llmhost.facts.nvidia import NvidiaGpu, NvidiaGpus, reserved_bytes
-from llmhost.facts.paths import PathState, PathStates
+from llmhost.facts.paths import PathStates
 from llmhost.gateway import rules as gateway_checks
 from llmhost.layout import NOLOGIN, USER_COMMENT, Layout
 from llmhost.observe.checks import version_at_least
-from llmhost.operations.paths import DirEntry, FileEntry, directory_in_place, file_in_place
 from llmhost.plan.catalogue import ModelMeta, ModelMetaError, resolve
 from llmhost.plan.planner import DRIVER_RESERVED_BYTES, HostPlan, PlanError, plan_services
-from llmhost.secret_files import KEYGEN, MIN_KEY_CHARS, read_secret, secret_problem
+from llmhost.secret_files import KEYGEN, MIN_KEY_CHARS, hf_token, secret_problem
 from llmhost.service import units, vllm_args
 from llmhost.settings import PUBLIC_BIND_WHY, ModelSource, Settings, is_ip, is_public
 
@@ -58,57 +58,13 @@ VENV_BYTES = {True: 12 * GIB, False: 5 * GIB}
 RAM_PER_SERVICE_BYTES = 3 * GIB
 # awq_marlin, the kernel vLLM serves AWQ with, needs Ampere (8.0) or newer.
 MIN_COMPUTE_CAP = (8, 0)
-# An API key shorter than this is a placeholder, not a secret.
 
 
 class PreflightError(Exception):
     """The host cannot work; one line per problem."""
 
 
-@dataclass(frozen=True)
-class Preflight:
-    metas: dict[str, ModelMeta]
-    gpu_total_bytes: int | None
-    plan: HostPlan
-    # The service user and its group exist as the system phase makes them.
-    account_ready: bool
-    # What preflight read of the host, in one command while the deploy was prepared: the
-    # phases skip work it shows complete (a marker holding what it should) instead of asking
-    # again, one command each.
-    facts: FactReader
-    # The state of each of ``Layout.owned_paths``, as that one command read it.
-    owned: dict[str, PathState | None]
-
-    def files_in_place(self, entries: Iterable[FileEntry]) -> bool:
-        """Each of these files was found with its content, owner and mode."""
-        return all(
-            e["dest"] in self.owned and file_in_place(self.owned[e["dest"]], e) for e in entries
-        )
-
-    def directories_in_place(self, entries: Iterable[DirEntry]) -> bool:
-        """Each of these directories was found with its owner and mode."""
-        return all(
-            e["path"] in self.owned and directory_in_place(self.owned[e["path"]], e)
-            for e in entries
-        )
-
-    def marked(self, path: str, content: str) -> bool:
-        """The marker or stamp at ``path`` holds ``content``: what it marks is complete."""
-        return self.facts.get(FileContents, path=path) == [content]
-
-    def installed(self, packages: Iterable[str]) -> bool:
-        """Every one of these OS packages is installed."""
-        return set(packages) <= self.facts.get(DebPackages).keys()
-
-
-def hf_token(settings: Settings) -> str | None:
-    """The controller's HF token: the file named in data, else $HF_TOKEN."""
-    if settings.hf_token_file:
-        return read_secret(settings.hf_token_file) or None
-    return os.environ.get("HF_TOKEN") or None
-
-
-def check_host(settings: Settings) -> Preflight:
+def check_host(settings: Settings) -> Checked:
     """Every check, then the plan; ``PreflightError`` with one line per problem."""
     problems: list[str] = []
     facts = reader_for_run(host, _every_run(settings))
@@ -139,10 +95,11 @@ def check_host(settings: Settings) -> Preflight:
     if problems or plan is None:
         raise PreflightError("\n".join(f"{host.name}: {p}" for p in problems))
     owned = Layout(settings).owned_paths
-    return Preflight(
+    return Checked(
         metas=metas,
         gpu_total_bytes=gpu_total,
         plan=plan,
+        applied=AppliedPlan.of(settings, plan, gpu_total),
         account_ready=account_ready,
         facts=facts,
         owned=dict(zip(owned, facts.get(PathStates, paths=owned), strict=False)),

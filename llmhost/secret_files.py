@@ -3,7 +3,10 @@ token, each gateway client's key): preflight, the gateway's rules and the deploy
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+from llmhost.settings import Settings
 
 # Shorter is a placeholder, not a key; 32 hex characters is what the README's command writes.
 MIN_KEY_CHARS = 16
@@ -33,3 +36,10 @@ def secret_problem(path: str, fix: str, min_chars: int = MIN_KEY_CHARS) -> str |
             f"{min_chars} random ones with {KEYGEN}"
         )
     return None
+
+
+def hf_token(settings: Settings) -> str | None:
+    """The controller's HF token: the file named in data, else $HF_TOKEN."""
+    if settings.hf_token_file:
+        return read_secret(settings.hf_token_file) or None
+    return os.environ.get("HF_TOKEN") or None

@@ -12,14 +12,12 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Hostname
 from pyinfra.operations import apt
 
-from llmhost import checked as owned
-from llmhost.applied_plan import AppliedPlan
+from llmhost.checked import Checked
 from llmhost.facts.batch import fact
 from llmhost.gateway import config as gateway
 from llmhost.gateway import operations as ops
 from llmhost.layout import GATEWAY_DIR, GATEWAY_RUNTIME, GATEWAY_UNIT, GATEWAY_USER, Layout
 from llmhost.operations import services
-from llmhost.preflight import Preflight
 from llmhost.render import render
 from llmhost.secret_files import read_secret
 from llmhost.settings import Settings
@@ -29,14 +27,13 @@ PACKAGES = ["haproxy", "openssl"]
 
 
 @deploy("Gateway: HAProxy in front of the services")
-def install_gateway(settings: Settings, checked: Preflight) -> None:
+def install_gateway(settings: Settings, checked: Checked) -> None:
     layout = Layout(settings)
     if not settings.gateway_clients:
         logger.warning(f"{host.name}: llmhost_gateway_clients is empty: the gateway answers 401")
     if not checked.installed(PACKAGES):
         apt.packages(name="Install HAProxy and openssl", packages=PACKAGES)
-    owned.directories(
-        checked,
+    checked.directories(
         f"Directories {GATEWAY_DIR}, {layout.gateway_keys_dir}, {layout.gateway_dropin_dir}",
         [
             {"path": GATEWAY_DIR, "group": GATEWAY_USER, "mode": "750"},
@@ -45,9 +42,8 @@ def install_gateway(settings: Settings, checked: Preflight) -> None:
         ],
     )
     changed = [*_certificate(settings, layout, checked), _clients(settings, layout)]
-    plan = AppliedPlan.of(settings, checked.plan, checked.gpu_total_bytes)
-    owned.files(
-        checked,
+    plan = checked.applied
+    checked.files(
         "Gateway config (candidate)",
         [
             {"dest": layout.gateway_candidate, "group": GATEWAY_USER, "mode": "640",
@@ -70,7 +66,7 @@ def install_gateway(settings: Settings, checked: Preflight) -> None:
     )
 
 
-def _dropin(settings: Settings, layout: Layout, checked: Preflight) -> list[OperationMeta]:
+def _dropin(settings: Settings, layout: Layout, checked: Checked) -> list[OperationMeta]:
     """haproxy.service's drop-in: our config, the services' key, the unprivileged user."""
     text = render(
         "gateway/haproxy.dropin.conf.j2",
@@ -82,20 +78,18 @@ def _dropin(settings: Settings, layout: Layout, checked: Preflight) -> list[Oper
             "services": [svc.served_model_name for svc in settings.services],
         },
     )
-    return owned.files(
-        checked,
+    return checked.files(
         f"Drop-in {layout.gateway_dropin}",
         [{"dest": layout.gateway_dropin, "content": text}],
     )
 
 
-def _certificate(settings: Settings, layout: Layout, checked: Preflight) -> list[OperationMeta]:
+def _certificate(settings: Settings, layout: Layout, checked: Checked) -> list[OperationMeta]:
     """The controller's certificate and key, or a self-signed pair made on the host once."""
     if settings.tls_cert_file and settings.tls_key_file:
         cert = Path(settings.tls_cert_file).read_text()
         key = Path(settings.tls_key_file).read_text()
-        return owned.files(
-            checked,
+        return checked.files(
             "Gateway certificate (public); certificate and key (0600)",
             [
                 {"dest": layout.gateway_cert, "content": cert},

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 
+from llmhost.checked import Checked
 from llmhost.layout import VENV_STAMP, Layout
 from llmhost.operations import jobs
 from llmhost.operations.models import fetch_unit
 from llmhost.operations.venv import install_unit
-from llmhost.preflight import Preflight
 from llmhost.settings import ModelSource, Settings
 
 # The phase's name in pyinfra's output (and in the deploy's phase times).
@@ -17,7 +17,7 @@ PHASE = "Background jobs: venv install and model downloads"
 
 
 @deploy(PHASE)
-def await_jobs(settings: Settings, checked: Preflight) -> None:
+def await_jobs(settings: Settings, checked: Checked) -> None:
     layout = Layout(settings)
     # What preflight found complete has no job to wait for.
     if not checked.marked(layout.release_stamp, layout.release_digest):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 
-from llmhost import checked as owned
+from llmhost.checked import Checked
 from llmhost.install.jobs import await_venv
 from llmhost.layout import Layout
 from llmhost.operations import models, venv
-from llmhost.preflight import Preflight, hf_token
+from llmhost.secret_files import hf_token
 from llmhost.settings import ModelSource, Settings
 
 # The phase's name in pyinfra's output (and in the deploy's phase times).
@@ -17,7 +17,7 @@ PHASE = "Models"
 
 
 @deploy(PHASE)
-def install_models(settings: Settings, checked: Preflight) -> None:
+def install_models(settings: Settings, checked: Checked) -> None:
     layout = Layout(settings)
     hub = [
         svc
@@ -30,8 +30,7 @@ def install_models(settings: Settings, checked: Preflight) -> None:
         _hub_client(settings, layout, checked)
     token = hf_token(settings) if hub else None
     if token:
-        owned.files(
-            checked,
+        checked.files(
             "HF token (0600)",
             [
                 {"dest": layout.hf_token, "content": token + "\n", "user": settings.user,
@@ -57,7 +56,7 @@ def install_models(settings: Settings, checked: Preflight) -> None:
             )
 
 
-def _hub_client(settings: Settings, layout: Layout, checked: Preflight) -> None:
+def _hub_client(settings: Settings, layout: Layout, checked: Checked) -> None:
     """The downloads' own small venv, ready before they start (seconds, not the release's
     minutes)."""
     if checked.marked(layout.tools_stamp, layout.tools_digest):

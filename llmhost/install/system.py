@@ -5,9 +5,8 @@ from __future__ import annotations
 from pyinfra.api import deploy
 from pyinfra.operations import apt, server
 
-from llmhost import checked as owned
+from llmhost.checked import Checked
 from llmhost.layout import NOLOGIN, USER_COMMENT
-from llmhost.preflight import Preflight
 from llmhost.settings import Settings
 
 # python3-venv makes the venv; curl is the health probe; libnuma1 is loaded by vLLM's
@@ -19,7 +18,7 @@ PHASE = "System: user, directories, packages"
 
 
 @deploy(PHASE)
-def install_system(settings: Settings, checked: Preflight) -> None:
+def install_system(settings: Settings, checked: Checked) -> None:
     # What preflight read shows done is not asked again (pyinfra's user operation reads
     # every account on the host, each run).
     if not checked.installed(PACKAGES):
@@ -41,8 +40,7 @@ def install_system(settings: Settings, checked: Preflight) -> None:
             create_home=False,
             shell=NOLOGIN,
         )
-    owned.directories(
-        checked,
+    checked.directories(
         "Directories: base, models, cache, config",
         [
             {"path": settings.base_dir, "group": settings.user, "mode": "755"},

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 
+from llmhost.checked import Checked
 from llmhost.layout import Layout
 from llmhost.operations import venv
-from llmhost.preflight import Preflight
 from llmhost.service.units import server_module
 from llmhost.settings import Settings
 
@@ -15,7 +15,7 @@ PHASE = "Python env: pinned vLLM release"
 
 
 @deploy(PHASE)
-def install_venv(settings: Settings, checked: Preflight) -> None:
+def install_venv(settings: Settings, checked: Checked) -> None:
     layout = Layout(settings)
     if checked.marked(layout.release_stamp, layout.release_digest):
         return

@@ -16,13 +16,11 @@ from pyinfra.api import deploy
 from pyinfra.api.operation import OperationMeta
 from pyinfra.operations import apt
 
-from llmhost import checked as owned
-from llmhost.applied_plan import AppliedPlan
+from llmhost.checked import Checked
 from llmhost.layout import GPU_EXPORTER_UNIT, NODE_EXPORTER_UNIT, PROMETHEUS_UNIT, Layout
 from llmhost.monitoring import alerts, gpu_exporter, scrape
 from llmhost.monitoring.checked_files import checked_file
 from llmhost.operations import services
-from llmhost.preflight import Preflight
 from llmhost.remote.run import source
 from llmhost.render import render
 from llmhost.settings import Settings
@@ -34,13 +32,13 @@ DEFAULTS_HEADER = "# Managed by llmhost (pyinfra); edits are overwritten on the 
 
 @deploy("Monitoring: Prometheus, exporters, alert rules")
 def install_monitoring(
-    settings: Settings, checked: Preflight, extra_targets: Sequence[scrape.Target] = ()
+    settings: Settings, checked: Checked, extra_targets: Sequence[scrape.Target] = ()
 ) -> None:
     """``extra_targets``: more to scrape, e.g. ``scrape.gateway_target(...)`` (the gateway)."""
     if settings.monitoring is False:
         return
     layout = Layout(settings)
-    plan = AppliedPlan.of(settings, checked.plan, checked.gpu_total_bytes)
+    plan = checked.applied
     found = scrape.targets(settings, plan, host.name, extra_targets)
     rules = alerts.rules_file(settings, plan, found)
     if settings.monitoring == "export":
@@ -59,14 +57,14 @@ def install_monitoring(
     _prometheus(settings, layout, found, rules, flags=prometheus_flags)
 
 
-def _defaults(checked: Preflight, path: str, args: list[str]) -> list[OperationMeta]:
+def _defaults(checked: Checked, path: str, args: list[str]) -> list[OperationMeta]:
     """Debian's units take their flags from ``ARGS=`` in /etc/default/<name>."""
     content = f"{DEFAULTS_HEADER}ARGS={shlex.quote(shlex.join(args))}\n"
-    return owned.files(checked, f"Flags in {path}", [{"dest": path, "content": content}])
+    return checked.files(f"Flags in {path}", [{"dest": path, "content": content}])
 
 
 def _install(
-    settings: Settings, layout: Layout, checked: Preflight
+    settings: Settings, layout: Layout, checked: Checked
 ) -> tuple[list[OperationMeta], list[OperationMeta]]:
     """The packages, their flags written first: the postinst starts both services, and so on
     loopback from the start (apt keeps our files: --force-confold)."""
@@ -91,11 +89,10 @@ def _install(
     return node_flags, prometheus_flags
 
 
-def _gpu_exporter(settings: Settings, layout: Layout, checked: Preflight) -> None:
+def _gpu_exporter(settings: Settings, layout: Layout, checked: Checked) -> None:
     address = layout.monitoring_address(settings.gpu_exporter_port)
-    owned.directories(checked, "Directory of the GPU exporter", [{"path": layout.gpu_exporter_dir}])
-    script = owned.files(
-        checked,
+    checked.directories("Directory of the GPU exporter", [{"path": layout.gpu_exporter_dir}])
+    script = checked.files(
         "GPU exporter script",
         [{"dest": layout.gpu_exporter_script, "content": source(gpu_exporter)}],
     )
@@ -110,8 +107,7 @@ def _gpu_exporter(settings: Settings, layout: Layout, checked: Preflight) -> Non
     unit_text = render(
         "monitoring/gpu-exporter.service.j2", {"exec_start": shlex.join(argv), "address": address}
     )
-    unit = owned.files(
-        checked,
+    unit = checked.files(
         f"Unit {GPU_EXPORTER_UNIT}",
         [{"dest": layout.gpu_exporter_unit_path, "content": unit_text}],
     )
@@ -156,10 +152,9 @@ def _prometheus(
     )
 
 
-def _export(layout: Layout, checked: Preflight, found: Sequence[scrape.Target], rules: str) -> None:
-    owned.directories(checked, f"Directory {layout.export_dir}", [{"path": layout.export_dir}])
-    owned.files(
-        checked,
+def _export(layout: Layout, checked: Checked, found: Sequence[scrape.Target], rules: str) -> None:
+    checked.directories(f"Directory {layout.export_dir}", [{"path": layout.export_dir}])
+    checked.files(
         f"Scrape config and alert rules for your Prometheus, in {layout.export_dir}",
         [
             {"dest": layout.export_scrape_config, "content": scrape.export_config(found)},

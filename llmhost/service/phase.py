@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 
-from llmhost import checked as owned
-from llmhost.applied_plan import AppliedPlan
+from llmhost.checked import Checked
 from llmhost.layout import DEVICES_UNIT, MODEL_MARKER, VENV_STAMP, Layout
 from llmhost.operations import paths, secrets, services, snapshots
-from llmhost.preflight import Preflight
 from llmhost.render import render
 from llmhost.secret_files import read_secret
 from llmhost.service import units
@@ -20,16 +18,15 @@ PHASE = "Services: units and health-gated start"
 
 
 @deploy(PHASE)
-def start_services(settings: Settings, checked: Preflight) -> None:
+def start_services(settings: Settings, checked: Checked) -> None:
     # Its files go to directories that exist: the system phase made config_dir, systemd's is
     # there.
     layout = Layout(settings)
-    plan = AppliedPlan.of(settings, checked.plan, checked.gpu_total_bytes)
+    plan = checked.applied
     _write_api_key(settings, layout, checked, {"dest": layout.plan, "content": plan.to_json()})
     if settings.gpu:
         # Pulled in by the services' units (Wants=); their switch's daemon-reload loads it.
-        owned.files(
-            checked,
+        checked.files(
             f"Unit {DEVICES_UNIT} (NVIDIA device nodes before the services)",
             [{"dest": layout.devices_unit_path, "content": units.devices_unit()}],
         )
@@ -42,18 +39,17 @@ def start_services(settings: Settings, checked: Preflight) -> None:
 
 
 def _write_api_key(
-    settings: Settings, layout: Layout, checked: Preflight, plan: paths.FileEntry
+    settings: Settings, layout: Layout, checked: Checked, plan: paths.FileEntry
 ) -> None:
     """The API key (the given one, or generated on the host once), with the applied plan."""
     if not settings.api_key_file:
         secrets.generated_api_key(
             name="API key (generated once, 0600)", path=layout.api_key_env, user=settings.user
         )
-        owned.files(checked, "The applied VRAM plan", [plan])
+        checked.files("The applied VRAM plan", [plan])
         return
     key = read_secret(settings.api_key_file)
-    owned.files(
-        checked,
+    checked.files(
         "The applied VRAM plan; the API key (0600)",
         [
             plan,
@@ -63,11 +59,10 @@ def _write_api_key(
     )  # fmt: skip
 
 
-def _switch(settings: Settings, layout: Layout, checked: Preflight, svc: ServiceSpec) -> None:
+def _switch(settings: Settings, layout: Layout, checked: Checked, svc: ServiceSpec) -> None:
     """The service's unit and env file, then its health-gated (re)start with rollback."""
     ctx = units.context(settings, svc, checked.metas[svc.name], checked.plan)
-    owned.files(
-        checked,
+    checked.files(
         f"Unit {layout.unit_name(svc)}; environment of {svc.name} (0600)",
         [
             {"dest": layout.unit_path(svc), "content": render("service/vllm.service.j2", ctx)},
