@@ -75,6 +75,13 @@ class Layout:
         return f"{self.settings.base_dir}/wheelhouse" if self.settings.wheelhouse else None
 
     @property
+    def server_module(self) -> str:
+        """The module of vLLM's OpenAI server that a service's launcher loads."""
+        if self.settings.launcher == "vllm-serve":
+            return "vllm.entrypoints.cli.serve"
+        return "vllm.entrypoints.openai.api_server"
+
+    @property
     def packages(self) -> list[str]:
         s = self.settings
         return [f"{s.vllm_package}=={s.vllm_version}", *s.pip_extra]

@@ -7,7 +7,6 @@ from pyinfra.api import deploy
 from llmhost.checked import Checked
 from llmhost.layout import Layout
 from llmhost.operations import venv
-from llmhost.service.units import server_module
 from llmhost.settings import Settings
 
 # The phase's name in pyinfra's output (and in the deploy's phase times).
@@ -30,5 +29,5 @@ def install_venv(settings: Settings, checked: Checked) -> None:
         wheelhouse=settings.wheelhouse,
         pip_cache_dir=settings.pip_cache_dir,
         index=settings.pip_index,
-        import_check=server_module(settings),
+        import_check=layout.server_module,
     )

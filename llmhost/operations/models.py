@@ -12,9 +12,9 @@ from pyinfra.operations import files
 
 from llmhost.facts.batch import fact
 from llmhost.facts.jobs import Job
-from llmhost.install.digests import tree_digest
 from llmhost.layout import MODEL_MARKER
 from llmhost.operations import jobs
+from llmhost.operations.digests import tree_digest
 from llmhost.operations.marks import written_last
 
 # What vLLM reads from a checkpoint; the rest of a hub repo (other formats, images) is skipped.

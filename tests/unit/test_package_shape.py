@@ -1,5 +1,6 @@
-"""The package's shape: no import circle, short functions, nothing of the tests or the lab in
-what a deploy imports."""
+"""The package's shape: no import circle, short functions, a folder per component that imports no
+other component, stdlib-only code for hosts, nothing of the tests or the lab in what a deploy
+imports."""
 
 from __future__ import annotations
 
@@ -10,13 +11,19 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "llmhost"
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "llmhost"
 MAX_LINES = 50
+# The deploy's components, each a folder with its phase; deploy.py lists them in order.
+COMPONENTS = ("install", "service", "gateway", "monitoring")
+# pyinfra's toolbox: generic operations and facts, taking paths as arguments.
+TOOLBOX = ("operations", "facts")
+MAX_TOP_LEVEL_MODULES = 12
 
 
-def _modules() -> dict[str, ast.Module]:
+def _modules(package: Path = PACKAGE) -> dict[str, ast.Module]:
     found = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in sorted(package.rglob("*.py")):
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         found[name] = ast.parse(path.read_text(encoding="utf-8"))
@@ -69,7 +76,8 @@ def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
 def test_no_function_over_the_limit() -> None:
     long = [
         f"{name}.{node.name}: {_body_lines(node)} lines"
-        for name, tree in _modules().items()
+        for package in (PACKAGE, ROOT / "llmhost_lab")
+        for name, tree in _modules(package).items()
         for node in ast.walk(tree)
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
         and _body_lines(node) > MAX_LINES
@@ -86,3 +94,45 @@ def test_the_deploy_imports_no_test_or_lab_module() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _folder_imports() -> dict[str, set[str]]:
+    """Each folder of the package -> the package's other top-level names it imports."""
+    modules = _modules()
+    found: dict[str, set[str]] = {}
+    for name, tree in modules.items():
+        parts = name.split(".")
+        if len(parts) < 3:
+            continue
+        used = {m.split(".")[1] for m in _imports(tree, set(modules)) if m.count(".") >= 1}
+        found.setdefault(parts[1], set()).update(used - {parts[1]})
+    return found
+
+
+def test_components_import_no_other_component() -> None:
+    crossing = {
+        folder: sorted(used & set(COMPONENTS))
+        for folder, used in _folder_imports().items()
+        if folder in COMPONENTS + TOOLBOX and used & set(COMPONENTS)
+    }
+    assert not crossing, f"move what they share to the top level or the toolbox: {crossing}"
+
+
+def test_remote_code_is_standard_library_only() -> None:
+    # It is sent to hosts that do not have llmhost, or any package but Python's own.
+    outside = []
+    for path in sorted((PACKAGE / "remote").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            top = {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"__future__"}
+            outside += [f"{path.name}: {n}" for n in sorted(top)]
+    assert not outside, outside
+
+
+def test_the_top_level_holds_at_most_twelve_modules() -> None:
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, f"give these a folder: {top}"
