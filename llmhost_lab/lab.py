@@ -397,6 +397,24 @@ def up(name: str = "default", model_store: str | None = None) -> Guest:
         return _up(name, model_store)
 
 
+def _new_guest(name: str, model_store: str | None) -> Guest:
+    """A guest on the next free network, its directory made (nothing booted yet)."""
+    index = _free_index()
+    (CACHE_DIR / "pip-cache").mkdir(parents=True, exist_ok=True)
+    guest_dir(name).mkdir(parents=True, exist_ok=True)
+    return Guest(
+        name=name,
+        index=index,
+        address=f"10.231.{index}.2",
+        host_address=f"10.231.{index}.1",
+        pid=0,
+        ssh_user="root",
+        ssh_port=22,
+        ssh_key=str(client_key()),
+        model_store=model_store,
+    )
+
+
 def _up(name: str, model_store: str | None) -> Guest:
     existing = find(name)
     if existing and is_running(existing):
@@ -411,22 +429,8 @@ def _up(name: str, model_store: str | None) -> Guest:
         assets = pool.submit(prepare_assets)
         base = ensure_rootfs()
         assets.result()
-    index = _free_index()
-    pip_cache = CACHE_DIR / "pip-cache"
-    pip_cache.mkdir(parents=True, exist_ok=True)
+    guest = _new_guest(name, model_store)
     gdir = guest_dir(name)
-    gdir.mkdir(parents=True, exist_ok=True)
-    guest = Guest(
-        name=name,
-        index=index,
-        address=f"10.231.{index}.2",
-        host_address=f"10.231.{index}.1",
-        pid=0,
-        ssh_user="root",
-        ssh_port=22,
-        ssh_key=str(client_key()),
-        model_store=model_store,
-    )
     started = time.monotonic()
     # Written first, so that `down` can undo a half-done `up`.
     (gdir / "guest.json").write_text(guest.to_json())

@@ -146,7 +146,7 @@ def test_device_allow_names_match_what_drivers_name_in_proc_devices(prod, render
     # systemd matches char-NAME against /proc/devices by exact name: a name no driver uses
     # allows nothing, silently.
     names = PROC_DEVICES[driver]
-    exporter = (ROOT / "llmhost/templates/gpu-exporter.service.j2").read_text()
+    exporter = (ROOT / "llmhost/monitoring/gpu-exporter.service.j2").read_text()
     for unit in [exporter, *(u for u, _ in rendered.values())]:
         allowed = [a.split()[0].removeprefix("char-") for a in _directives(unit, "DeviceAllow")]
         assert set(allowed) <= set(PROC_DEVICES["580"]) | set(PROC_DEVICES["older"]), allowed
