@@ -368,20 +368,10 @@ class Settings(Strict):
 
     @model_validator(mode="after")
     def _monitoring_apart(self) -> Settings:
-        """Prometheus and the exporters need ports of their own, and a public address only
-        on purpose (none of them asks for a password)."""
+        """Prometheus and the exporters listen on a public address only on purpose (none of
+        them asks for a password)."""
         if self.monitoring is not True:
             return self
-        ports: dict[int, str] = {svc.port: f"service {svc.name!r}" for svc in self.services}
-        if self.gateway:
-            ports |= {self.gateway_port: "the gateway", self.gateway_metrics_port: "the gateway"}
-        for key in ("prometheus_port", "node_exporter_port", "gpu_exporter_port"):
-            port = getattr(self, key)
-            if port in ports:
-                raise ValueError(
-                    f"{PREFIX}{key} {port} is also {ports[port]}'s port; give each its own"
-                )
-            ports[port] = PREFIX + key
         host = self.monitoring_bind_host
         if is_ip(host) and is_public(host) and not self.bind_public:
             raise ValueError(
@@ -420,19 +410,36 @@ class Settings(Strict):
                 raise ValueError(f"{name!r} is neither a host name nor an IP address")
         return names
 
+    @property
+    def listen_ports(self) -> dict[str, int]:
+        """Every port the host listens on for llmhost, by the key (or service) that sets it."""
+        ports = {f"service {svc.name!r}": svc.port for svc in self.services}
+        if self.gateway:
+            ports |= {
+                PREFIX + k: getattr(self, k) for k in ("gateway_port", "gateway_metrics_port")
+            }
+        if self.monitoring is True:
+            keys = ("prometheus_port", "node_exporter_port", "gpu_exporter_port")
+            ports |= {PREFIX + k: getattr(self, k) for k in keys}
+        return ports
+
     @model_validator(mode="after")
-    def _gateway_ports(self) -> Settings:
-        if not self.gateway:
-            return self
-        taken = {svc.port: f"service {svc.name!r}" for svc in self.services}
-        for key in ("gateway_port", "gateway_metrics_port"):
-            port = getattr(self, key)
+    def _ports_apart(self) -> Settings:
+        """The one port rule: each listener its own port (services among themselves are told
+        apart under llmhost_services)."""
+        taken: dict[int, str] = {}
+        for who, port in self.listen_ports.items():
             if port in taken:
                 raise ValueError(
-                    f"llmhost_{key} {port} is also {taken[port]}'s port; give the gateway a "
-                    "port of its own"
+                    f"{who} {port} is also {taken[port]}'s port; give each a port of its own"
                 )
-            taken[port] = f"llmhost_{key}"
+            taken[port] = who
+        return self
+
+    @model_validator(mode="after")
+    def _gateway_tls(self) -> Settings:
+        if not self.gateway:
+            return self
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError(
                 "llmhost_tls_cert_file and llmhost_tls_key_file go together: set both, or "
