@@ -1,7 +1,7 @@
 """The schema of llmhost's host data: every ``llmhost_*`` key, validated before any operation.
 
-Default values live in ``group_data/all.py`` (one documented place users edit); this module
-holds types and rules. ``Settings.from_host_data`` turns pyinfra host data into a validated
+Each key's type, rule, default and one-line description live here; ``group_data/all.py`` and
+the README's key table are written from them (unit tests hold both to the schema). ``Settings.from_host_data`` turns pyinfra host data into a validated
 object or raises ``SettingsError`` naming the key and the fix.
 """
 
@@ -13,6 +13,7 @@ import ipaddress
 import json
 import re
 import runpy
+import textwrap
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -514,6 +515,38 @@ def key_table() -> str:
         if name == "services":
             rows.append(f"| `{OVERRIDES_KEY}` | `{{}}` | {OVERRIDES_HELP} |")
     return "\n".join(rows) + "\n"
+
+
+def group_data_file() -> str:
+    """``group_data/all.py``: every key with its default under its description, written from
+    the schema (a unit test holds the file to it)."""
+    lines = [
+        "# Every llmhost key with its default, written from llmhost/settings.py (regenerate:",
+        "# python3 -c \"from llmhost.settings import group_data_file as f; print(f(), end='')\"",
+        "# > group_data/all.py). Hosts and groups override them in their own data; every key is",
+        "# validated before any operation is added, and the README has a row for each.",
+    ]
+    for name, field in Settings.model_fields.items():
+        entries = [(name, field.description or "", field.default)]
+        if name == "services":
+            entries.append((OVERRIDES_KEY[len(PREFIX) :], OVERRIDES_HELP, {}))
+        for key, description, default in entries:
+            lines.append("")
+            lines += textwrap.wrap(description.replace("`", ""), 98, initial_indent="# ",
+                                   subsequent_indent="# ")  # fmt: skip
+            lines.append(f"{PREFIX}{key} = {_literal(default)}")
+    return "\n".join(lines) + "\n"
+
+
+def _literal(value: Any) -> str:
+    """``value`` as Python source in the repository's style (double quotes)."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_literal, value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in value.items()) + "}"
+    return repr(value)
 
 
 def _shown(value: Any) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llmhost.settings import Settings, SettingsError, data_defaults, key_table
+from llmhost.settings import Settings, SettingsError, data_defaults, group_data_file, key_table
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP_DATA = {
@@ -27,6 +27,13 @@ def test_defaults_are_valid() -> None:
 
 def test_group_data_all_shows_exactly_the_schema_defaults() -> None:
     assert data_defaults() == GROUP_DATA
+
+
+def test_group_data_all_is_written_from_the_schema() -> None:
+    # Its comments too: a description changed in the schema cannot leave a stale line here.
+    assert (ROOT / "group_data/all.py").read_text() == group_data_file(), (
+        "regenerate group_data/all.py: see its first lines"
+    )
 
 
 def test_readme_key_table_is_the_schemas() -> None:
