@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import json
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from llmhost.settings import ServiceSpec, Settings
 
@@ -43,6 +44,16 @@ def release_id(python: str, packages: list[str], remove: list[str], find_links: 
     """What a venv is built from; another id is another release, in a directory of its own."""
     spec = json.dumps([python, packages, remove, find_links], sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()
+
+
+def install_job(venv: str) -> str:
+    """The background job (a transient unit) that builds the venv at ``venv``."""
+    return f"llmhost-install-{PurePosixPath(venv).name}.service"
+
+
+def fetch_job(snapshot: str) -> str:
+    """The background job (a transient unit) that downloads the model snapshot at ``snapshot``."""
+    return f"llmhost-fetch-{PurePosixPath(snapshot).name}.service"
 
 
 def unit_name(service: str) -> str:

@@ -1,8 +1,9 @@
 """The schema of llmhost's host data: every ``llmhost_*`` key, validated before any operation.
 
 Each key's type, rule, default and one-line description live here; ``group_data/all.py`` and
-the README's key table are written from them (unit tests hold both to the schema). ``Settings.from_host_data`` turns pyinfra host data into a validated
-object or raises ``SettingsError`` naming the key and the fix.
+the README's key table are written from them (unit tests hold both to the schema).
+``Settings.from_host_data`` turns pyinfra host data into a validated object or raises
+``SettingsError`` naming the key and the fix.
 """
 
 from __future__ import annotations

@@ -6,10 +6,8 @@ from __future__ import annotations
 from pyinfra.api import deploy
 
 from llmhost.checked import Checked
-from llmhost.layout import VENV_STAMP, Layout
+from llmhost.layout import VENV_STAMP, Layout, fetch_job, install_job
 from llmhost.operations import jobs
-from llmhost.operations.models import fetch_unit
-from llmhost.operations.venv import install_unit
 from llmhost.settings import ModelSource, Settings
 
 # The phase's name in pyinfra's output (and in the deploy's phase times).
@@ -31,7 +29,7 @@ def await_jobs(settings: Settings, checked: Checked) -> None:
         dest = layout.model_dir(svc)
         jobs.finished(
             name=f"Wait for the model of {svc.name}: {svc.model.repo}@{svc.model.revision[:12]}",
-            unit=fetch_unit(dest),
+            unit=fetch_job(dest),
             done=layout.model_marker(svc),
             content=svc.model.revision,
             watch=dest,
@@ -46,7 +44,7 @@ def await_venv(settings: Settings, packages: list[str], path: str, digest: str) 
     """Wait for the job installing ``packages`` into the venv at ``path`` (stamped ``digest``)."""
     jobs.finished(
         name=f"Wait for {' '.join(packages)} in {path}",
-        unit=install_unit(path),
+        unit=install_job(path),
         done=f"{path}/{VENV_STAMP}",
         content=digest,
         watch=path,

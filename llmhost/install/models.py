@@ -7,7 +7,7 @@ from pyinfra.api import deploy
 
 from llmhost.checked import Checked
 from llmhost.install.jobs import await_venv
-from llmhost.layout import Layout
+from llmhost.layout import Layout, fetch_job, install_job
 from llmhost.operations import models, venv
 from llmhost.secret_files import hf_token
 from llmhost.settings import ModelSource, Settings
@@ -41,8 +41,14 @@ def install_models(settings: Settings, checked: Checked) -> None:
         dest = layout.model_dir(svc)
         if svc.model.source is ModelSource.LOCAL:
             assert svc.model.path
-            if not checked.marked(layout.model_marker(svc), models.local_digest(svc.model.path)):
-                models.local(name=f"Model for {svc.name}: {dest}", src=svc.model.path, dest=dest)
+            marker = layout.model_marker(svc)
+            if not checked.marked(marker, models.local_digest(svc.model.path, marker)):
+                models.local(
+                    name=f"Model for {svc.name}: {dest}",
+                    src=svc.model.path,
+                    dest=dest,
+                    marker=marker,
+                )
         elif svc in hub:
             assert svc.model.repo and svc.model.revision
             models.hub(
@@ -50,6 +56,8 @@ def install_models(settings: Settings, checked: Checked) -> None:
                 repo=svc.model.repo,
                 revision=svc.model.revision,
                 dest=dest,
+                marker=layout.model_marker(svc),
+                unit=fetch_job(dest),
                 tools=layout.tools,
                 user=settings.user,
                 token_file=layout.hf_token if token else None,
@@ -65,6 +73,9 @@ def _hub_client(settings: Settings, layout: Layout, checked: Checked) -> None:
         name=f"Install {settings.hub_client} into {layout.tools}",
         path=layout.tools,
         packages=[settings.hub_client],
+        unit=install_job(layout.tools),
+        stamp=layout.tools_stamp,
+        digest=layout.tools_digest,
         python=settings.python,
         find_links=layout.wheelhouse,
         wheelhouse=settings.wheelhouse,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyinfra.api import deploy
 
 from llmhost.checked import Checked
-from llmhost.layout import Layout
+from llmhost.layout import Layout, install_job
 from llmhost.operations import venv
 from llmhost.settings import Settings
 
@@ -23,6 +23,9 @@ def install_venv(settings: Settings, checked: Checked) -> None:
         name=f"Install {' '.join(layout.packages)} into {layout.release}",
         path=layout.release,
         packages=layout.packages,
+        unit=install_job(layout.release),
+        stamp=layout.release_stamp,
+        digest=layout.release_digest,
         python=settings.python,
         remove=settings.pip_remove,
         find_links=layout.wheelhouse,

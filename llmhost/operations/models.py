@@ -12,7 +12,6 @@ from pyinfra.operations import files
 
 from llmhost.facts.batch import fact
 from llmhost.facts.jobs import Job
-from llmhost.layout import MODEL_MARKER
 from llmhost.operations import jobs
 from llmhost.operations.digests import tree_digest
 from llmhost.operations.marks import written_last
@@ -21,40 +20,46 @@ from llmhost.operations.marks import written_last
 HUB_PATTERNS = ("*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja")
 
 
-def local_digest(src: str | Path) -> str:
-    """A digest of every file's path and content under ``src`` (remembered by stat on the
-    controller: a no-op run does not read the weights again)."""
-    return tree_digest(Path(src), skip=MODEL_MARKER)
+def local_digest(src: str | Path, marker: str) -> str:
+    """A digest of every file's path and content under ``src`` but the marker's (remembered by
+    stat on the controller: a no-op run does not read the weights again)."""
+    return tree_digest(Path(src), skip=PurePosixPath(marker).name)
 
 
 @operation()
-def local(src: str, dest: str):
+def local(src: str, dest: str, marker: str):
     """
     Push a model directory from the controller; skipped when the host has the same files.
 
     + src: model directory on the controller (config.json, safetensors, tokenizer)
     + dest: directory on the host
+    + marker: a file in ``dest``, written last with the digest of the local files
 
-    A marker holding the digest of the local files is written after the transfer, so a
-    half-copied model is never taken for a complete one; a re-run sends only what differs.
+    The marker is written after the transfer, so a half-copied model is never taken for a
+    complete one; a re-run sends only what differs.
 
     **Example:**
 
     .. code:: python
 
-        models.local(src="/data/tiny-llama", dest="/srv/llmhost/models/tiny-llama")
+        models.local(
+            src="/data/tiny-llama",
+            dest="/srv/llmhost/models/tiny-llama",
+            marker="/srv/llmhost/models/tiny-llama/.llmhost-complete",
+        )
     """
     if not (Path(src) / "config.json").is_file():
         raise ValueError(f"{src}: not a model directory (no config.json)")
-    digest = local_digest(src)
-    if fact(FileContents, path=f"{dest}/{MODEL_MARKER}") == [digest]:
+    digest = local_digest(src, marker)
+    if fact(FileContents, path=marker) == [digest]:
         host.noop(f"model {dest} already complete")
         return
-    yield StringCommand("rm", "-f", QuoteString(f"{dest}/{MODEL_MARKER}"))
+    yield StringCommand("rm", "-f", QuoteString(marker))
+    name = PurePosixPath(marker).name
     yield from files.sync._inner(
-        src=src, dest=dest, mode="644", dir_mode="755", exclude=MODEL_MARKER, add_deploy_dir=False
+        src=src, dest=dest, mode="644", dir_mode="755", exclude=name, add_deploy_dir=False
     )
-    yield written_last(f"{dest}/{MODEL_MARKER}", digest)
+    yield written_last(marker, digest)
 
 
 # Run as: sh -c FETCH fetch LOCK DEST MARKER REVISION USER HF REPO PATTERN... (values never
@@ -76,16 +81,13 @@ echo "llmhost: downloaded $((size / 1048576)) MiB in $(($(date +%s) - t0)) s"
 """
 
 
-def fetch_unit(dest: str) -> str:
-    """The background job that downloads the snapshot at ``dest``."""
-    return f"llmhost-fetch-{PurePosixPath(dest).name}.service"
-
-
 @operation()
 def hub(
     repo: str,
     revision: str,
     dest: str,
+    marker: str,
+    unit: str,
     tools: str,
     user: str,
     token_file: str | None = None,
@@ -98,15 +100,16 @@ def hub(
     + repo: hub repo id
     + revision: the commit sha to download
     + dest: directory on the host
+    + marker: the file written last, holding ``revision``, once the snapshot is complete
+    + unit: the job's transient unit (``llmhost-fetch-<snapshot>.service``)
     + tools: the venv whose ``hf`` command (huggingface-hub) does the download
     + user: the user who runs the download and owns the files
     + token_file: a 0600 file on the host holding the token, for gated repos
     + patterns: the files to download
 
-    The job is the transient unit ``llmhost-fetch-<snapshot>.service``: it goes on when the
-    controller is lost and runs beside the venv install. ``hf download`` resumes an
-    interrupted download; the marker is written only after it finished, so a partial snapshot
-    is never served.
+    The job goes on when the controller is lost and runs beside the venv install.
+    ``hf download`` resumes an interrupted download; the marker is written only after it
+    finished, so a partial snapshot is never served.
 
     **Example:**
 
@@ -116,12 +119,12 @@ def hub(
             repo="Qwen/Qwen2.5-7B-Instruct-AWQ",
             revision="b25037543e9394b818fdfca67ab2a00ecc7dd641",
             dest="/srv/llmhost/models/qwen7b",
+            marker="/srv/llmhost/models/qwen7b/.llmhost-complete",
+            unit="llmhost-fetch-qwen7b.service",
             tools="/opt/llmhost/tools",
             user="vllm",
         )
     """
-    unit = fetch_unit(dest)
-    marker = f"{dest}/{MODEL_MARKER}"
     job = fact(Job, unit=unit, done=marker, watch=dest)
     if job["done"] == revision:
         host.noop(f"model {repo}@{revision[:12]} already complete")

@@ -9,7 +9,6 @@ from pyinfra.api import QuoteString, StringCommand, operation
 
 from llmhost.facts.batch import fact
 from llmhost.facts.jobs import Job
-from llmhost.layout import VENV_STAMP, release_id
 from llmhost.operations import jobs, paths
 
 # Run as: sh -c INSTALL install VENV STAMP PYTHON DIGEST FIND_LINKS IMPORT REMOVE PACKAGE... (values
@@ -41,15 +40,13 @@ echo "llmhost: installed $(($(du -sb "$venv" | cut -f 1) / 1048576)) MiB in $(($
 """
 
 
-def install_unit(path: str) -> str:
-    """The background job that builds the venv at ``path``."""
-    return f"llmhost-install-{PurePosixPath(path).name}.service"
-
-
 @operation()
 def pinned(
     path: str,
     packages: list[str],
+    unit: str,
+    stamp: str,
+    digest: str,
     python: str = "python3",
     remove: list[str] | None = None,
     find_links: str | None = None,
@@ -64,6 +61,10 @@ def pinned(
 
     + path: the venv's directory
     + packages: requirement specifiers, each pinned (``vllm==0.33.0``)
+    + unit: the job's transient unit (``llmhost-install-<venv name>.service``)
+    + stamp: the file written last, holding ``digest``, once the venv is complete
+    + digest: what the venv is built from (pins, interpreter, removals, wheel source): the
+      stamp's content
     + python: the interpreter the venv is made with
     + remove: packages to uninstall after the install (ones a build pulls in that break it)
     + find_links: a directory of wheels on the host for pip's ``--find-links``
@@ -77,21 +78,23 @@ def pinned(
       compiling the rest of its top-level package, writes the bytecode the venv's users load
       (for a release: the module the services' launcher runs)
 
-    The job is the transient unit ``llmhost-install-<venv name>.service``: it goes on when the
-    controller is lost, and a later run waits for it instead of starting another. A stamp file
-    holding the digest of all of the above is written last, so a cut-off install is never
-    taken for a complete one.
+    The job goes on when the controller is lost, and a later run waits for it instead of
+    starting another. The stamp is written last, so a cut-off install is never taken for a
+    complete one.
 
     **Example:**
 
     .. code:: python
 
-        venv.pinned(path="/opt/llmhost/venvs/3f2a9c0d1e4b5a69", packages=["vllm==0.33.0"])
+        venv.pinned(
+            path="/opt/llmhost/venvs/3f2a9c0d1e4b5a69",
+            packages=["vllm==0.33.0"],
+            unit="llmhost-install-3f2a9c0d1e4b5a69.service",
+            stamp="/opt/llmhost/venvs/3f2a9c0d1e4b5a69/.llmhost-installed",
+            digest="3f2a9c0d1e4b5a69...",
+        )
     """
     remove = remove or []
-    unit = install_unit(path)
-    digest = release_id(python, packages, remove, find_links)
-    stamp = f"{path}/{VENV_STAMP}"
     job = fact(Job, unit=unit, done=stamp, watch=path)
     if job["done"] == digest:
         host.noop(f"venv {path} already has {' '.join(packages)}")

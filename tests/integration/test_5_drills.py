@@ -45,8 +45,8 @@ from drills import (
 )
 
 from llmhost.applied_plan import AppliedPlan
+from llmhost.layout import MODEL_MARKER, install_job
 from llmhost.operations.models import local_digest
-from llmhost.operations.venv import install_unit
 from llmhost.remote import run as remote
 from llmhost_lab import lab
 
@@ -133,8 +133,10 @@ def test_kill_9_is_undone_by_systemd(start_converged: DeployRun, name: str, proc
 
 def _model_sent_whole(output: str) -> None:
     src = lab.model_path("tiny-coder")
-    digest = local_digest(src)
-    assert local_digest(MODEL_STORE / "tiny-coder") == digest, "the model on the guest differs"
+    digest = local_digest(src, MODEL_MARKER)
+    assert local_digest(MODEL_STORE / "tiny-coder", MODEL_MARKER) == digest, (
+        "the model on the guest differs"
+    )
     assert on_guest(f"cat {LAYOUT.model_marker(CODER)}").strip() == digest
     sent = uploads(output, CODER_MODEL)
     print(f"drill: the deploy that completed the model sent {sum(sent.values())} bytes: {sent}")
@@ -177,7 +179,7 @@ def _steps() -> dict[str, Step]:
     # from the guest). Its re-run is also the new pin's rollout, one service at a time.
     new, new_pin = with_pins(same_pin("filelock"))
     venv = new.release
-    install = install_unit(venv)
+    install = install_job(venv)
     return {
         # A new pin: the deploy's background job builds its release. The deploy is stopped while
         # it waits for that job, once the job's pip has got as far as torch (unpacking it and the

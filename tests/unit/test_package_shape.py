@@ -118,6 +118,13 @@ def test_components_import_no_other_component() -> None:
     assert not crossing, f"move what they share to the top level or the toolbox: {crossing}"
 
 
+def test_the_toolbox_imports_only_the_toolbox() -> None:
+    # As pyinfra's own operations import only facts and utilities: paths come as arguments.
+    allowed = {*TOOLBOX, "remote", "cache"}
+    beyond = {f: sorted(used - allowed) for f, used in _folder_imports().items() if f in TOOLBOX}
+    assert not any(beyond.values()), beyond
+
+
 def test_remote_code_is_standard_library_only() -> None:
     # It is sent to hosts that do not have llmhost, or any package but Python's own.
     outside = []
