@@ -46,6 +46,8 @@ SYSTEM_DIRS = frozenset(
         *("/var/cache", "/var/lib", "/var/log", "/var/tmp"),
     }
 )
+# What a host directory may be written with: safe unquoted in units, env files and shell lines.
+UNIT_SAFE_PATH = re.compile(r"[A-Za-z0-9._/-]+")
 DIR_KEYS = ("base_dir", "model_dir", "cache_dir", "config_dir")
 # What each pattern allows, for the error message.
 PATTERN_HELP = {
@@ -289,6 +291,13 @@ class Settings(Strict):
     def _absolute(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError(f"must be an absolute path on the host, got {value!r}")
+        if not UNIT_SAFE_PATH.fullmatch(value):
+            # It goes into unit files, env files and shell lines unquoted by systemd's rules: a
+            # space (a stray one from a copy) or a '%', '$', quote would change its meaning.
+            raise ValueError(
+                f"use letters, digits and . _ - / only (no spaces, quotes, '%' or '$'); "
+                f"got {value!r}"
+            )
         if str(PurePosixPath(value)) != value or "/../" in f"{value}/" or "/./" in f"{value}/":
             raise ValueError(
                 f"write it plainly, without '.', '..', '//' or a trailing '/'; got {value!r}"

@@ -53,6 +53,12 @@ def test_readme_key_table_is_the_schemas() -> None:
         ({"llmhost_gpu_memory_cap": "lots"}, "gpu-01: llmhost_gpu_memory_cap: Input should be"),
         ({"llmhost_gpu_memory_cap": 0.99}, "llmhost_gpu_memory_cap: Input should be less than"),
         ({"llmhost_model_dir": "models"}, "llmhost_model_dir: must be an absolute path"),
+        ({"llmhost_base_dir": "/opt/llmhost "}, "llmhost_base_dir: use letters, digits"),
+        ({"llmhost_cache_dir": "/var/cache/llm%host"}, "no spaces, quotes, '%' or '$'"),
+        (
+            {"llmhost_gateway_metrics_port": 9100},
+            "llmhost_node_exporter_port 9100 is also llmhost_gateway_metrics_port's port",
+        ),
         ({"llmhost_stack": "tiny"}, "gpu-01: llmhost_stack:"),
         (
             {"llmhost_service_overrides": {"general": {"port": 8001}}},
@@ -86,7 +92,8 @@ def test_readme_key_table_is_the_schemas() -> None:
     ],
     ids=[
         "typo-key", "monitoring-port-clash", "public-monitoring", "monitoring-mode",
-        "wrong-type", "out-of-range", "relative-path", "unknown-stack", "port-clash",
+        "wrong-type", "out-of-range", "relative-path", "trailing-space-dir", "percent-in-dir",
+        "gateway-metrics-port-clash", "unknown-stack", "port-clash",
         "same-served-name", "typo-service-key", "unpinned-revision", "unknown-service",
         "no-index-no-wheelhouse",
     ],
