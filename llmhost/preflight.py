@@ -32,6 +32,7 @@ from llmhost.checked import Checked
 from llmhost.facts.batch import FactCall, FactReader, reader_for_run
 from llmhost.facts.host import (
     FreeDiskBytes,
+    Listeners,
     PackageIndexFiles,
     PasswdAccount,
     PythonVersion,
@@ -40,7 +41,14 @@ from llmhost.facts.host import (
 from llmhost.facts.nvidia import NvidiaGpu, NvidiaGpus, reserved_bytes
 from llmhost.facts.paths import PathStates
 from llmhost.gateway import rules as gateway_checks
-from llmhost.layout import NOLOGIN, USER_COMMENT, Layout
+from llmhost.layout import (
+    GATEWAY_UNIT,
+    NODE_EXPORTER_UNIT,
+    NOLOGIN,
+    PROMETHEUS_UNIT,
+    USER_COMMENT,
+    Layout,
+)
 from llmhost.observe.checks import version_at_least
 from llmhost.plan.catalogue import ModelMeta, ModelMetaError, resolve
 from llmhost.plan.planner import DRIVER_RESERVED_BYTES, HostPlan, PlanError, plan_services
@@ -71,6 +79,7 @@ def check_host(settings: Settings) -> Checked:
     python_ok = _check_os_and_python(settings, facts, problems)
     account_ready = _check_user(settings, facts, problems)
     _check_bind(settings, facts, problems)
+    _check_ports_free(settings, facts, problems)
     secrets_ok = _check_secret_files(settings, problems)
     token = hf_token(settings) if secrets_ok else None
     if python_ok:
@@ -127,6 +136,7 @@ def _every_run(settings: Settings) -> list[FactCall]:
         (DebPackages, {}),
         (PathStates, {"paths": layout.owned_paths}),
         *([(NvidiaGpus, {})] if settings.gpu else []),
+        (Listeners, {"python": settings.python}),
         (FreeDiskBytes, {"path": settings.model_dir}),
         (FreeDiskBytes, {"path": settings.base_dir}),
     ]
@@ -243,6 +253,35 @@ def _check_bind(settings: Settings, facts: FactReader, problems: list[str]) -> N
         problems.append(
             f"llmhost_bind_host {settings.bind_host!r} resolves to {', '.join(addresses)}, "
             f"not only loopback: {PUBLIC_BIND_WHY}"
+        )
+
+
+def _ours(unit: str | None) -> bool:
+    """A unit the deploy runs: a service (of any name it ever had), the gateway, monitoring."""
+    return unit is not None and (
+        unit.startswith("llmhost-") or unit in (GATEWAY_UNIT, PROMETHEUS_UNIT, NODE_EXPORTER_UNIT)
+    )
+
+
+def _check_ports_free(settings: Settings, facts: FactReader, problems: list[str]) -> None:
+    """No port the host will listen on for llmhost is held by another program (sshd on 22, a
+    web server on 443): its reload would fail, or the old config go on serving."""
+    held = {}
+    for listener in facts.get(Listeners, python=settings.python):
+        if not _ours(listener["unit"]):
+            held.setdefault(listener["port"], listener)
+    for who, port in settings.listen_ports.items():
+        other = held.get(port)
+        if other is None:
+            continue
+        holder = (
+            f"{other['command']} (pid {other['pid']}, {other['unit'] or 'no unit'})"
+            if other["pid"] is not None
+            else "a process outside this host's view"
+        )
+        problems.append(
+            f"{who} {port} is already held by {holder} on {other['address']}: choose a free "
+            "port, or stop that program"
         )
 
 

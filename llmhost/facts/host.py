@@ -11,7 +11,7 @@ from typing import TypedDict
 from pyinfra.api import FactBase, QuoteString, StringCommand
 from typing_extensions import override
 
-from llmhost.remote import pipindex
+from llmhost.remote import agent, pipindex
 from llmhost.remote import run as remote
 
 
@@ -261,3 +261,32 @@ class PackageIndexFiles(FactBase[IndexFiles | None]):
     def process(self, output: list[str]) -> IndexFiles | None:
         text = "".join(output).strip()
         return json.loads(text) if text else None
+
+
+class Listener(TypedDict):
+    address: str
+    port: int
+    pid: int | None
+    command: str | None
+    unit: str | None
+
+
+class Listeners(FactBase[list[Listener]]):
+    """
+    Every listening TCP socket on the host with the process holding it (read as root from
+    ``/proc``, by ``llmhost.remote.agent``); empty when the interpreter is missing.
+
+    .. code:: python
+
+        [{"address": "0.0.0.0", "port": 22, "pid": 412, "command": "sshd", "unit": "ssh.service"}]
+    """
+
+    @override
+    def command(self, python: str) -> StringCommand:
+        command = remote.argv(agent, "listeners", "{}", python=python)
+        return StringCommand(*map(QuoteString, command), "2>/dev/null || true")
+
+    @override
+    def process(self, output: list[str]) -> list[Listener]:
+        text = "".join(output).strip()
+        return json.loads(text) if text else []

@@ -162,6 +162,65 @@ def listening(pids: list[int]) -> list[tuple[str, int]]:
     return sorted(found)
 
 
+def _socket_owners() -> dict[int, int]:
+    """Socket inode -> the PID of a process holding it, over every process (needs root)."""
+    owners = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                owners.setdefault(int(target[8:-1]), int(pid))
+    return owners
+
+
+def _unit_of(pid: int) -> str | None:
+    """The systemd unit (service or scope) whose cgroup holds ``pid``."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        for part in line.split(":", 2)[-1].split("/"):
+            if part.endswith((".service", ".scope")):
+                return part
+    return None
+
+
+def listeners() -> list[dict[str, Any]]:
+    """Every listening TCP socket: address, port, and the process (PID, name, unit) holding it."""
+    owners = _socket_owners()
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                rows = parse_proc_net_tcp(f.read())
+        except OSError:
+            continue
+        for address, port, inode in rows:
+            pid = owners.get(inode)
+            comm = None
+            if pid is not None:
+                try:
+                    with open(f"/proc/{pid}/comm", encoding="utf-8") as f:
+                        comm = f.read().strip()
+                except OSError:
+                    pass
+            unit = _unit_of(pid) if pid is not None else None
+            found.append(
+                {"address": address, "port": port, "pid": pid, "command": comm, "unit": unit}
+            )
+    return found
+
+
 def environ(pid: int, names: list[str]) -> dict[str, str | None]:
     """Only the named variables of a process's environment (the rest may hold secrets)."""
     with open(f"/proc/{pid}/environ", "rb") as f:
@@ -295,6 +354,7 @@ MODES = {
     "http": http,
     "load": load,
     "listening": listening,
+    "listeners": listeners,
     "environ": environ,
     "files_containing_key": files_containing_key,
     "status": status,

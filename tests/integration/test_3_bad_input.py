@@ -329,6 +329,17 @@ CASES = [
         ("llmhost_gateway_metrics_port 8443 is also llmhost_gateway_port", "a port of its own"),
     ),
     Case(
+        # Accepted before: HAProxy's reload could not bind and the old config went on serving.
+        "gateway-port-held-by-sshd",
+        lambda _: {"llmhost_gateway_port": 22},
+        ("llmhost_gateway_port 22 is already held by sshd", "choose a free port"),
+    ),
+    Case(
+        "base-dir-with-a-trailing-space",
+        lambda _: {"llmhost_base_dir": "/opt/llmhost "},
+        ("llmhost_base_dir: use letters, digits", "no spaces"),
+    ),
+    Case(
         "gateway-bind-not-an-address",
         lambda _: {"llmhost_gateway_bind": "every interface"},
         ("llmhost_gateway_bind: 'every interface' is not an IP address", "use 0.0.0.0"),

@@ -51,6 +51,30 @@ class FakeHost:
             "DebPackages": {},
             "PathStates": [],
             "NvidiaGpus": [H200],
+            # sshd, and the deploy's own gateway and a service holding their planned ports.
+            "Listeners": [
+                {
+                    "address": "0.0.0.0",
+                    "port": 22,
+                    "pid": 412,
+                    "command": "sshd",
+                    "unit": "ssh.service",
+                },
+                {
+                    "address": "0.0.0.0",
+                    "port": 443,
+                    "pid": 900,
+                    "command": "haproxy",
+                    "unit": "haproxy.service",
+                },
+                {
+                    "address": "127.0.0.1",
+                    "port": 8001,
+                    "pid": 901,
+                    "command": "python3",
+                    "unit": "llmhost-coder.service",
+                },
+            ],
             "FreeDiskBytes": 2000 * GIB,
         }
     )
@@ -153,10 +177,22 @@ def test_the_deploys_own_user_passes(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"FreeDiskBytes": 5 * GIB}, {}, "has 5.0 GiB free; the models need"),
         ({"PythonVersion": (3, 9)}, {}, "llmhost_python 'python3' is 3.9; need Python >= 3.10"),
         ({"LinuxDistribution": {"name": "CentOS", "major": 7}}, {}, "OS is CentOS 7"),
+        (
+            {},
+            {"llmhost_gateway_port": 22},
+            "llmhost_gateway_port 22 is already held by sshd (pid 412, ssh.service) on 0.0.0.0",
+        ),
+        (
+            {"Listeners": [{"address": "::", "port": 9090, "pid": 77, "command": "nginx",
+                            "unit": "nginx.service"}]},
+            {},
+            "llmhost_prometheus_port 9090 is already held by nginx (pid 77, nginx.service)",
+        ),
     ],
     ids=[
         "old-driver", "no-gpu", "foreign-user", "unresolvable-bind", "public-bind-name",
-        "planned-quantization", "small-disk", "old-python", "unsupported-os",
+        "planned-quantization", "small-disk", "old-python", "unsupported-os", "port-of-sshd",
+        "port-of-another-program",
     ],
 )  # fmt: skip
 def test_each_problem_is_one_line(

@@ -49,6 +49,17 @@ def test_listening_finds_this_process_socket() -> None:
         assert ("127.0.0.1", port) in probe.listening([os.getpid()])
 
 
+def test_listeners_name_the_process_holding_each_socket() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        mine = [s for s in probe.listeners() if s["port"] == port]
+    assert mine and mine[0]["pid"] == os.getpid() and mine[0]["address"] == "127.0.0.1"
+    with open(f"/proc/{os.getpid()}/comm", encoding="utf-8") as f:
+        assert mine[0]["command"] == f.read().strip()
+
+
 @pytest.mark.parametrize(
     ("body", "text"),
     [

@@ -20,3 +20,4 @@ TestResolvedAddresses = make_fact_tests(
     "llmhost", "facts.host.ResolvedAddresses", HERE / "host.ResolvedAddresses"
 )
 TestSnapshotDirs = make_fact_tests("llmhost", "facts.host.SnapshotDirs", HERE / "host.SnapshotDirs")
+TestListeners = make_fact_tests("llmhost", "facts.host.Listeners", HERE / "host.Listeners")
