@@ -23,7 +23,8 @@ from llmhost.settings import Settings
 # around each message.
 BYTES_PER_TOKEN = 16
 BODY_SLACK_BYTES = 64 * 1024
-# The headers and HAProxy's header rewrites (tune.maxrewrite) share the buffer with the body.
+# The headers and HAProxy's header rewrites (tune.maxrewrite) share the buffer with the body;
+# longer headers are refused (431) instead of eating into the body's room.
 HEADER_ROOM_BYTES = 16 * 1024
 MAXREWRITE_BYTES = 8 * 1024
 # Each connection holds up to two buffers: maxconn x 2 x bufsize bounds the gateway's memory.
@@ -94,6 +95,11 @@ def _messages(names: list[str], max_body: int) -> dict[str, str]:
         ),
         "too_many": _error("Rate limit reached for this client.", "requests", "rate_limit"),
         "bad_method": _error("Method not allowed on this path.", "invalid_request_error"),
+        "headers_too_large": _error(
+            f"Request headers over {HEADER_ROOM_BYTES} bytes.",
+            "invalid_request_error",
+            "request_header_fields_too_large",
+        ),
         "too_large": _error(
             f"Request body over {max_body} bytes.", "invalid_request_error", "request_too_large"
         ),
@@ -141,6 +147,7 @@ def context(settings: Settings, plan: AppliedPlan) -> dict[str, Any]:
         "bytes_per_token": BYTES_PER_TOKEN,
         "body_slack_bytes": BODY_SLACK_BYTES,
         "max_body_bytes": max_body,
+        "max_header_bytes": HEADER_ROOM_BYTES,
         "bufsize": bufsize(largest),
         "maxrewrite": MAXREWRITE_BYTES,
         "api_paths": API_PATHS,

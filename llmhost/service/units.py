@@ -11,6 +11,9 @@ from llmhost.plan.planner import HostPlan
 from llmhost.render import render
 from llmhost.settings import ServiceSpec, Settings
 
+# Open files a service may hold (soft = hard): what vLLM asks for at start.
+NOFILE = 65536
+
 
 def planned_argv(
     settings: Settings, svc: ServiceSpec, meta: ModelMeta, plan: HostPlan
@@ -91,6 +94,7 @@ def context(
         "health_wait": health_wait(layout.health_url(svc)),
         "after": started_after(settings, svc),
         "kv_space_gib": plan.services[svc.name].cpu_kv_cache_gib,
+        "nofile": NOFILE,
     }
 
 

@@ -181,6 +181,15 @@ def test_gateway_refuses_a_wrong_key(gw: Gateway) -> None:
         fail_on([f"{gw.where}: /v1/models without a key answered {status}, want 401"])
 
 
+def test_gateway_bounds_request_headers(gw: Gateway, target: HostTarget) -> None:
+    # The buffer is sized for the largest body: without its own bound a 64 KB header got in.
+    headers = {"Authorization": f"Bearer {gw.key}", "X-Padding": "a" * 64 * 1024}
+    with httpx.Client(verify=gw.verify, timeout=10) as http:
+        status = http.get(f"{gw.base_url}/v1/models", headers=headers).status_code
+    if status != 431:
+        fail_on([f"{gw.where}: a 64 KB request header answered {status}, want 431"])
+
+
 def test_gateway_unknown_model_is_404(gw: Gateway, target: HostTarget) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         gw.client().chat.completions.create(

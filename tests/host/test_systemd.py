@@ -5,6 +5,7 @@ from __future__ import annotations
 from targets import ServiceTarget, fail_on
 
 from llmhost.observe.checks import journal_problems
+from llmhost.service.units import NOFILE
 
 
 def test_active_enabled(service: ServiceTarget) -> None:
@@ -39,5 +40,23 @@ def test_journal_clean(service: ServiceTarget) -> None:
                 f"{service.where}: {len(problems)} memory error line(s) in the journal of its "
                 "current run; first ones:",
                 *problems[:5],
+            ]
+        )
+
+
+def test_open_files_limit(service: ServiceTarget) -> None:
+    # The running process's limit, not the unit's text: what vLLM itself sees.
+    limits = service.target.output(
+        "cat /proc/%s/limits", str(service.main_pid()), where=service.where
+    )
+    soft = next(
+        (line.split()[3] for line in limits.splitlines() if line.startswith("Max open files")),
+        "0",
+    )
+    if not soft.isdigit() or int(soft) < NOFILE:
+        fail_on(
+            [
+                f"{service.where}: {service.unit}'s process may open {soft} files, want at least "
+                f"{NOFILE} (LimitNOFILE in the unit; redeploy)"
             ]
         )
