@@ -48,7 +48,7 @@ llmhost_services = [
     },
 ]
 
-# Monitoring: short windows so the alert drill (tests/integration/test_7_monitoring.py) is quick.
+# Monitoring: short windows so the alert drill (tests/integration/test_monitoring.py) is quick.
 llmhost_monitoring_interval_s = 5
 llmhost_alert_down_for_s = 10
 llmhost_alert_restart_window_s = 60

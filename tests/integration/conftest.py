@@ -8,100 +8,13 @@ module depends on which modules ran before it on either.
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from lab_guest import GUEST, MODEL_STORE, DeployRun, FreshConverge, deploy, services_state
 
-from llmhost.layout import Layout
-from llmhost.settings import group_settings
 from llmhost_lab import lab
-
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-# Another name lets two integration runs share a machine; each xdist worker (gw0, gw1) has a
-# guest of its own.
-GUEST = os.environ.get("LLMHOST_IT_GUEST", "it") + os.environ.get("PYTEST_XDIST_WORKER", "")
-HOST = f"lab-{GUEST}"
-# The guest's model store, a host directory that outlives the guest like a separate disk.
-MODEL_STORE = lab.STATE_DIR / "stores" / GUEST
-# The guest's paths and names as the deploy lays them out from the lab's data.
-LAYOUT = Layout(group_settings(ROOT, "lab"))
-# The lab's services, in the order the deploy starts them.
-SERVICES = tuple(svc.name for svc in LAYOUT.settings.services)
-
-
-def unit(name: str) -> str:
-    return LAYOUT.unit_name(LAYOUT.settings.service(name))
-
-
-@dataclass(frozen=True)
-class DeployRun:
-    returncode: int
-    output: str
-    changed: int
-    errors: int
-
-
-def _total(output: str) -> tuple[int, int]:
-    # pyinfra's results table ends with: Grand total  <ops>  <success>  <error>  <no change>
-    match = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", output)
-    if not match:
-        return -1, -1
-    count = [0 if v == "-" else int(v) for v in match.groups()[1:3]]
-    return count[0], count[1]
-
-
-def deploy_command(*extra: str) -> list[str]:
-    """The README's deploy against the test guest, as a user would run it."""
-    return [str(BIN / "pyinfra"), "-y", "inventories/lab.py", "deploy.py", "--limit", HOST, *extra]
-
-
-def deploy(*extra: str) -> DeployRun:
-    result = subprocess.run(
-        deploy_command(*extra),
-        cwd=ROOT,
-        text=True,
-        capture_output=True,
-    )
-    output = result.stdout + result.stderr
-    changed, errors = _total(output)
-    return DeployRun(result.returncode, output, changed, errors)
-
-
-def on_guest(command: str, check: bool = True, stdin: str | None = None) -> str:
-    guest = lab.find(GUEST)
-    assert guest is not None
-    result = subprocess.run(
-        lab.ssh_command(guest, command), input=stdin, text=True, capture_output=True
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"{command!r} on {HOST} failed: {result.stderr}")
-    return result.stdout
-
-
-def host_checks(*extra: str) -> subprocess.CompletedProcess[str]:
-    """The product's post-deploy suite against the test guest."""
-    return subprocess.run(
-        [BIN / "pytest", "tests/host", "--inventory", "inventories/lab.py", "--limit", HOST,
-         "-p", "no:cacheprovider", *extra],
-        cwd=ROOT,
-        text=True,
-        capture_output=True,
-    )  # fmt: skip
-
-
-def failed_checks(*select: str) -> str:
-    """The report of the post-deploy checks that ``select`` names (``-k``), which must fail."""
-    result = host_checks("-k", " or ".join(select))
-    assert result.returncode != 0, f"the checks passed on a broken host:\n{result.stdout[-3000:]}"
-    return result.stdout
 
 
 @pytest.fixture(scope="session")
@@ -112,22 +25,6 @@ def guest() -> Iterator[lab.Guest]:
     yield created
     lab.down(GUEST)
     shutil.rmtree(MODEL_STORE, ignore_errors=True)
-
-
-@dataclass(frozen=True)
-class FreshConverge:
-    """The fresh guest's first deploy, and the second one right after it."""
-
-    first: DeployRun
-    second: DeployRun
-    # The services' main PIDs, start times and restart counts around the second.
-    services_before: str
-    services_after: str
-
-
-def services_state() -> str:
-    units = " ".join(map(unit, SERVICES))
-    return on_guest(f"systemctl show -p MainPID -p ActiveEnterTimestamp -p NRestarts {units}")
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import guest_client
-from conftest import GUEST, LAYOUT, ROOT, SERVICES, deploy_command, on_guest, unit
+from lab_guest import GUEST, LAYOUT, ROOT, SERVICES, deploy_command, on_guest, unit
 
 from llmhost.layout import Layout
 from llmhost.remote import run as remote

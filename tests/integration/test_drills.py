@@ -20,18 +20,6 @@ from dataclasses import dataclass
 
 import guest_watch
 import pytest
-from conftest import (
-    GUEST,
-    HOST,
-    LAYOUT,
-    MODEL_STORE,
-    SERVICES,
-    DeployRun,
-    deploy,
-    host_checks,
-    on_guest,
-    unit,
-)
 from drills import (
     LiveDeploy,
     changed,
@@ -42,6 +30,18 @@ from drills import (
     started_ops,
     uploads,
     with_pins,
+)
+from lab_guest import (
+    GUEST,
+    HOST,
+    LAYOUT,
+    MODEL_STORE,
+    SERVICES,
+    DeployRun,
+    deploy,
+    host_checks,
+    on_guest,
+    unit,
 )
 
 from llmhost.applied_plan import AppliedPlan

@@ -13,8 +13,8 @@ import os
 import time
 from pathlib import Path
 
-from conftest import GUEST, LAYOUT, MODEL_STORE, DeployRun, deploy, host_checks, on_guest, unit
 from drills import changed, uploads
+from lab_guest import GUEST, LAYOUT, MODEL_STORE, DeployRun, deploy, host_checks, on_guest, unit
 
 from llmhost.layout import MODEL_MARKER
 from llmhost_lab import lab

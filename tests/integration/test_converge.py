@@ -9,7 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from conftest import (
+from lab_guest import (
     BIN,
     GUEST,
     LAYOUT,

@@ -1,6 +1,6 @@
 """Changes rolled out on the lab guest: a change that cannot serve is rolled back; a pin that does
 not install restarts nothing. (A new pin switching one service at a time while the other serves
-is the re-run of the interrupted install drill, in test_5_drills.py: the two share one install.)
+is the re-run of the interrupted install drill, in test_drills.py: the two share one install.)
 
 Each test converges the guest first (``start_converged``) and prints its key number.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import LAYOUT, SERVICES, DeployRun, deploy, host_checks, on_guest, unit
 from drills import runs_on, with_pins
+from lab_guest import LAYOUT, SERVICES, DeployRun, deploy, host_checks, on_guest, unit
 
 ROLLED_BACK = re.compile(r"rolled back to its last good release: healthy again after (\d+) s")
 

@@ -14,7 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from conftest import BIN, GUEST, HOST, LAYOUT, ROOT, DeployRun, failed_checks, on_guest, unit
+from lab_guest import BIN, GUEST, HOST, LAYOUT, ROOT, DeployRun, failed_checks, on_guest, unit
 
 SETTINGS = LAYOUT.settings
 INTERVAL = SETTINGS.monitoring_interval_s

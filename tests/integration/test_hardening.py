@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import GUEST, LAYOUT, ROOT, SERVICES, DeployRun, on_guest, unit
+from lab_guest import GUEST, LAYOUT, ROOT, SERVICES, DeployRun, on_guest, unit
 
 GOAL = "4.0"
 USER = LAYOUT.settings.user

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HOST, LAYOUT, SERVICES, DeployRun, deploy, on_guest, unit
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from lab_guest import HOST, LAYOUT, SERVICES, DeployRun, deploy, on_guest, unit
 
 from llmhost_lab import lab
 

@@ -1,10 +1,10 @@
 """The post-deploy checks fail, naming the service and the numbers, when the host is wrong: a
-broken API key. (A stopped service: test_7_monitoring's drill, which stops one anyway; a service
-that restarted: test_5_drills' kill drills.)"""
+broken API key. (A stopped service: test_monitoring's drill, which stops one anyway; a service
+that restarted: test_drills' kill drills.)"""
 
 from __future__ import annotations
 
-from conftest import LAYOUT, DeployRun, failed_checks, on_guest
+from lab_guest import LAYOUT, DeployRun, failed_checks, on_guest
 
 
 def test_a_broken_api_key_fails_the_chat_check(converged: DeployRun) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import httpx2
 import openai
 import pytest
-from conftest import GUEST, LAYOUT, SERVICES, DeployRun, deploy, on_guest, unit
+from lab_guest import GUEST, LAYOUT, SERVICES, DeployRun, deploy, on_guest, unit
 
 from llmhost.layout import GATEWAY_UNIT
 from llmhost_lab import lab
@@ -148,7 +148,7 @@ def test_lab_forward_reaches_the_gateway(cafile: str) -> None:
     """`llmhost lab forward` prints the connection data, then the tunnel carries a request."""
     import subprocess
 
-    from conftest import BIN
+    from lab_guest import BIN
 
     proc = subprocess.Popen(
         [BIN / "llmhost", "lab", "forward", "--name", GUEST, "--port", "18443"],

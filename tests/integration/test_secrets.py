@@ -18,7 +18,7 @@ from pathlib import Path
 
 import guest_scan
 import pytest
-from conftest import LAYOUT, DeployRun, deploy, on_guest
+from lab_guest import LAYOUT, DeployRun, deploy, on_guest
 
 from llmhost.layout import GATEWAY_USER
 from llmhost.remote import run as remote
