@@ -168,8 +168,10 @@ def _stream(gw: Gateway, model: str, tokens: int, timeout: float) -> Iterator[st
 def test_gateway_streams_in_chunks(gw: Gateway, target: HostTarget, request_timeout: float) -> None:
     model = next(iter(target.plan.services.values())).served_model_name
     chunks = list(_stream(gw, model, 16, request_timeout))
-    if len(chunks) < 4:
-        fail_on([f"{gw.where}: a streamed completion came in {len(chunks)} chunk(s), want >= 4"])
+    # More than one piece: the gateway passed the stream on as it came, not whole. (How many
+    # is vLLM's: a busy API server merges the deltas its reader has not taken yet.)
+    if len(chunks) < 2:
+        fail_on([f"{gw.where}: a streamed completion came in {len(chunks)} chunk(s), want >= 2"])
 
 
 def test_gateway_refuses_a_wrong_key(gw: Gateway) -> None:

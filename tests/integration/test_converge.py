@@ -1,5 +1,6 @@
 """Converge a fresh lab guest, prove the second run changes nothing, then verify it; then
-reboot it: both services come back on their own, one after the other."""
+reboot it: both services come back on their own, one after the other, and the post-deploy
+checks and ``llmhost status`` pass with a dead proxy in the host's environment."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from collections.abc import Callable
 from lab_guest import (
     BIN,
     GUEST,
+    HOST,
     LAYOUT,
+    ROOT,
     SERVICES,
     DeployRun,
     FreshConverge,
@@ -22,6 +25,10 @@ from lab_guest import (
 )
 
 from llmhost_lab import lab
+
+DEAD_PROXY = "http://127.0.0.1:9"
+PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")
+PROXY_SAVED = "/etc/environment.llmhost-drill"
 
 
 def test_converge_changes_the_fresh_host(fresh_converge: FreshConverge) -> None:
@@ -90,6 +97,18 @@ def test_reboot_brings_both_back_one_after_the_other_without_a_deploy(
 ) -> None:
     # Last in this module, on its converged guest: a clean power-off and boot, no deploy.
     started = time.monotonic()
+    # A dead proxy in /etc/environment (pam_env gives it to every ssh command): the checks'
+    # agent and status's requests go to the host's loopback, never through a proxy.
+    on_guest(f"cp -p /etc/environment {PROXY_SAVED}")
+    on_guest("cat >> /etc/environment", stdin="".join(f"{n}={DEAD_PROXY}\n" for n in PROXY_VARS))
+    try:
+        _reboot_drill(started)
+    finally:
+        on_guest(f"mv {PROXY_SAVED} /etc/environment")
+
+
+def _reboot_drill(started: float) -> None:
+    assert on_guest("echo $https_proxy").strip() == DEAD_PROXY
     lab.reboot(GUEST)
     # The boot is over once multi-user.target is reached: it waits for both start jobs, each
     # held by its unit's health wait.
@@ -98,7 +117,9 @@ def test_reboot_brings_both_back_one_after_the_other_without_a_deploy(
     assert state == "running", on_guest("systemctl --failed --no-legend", check=False)
     for name in SERVICES:
         health = LAYOUT.health_url(LAYOUT.settings.service(name))
-        assert on_guest(f"curl -s -o /dev/null -w '%{{http_code}}' {health}") == "200", name
+        assert (
+            on_guest(f"curl --noproxy '*' -s -o /dev/null -w '%{{http_code}}' {health}") == "200"
+        ), name
     boot, entries = _boot_journal()
     first, second = SERVICES
     answered = _first(
@@ -113,13 +134,22 @@ def test_reboot_brings_both_back_one_after_the_other_without_a_deploy(
     gateway = f"https://127.0.0.1:{LAYOUT.settings.gateway_port}/health"
     assert (
         on_guest(
-            f"for i in $(seq 30); do curl -ksf -o /dev/null {gateway} && break; sleep 1; done; "
-            f"curl -ks -o /dev/null -w '%{{http_code}}' {gateway}"
+            f"for i in $(seq 30); do curl --noproxy '*' -ksf -o /dev/null {gateway} && break; "
+            f"sleep 1; done; curl --noproxy '*' -ks -o /dev/null -w '%{{http_code}}' {gateway}"
         )
         == "200"
     )
     result = host_checks()
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    # Read through the same ssh and agent; an alert about the reboot's restarts may fire.
+    status = subprocess.run(
+        [BIN / "llmhost", "status", "inventories/lab.py", "--limit", HOST, "--json"],
+        cwd=ROOT, text=True, capture_output=True,
+    )  # fmt: skip
+    read = json.loads(status.stdout)["hosts"][HOST]
+    assert read["error"] is None, read["error"]
+    assert sorted(s["name"] for s in read["services"]) == sorted(SERVICES), read
+    assert all(s["active"].startswith("active") for s in read["services"]), read
     print(
         f"\ndrill reboot: {first} answered /health {answered - boot:.1f} s after boot, {second} "
         f"started {second_start - answered:.1f} s after that; both healthy {second_up - boot:.1f}"
