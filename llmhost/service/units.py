@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from typing import Any
+from urllib.parse import urlsplit
 
 from llmhost.layout import DEVICES_UNIT, Layout
 from llmhost.plan.catalogue import ModelMeta
@@ -72,9 +73,10 @@ def health_wait(url: str) -> str:
     """ExecStartPost: holds the unit's start job until its /health answers (TimeoutStartSec
     bounds it). It fails as soon as the main process is gone: systemd waits for a start-post
     command even then, so a crash would otherwise hold the start (and the next service) until
-    the timeout."""
+    the timeout. --noproxy: a proxy in the manager's environment never gets the local probe."""
+    host = shlex.quote(urlsplit(url).hostname or "127.0.0.1")
     script = (
-        f"until curl -fsS -o /dev/null --max-time 5 {shlex.quote(url)}; do "
+        f"until curl --noproxy {host} -fsS -o /dev/null --max-time 5 {shlex.quote(url)}; do "
         "kill -0 $MAINPID 2>/dev/null || exit 1; sleep 1; done"
     )
     return _systemd_escape(shlex.join(["/bin/sh", "-c", script]))
