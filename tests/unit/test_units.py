@@ -96,8 +96,7 @@ def test_units_start_one_at_a_time_at_boot_and_never_stop_each_other(prod, rende
         assert _directives(unit, "Wants") == ["network-online.target", *want], unit
         wait = _directives(unit, "ExecStartPost")
         assert (
-            len(wait) == 1
-            and f"-fsS -o /dev/null --max-time 5 {layout.health_url(svc)}" in wait[0]
+            len(wait) == 1 and f"-fsS -o /dev/null --max-time 5 {layout.health_url(svc)}" in wait[0]
         )
         assert "until curl" in wait[0] and wait[0].startswith("/bin/sh -c ")
         # A crash ends the wait (systemd would hold the start until TimeoutStartSec).
