@@ -369,7 +369,8 @@ def main(argv: list[str]) -> None:
     except OSError as e:
         # A missing key file or a vanished PID: one line for the check's message, no traceback.
         raise SystemExit(f"{type(e).__name__}: {e}") from None
-    json.dump(answer, sys.stdout)
+    # One line: a batch of facts marks where each answer ends on the next line.
+    print(json.dumps(answer))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pyinfra.facts.server import LinuxDistribution
 
 from llmhost.facts import batch
 from llmhost.facts.batch import Batch, FactCall, FactReader
-from llmhost.facts.host import PythonVersion
+from llmhost.facts.host import Listeners, PythonVersion
 
 
 def _sh(command: Any) -> subprocess.CompletedProcess[str]:
@@ -47,6 +47,8 @@ def test_each_fact_comes_out_as_it_does_alone(tmp_path: Path) -> None:
     (tmp_path / "marker").write_text("abc123\nsecond line\n")
     (tmp_path / "pkg-1.0.dist-info").mkdir()
     calls: list[FactCall] = [
+        # First: an answer without a final newline once ran into the next fact's marker.
+        (Listeners, {"python": "python3"}),
         (LinuxDistribution, {}),
         (PythonVersion, {"python": "python3"}),
         (FileContents, {"path": str(tmp_path / "marker")}),
@@ -57,8 +59,10 @@ def test_each_fact_comes_out_as_it_does_alone(tmp_path: Path) -> None:
     result = _sh(batch.command(facts=calls))
     assert result.returncode == 0
     got = batch.process(result.stdout.splitlines())
-    assert got == [_alone(cls, kwargs) for cls, kwargs in calls]
-    assert got[2] == ["abc123", "second line"] and got[3] is None
+    # The host's sockets may change between the two reads: only the shape of the first.
+    assert isinstance(got[0], list) and all("port" in s for s in got[0])
+    assert got[1:] == [_alone(cls, kwargs) for cls, kwargs in calls[1:]]
+    assert got[3] == ["abc123", "second line"] and got[4] is None
 
 
 def test_a_missing_program_gives_the_default() -> None:
