@@ -38,6 +38,8 @@ GATEWAY_USER = "haproxy"
 GATEWAY_DIR = "/etc/haproxy/llmhost"
 # systemd's RuntimeDirectory= for it (/run/<name>): the pid file and the master's socket.
 GATEWAY_RUNTIME = "haproxy"
+# HAProxy's master CLI (-S): what the deploy asks whether a reload took.
+GATEWAY_MASTER = f"/run/{GATEWAY_RUNTIME}/master.sock"
 
 
 def release_id(python: str, packages: list[str], remove: list[str], find_links: str | None) -> str:
@@ -166,6 +168,11 @@ class Layout:
     def good_dir(self, svc: ServiceSpec) -> str:
         """Copies of the unit and env file that last answered /health: what rollback restores."""
         return f"{self.settings.config_dir}/good/{svc.name}"
+
+    def good_config_dir(self, daemon: str) -> str:
+        """Copies of a daemon's config files that last took live (``gateway``, ``prometheus``):
+        what a reload that does not take puts back."""
+        return f"{self.settings.config_dir}/good/{daemon}"
 
     def url(self, svc: ServiceSpec, path: str) -> str:
         return f"http://{url_host(self.settings.bind_host)}:{svc.port}{path}"

@@ -4,6 +4,7 @@ one, checked with ``haproxy -c``, put in place, then reloaded: a bad config neve
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pyinfra import host, logger
@@ -16,8 +17,17 @@ from llmhost.checked import Checked
 from llmhost.facts.batch import fact
 from llmhost.gateway import config as gateway
 from llmhost.gateway import operations as ops
-from llmhost.layout import GATEWAY_DIR, GATEWAY_RUNTIME, GATEWAY_UNIT, GATEWAY_USER, Layout
+from llmhost.layout import (
+    GATEWAY_DIR,
+    GATEWAY_MASTER,
+    GATEWAY_RUNTIME,
+    GATEWAY_UNIT,
+    GATEWAY_USER,
+    Layout,
+)
 from llmhost.operations import services
+from llmhost.remote import agent
+from llmhost.remote import run as remote
 from llmhost.render import render
 from llmhost.secret_files import read_secret
 from llmhost.settings import Settings
@@ -57,12 +67,21 @@ def install_gateway(settings: Settings, checked: Checked) -> None:
         group=GATEWAY_USER,
     )
     dropin = _dropin(settings, layout, checked)
+    # The master's own word that the new workers run, and the config's ports listening: a
+    # reload that HAProxy could not take (a port held) is rolled back, not reported a success.
+    took = {
+        "master": GATEWAY_MASTER,
+        "ports": [settings.gateway_port, settings.gateway_metrics_port],
+    }
     services.activated(
-        name=f"Start or reload {GATEWAY_UNIT}",
+        name=f"Start or reload {GATEWAY_UNIT}, verified live",
         unit=GATEWAY_UNIT,
         restarted=dropin,
         reloaded=[config, *changed],
         sources=[layout.api_key_env, layout.gateway_dropin],
+        live=remote.check(agent, "haproxy_took", json.dumps(took), python=settings.python),
+        good_dir=layout.good_config_dir("gateway"),
+        config_files=[layout.gateway_config, layout.gateway_dropin],
     )
 
 
@@ -75,6 +94,7 @@ def _dropin(settings: Settings, layout: Layout, checked: Checked) -> list[Operat
             "api_key_env": layout.api_key_env,
             "run_as": GATEWAY_USER,
             "runtime": GATEWAY_RUNTIME,
+            "master": GATEWAY_MASTER,
             "services": [svc.served_model_name for svc in settings.services],
         },
     )

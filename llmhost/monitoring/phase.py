@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -143,12 +144,30 @@ def _prometheus(
         check=[PROMTOOL, "check", "config"],
     )
     services.activated(
-        name=f"Run {PROMETHEUS_UNIT}",
+        name=f"Run {PROMETHEUS_UNIT}, verified live",
         unit=PROMETHEUS_UNIT,
         restarted=flags,
         # A new config or rules: reload (SIGHUP), not restart; the TSDB and alerts stay.
         reloaded=[rules_op, config_op],
         sources=[layout.prometheus_defaults],
+        live=_loaded_since_t0(layout.prometheus_url),
+        good_dir=layout.good_config_dir("prometheus"),
+        config_files=[layout.prometheus_config, layout.prometheus_rules],
+        # A restart replays the TSDB's write-ahead log before it answers.
+        timeout_s=120,
+    )
+
+
+def _loaded_since_t0(prometheus: str) -> str:
+    """Prometheus's own word: its last config load succeeded, at or after ``$T0`` (the reload
+    or restart asked for); a SIGHUP it refused leaves the old config running and says 0."""
+    host = urlsplit(prometheus).hostname or "127.0.0.1"
+    metrics = shlex.quote(f"{prometheus}/metrics")
+    return (
+        f'curl --noproxy {shlex.quote(host)} -fsS --max-time 5 {metrics} | awk -v t0="$T0" '
+        '\'$1 == "prometheus_config_last_reload_successful" { ok = $2 } '
+        '$1 == "prometheus_config_last_reload_success_timestamp_seconds" { at = $2 } '
+        "END { exit !(ok == 1 && at + 0 >= t0 + 0) }'"
     )
 
 

@@ -136,8 +136,48 @@ def changed(by: Changes) -> bool:
     return any(op.did_change() if op.is_complete() else op.will_change for op in by)
 
 
+# Run as: sh -c ACTIVATE activate UNIT ACTION TIMEOUT GOOD_DIR LIVE FILE... (values never enter
+# the script's text). Restarts or reloads the unit, then runs the shell command LIVE until it
+# says the change took (TIMEOUT s): a reload can "succeed" while the daemon goes on with its old
+# config (HAProxy's new workers could not bind). On success it copies FILE... into GOOD_DIR; on
+# failure it puts those copies back, restarts or reloads again, checks again, then fails with
+# one line: what did not take, whether the previous config runs again, and the journal.
+ACTIVATE = """\
+u=$1 action=$2 timeout=$3 good=$4 live=$5; shift 5
+took() {
+  end=$(($(date +%s) + timeout))
+  until sh -c "$live"; do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 1; done
+}
+# LIVE may read T0: when the action was asked for (a daemon's own "loaded at" must be later).
+act() { T0=$(date +%s); export T0; systemctl daemon-reload && systemctl "$action" "$u"; }
+if act && took; then mkdir -p "$good" && cp -p "$@" "$good/"; exit; fi
+journal=$(journalctl -u "$u" -n 20 --no-pager)
+what="$u: the $action did not take: the running daemon is not on the new config"
+if [ ! -d "$good" ]; then
+  echo "$what, and there is no earlier good config to put back" >&2
+else
+  for f in "$@"; do cp -p "$good/${f##*/}" "$f"; done
+  if act && took; then
+    echo "$what; put back its last good config, which runs again (fix the cause, redeploy)" >&2
+  else
+    echo "$what; putting back its last good config did not take either" >&2
+  fi
+fi
+printf '%s\\n' "$u: journal:" "$journal" >&2
+exit 1"""
+
+
 @operation()
-def activated(unit: str, restarted: Changes, reloaded: Changes, sources: list[str]):
+def activated(
+    unit: str,
+    restarted: Changes,
+    reloaded: Changes,
+    sources: list[str],
+    live: str | None = None,
+    good_dir: str | None = None,
+    config_files: list[str] | None = None,
+    timeout_s: int = 30,
+):
     """
     A daemon running and enabled: restarted when its unit or flags changed (a ``sources``
     file newer than its process counts, so a deploy stopped before the restart is caught up),
@@ -149,6 +189,13 @@ def activated(unit: str, restarted: Changes, reloaded: Changes, sources: list[st
       wrote them)
     + reloaded: a file it reads at (re)load changed in this deploy (or those operations)
     + sources: files its process reads only at start (EnvironmentFile=, flags)
+    + live: a shell command on the host that succeeds once the running daemon has taken the
+      change (its own report, its listeners; ``$T0``: when the restart or reload was asked
+      for); with it, a restart or reload is verified
+    + good_dir: where copies of ``config_files`` that were verified live are kept
+    + config_files: the files a change is made of (config, drop-in): put back from
+      ``good_dir`` when ``live`` never succeeds, and the deploy fails
+    + timeout_s: how long ``live`` may take to succeed
 
     **Example:**
 
@@ -158,9 +205,16 @@ def activated(unit: str, restarted: Changes, reloaded: Changes, sources: list[st
                            sources=["/etc/llmhost/api_key.env"])
     """
     state = fact(UnitState, unit=unit, paths=sources)
-    restart = changed(restarted) or bool(state["changed"])
+    restart = changed(restarted) or bool(state["changed"]) or not state["running"]
     reload = not restart and changed(reloaded)
-    if restart or not state["running"]:
+    if (restart or reload) and live and good_dir:
+        action = "restart" if restart else "reload"
+        yield StringCommand(
+            "sh", "-c", QuoteString(ACTIVATE), "activate",
+            *(QuoteString(str(v)) for v in (unit, action, timeout_s, good_dir, live)),
+            *(QuoteString(f) for f in config_files or []),
+        )  # fmt: skip
+    elif restart:
         yield StringCommand("systemctl daemon-reload && systemctl restart", QuoteString(unit))
     elif reload:
         yield StringCommand("systemctl reload", QuoteString(unit))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -221,6 +222,57 @@ def listeners() -> list[dict[str, Any]]:
     return found
 
 
+def _listening_ports() -> set[int]:
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                ports.update(port for _, port, _ in parse_proc_net_tcp(f.read()))
+        except OSError:
+            continue
+    return ports
+
+
+def _bound_ports(config: str) -> set[int]:
+    """The ports an HAProxy config's ``bind`` lines name."""
+    with open(config, encoding="utf-8") as f:
+        return {int(m) for m in re.findall(r"^\s*bind\s+\S*:(\d+)", f.read(), re.M)}
+
+
+def haproxy_took(master: str, config: str) -> dict[str, Any]:
+    """HAProxy runs the config at ``config``: every current worker started with it (a worker
+    that survived a reload is counted there, and the master keeps the old ones when new
+    workers cannot start, e.g. a port they cannot bind), and every port it binds listens."""
+    ports = _bound_ports(config)
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    try:
+        s.connect(master)
+        s.sendall(b"show proc\n")
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(4096):
+            out += chunk
+    except OSError as e:  # the master re-executes on reload: ask again
+        return {"ok": False, "why": f"master CLI {master}: {e}"}
+    finally:
+        s.close()
+    section, workers = "", []
+    for line in out.decode(errors="replace").splitlines():
+        if line.startswith("#"):
+            section = line
+        elif section == "# workers" and line.split()[1:2] == ["worker"]:
+            workers.append(line.split())
+    stale = [w[0] for w in workers if w[2] != "0"]
+    missing = sorted(set(ports) - _listening_ports())
+    why = (
+        f"no worker; workers from before the last reload: {stale}; not listening: {missing}"
+        if not workers or stale or missing
+        else ""
+    )
+    return {"ok": not why, "why": why}
+
+
 def environ(pid: int, names: list[str]) -> dict[str, str | None]:
     """Only the named variables of a process's environment (the rest may hold secrets)."""
     with open(f"/proc/{pid}/environ", "rb") as f:
@@ -355,6 +407,7 @@ MODES = {
     "load": load,
     "listening": listening,
     "listeners": listeners,
+    "haproxy_took": haproxy_took,
     "environ": environ,
     "files_containing_key": files_containing_key,
     "status": status,

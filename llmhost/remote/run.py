@@ -6,6 +6,7 @@ library and answers on stdout; ``-B`` keeps it from writing bytecode caches on t
 
 from __future__ import annotations
 
+import shlex
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -20,3 +21,8 @@ def source(module: ModuleType) -> str:
 def argv(module: ModuleType, *args: str, python: str = "python3") -> list[str]:
     """The command line that runs ``module`` with ``args`` on the host."""
     return [python, "-B", "-c", source(module), *args]
+
+
+def check(module: ModuleType, mode: str, args: str, python: str = "python3") -> str:
+    """A shell command that succeeds when ``module``'s ``mode`` answers ``{"ok": true, ...}``."""
+    return f"{shlex.join(argv(module, mode, args, python=python))} | grep -q '\"ok\": true'"

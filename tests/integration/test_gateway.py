@@ -1,7 +1,7 @@
 """The gateway on the converged guest, from the controller with the openai client: a streamed
 completion arrives in pieces; adding and revoking a client is a reload that drops no stream in
-flight and restarts neither HAProxy's master nor a service; the access log names the client,
-never its key."""
+flight and restarts neither HAProxy's master nor a service; a reload HAProxy cannot take is
+rolled back; the access log names the client, never its key."""
 
 from __future__ import annotations
 
@@ -134,6 +134,30 @@ def test_adding_and_revoking_a_client_reloads_without_a_drop(
     assert pids() == before
     reloads = on_guest(f"journalctl -u {GATEWAY_UNIT} --no-pager -o cat | grep -c Reloaded || true")
     assert int(reloads) >= 2, "the gateway was not reloaded"
+
+
+def test_a_reload_that_does_not_take_is_rolled_back(
+    start_converged: DeployRun, cafile: str
+) -> None:
+    # A new gateway port taken between preflight and the reload: here by a program in a unit
+    # that preflight takes for the deploy's own, so only the live check can see it. systemctl
+    # reload succeeds, HAProxy's master keeps the old workers.
+    port = S.gateway_port + 1
+    squat = f"import socket, time; s = socket.socket(); s.bind(('0.0.0.0', {port})); s.listen(); "
+    on_guest(f'systemd-run --unit=llmhost-squatter python3 -c "{squat}time.sleep(900)"')
+    try:
+        live = on_guest(f"sha256sum < {LAYOUT.gateway_config}")
+        before = pids()
+        run = deploy("--data", f"llmhost_gateway_port={port}")
+        assert run.returncode != 0, run.output[-3000:]
+        assert f"{GATEWAY_UNIT}: the reload did not take" in run.output, run.output[-3000:]
+        assert "put back its last good config, which runs again" in run.output
+        # The file on disk is what runs: the previous config, on the previous port.
+        assert on_guest(f"sha256sum < {LAYOUT.gateway_config}") == live
+        assert [m.id for m in client(key_of("lab"), cafile).models.list()]
+        assert pids() == before, "the rollback must keep HAProxy's master and every service"
+    finally:
+        on_guest("systemctl stop llmhost-squatter", check=False)
 
 
 def test_access_log_names_the_client_not_the_key(cafile: str) -> None:

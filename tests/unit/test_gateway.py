@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import signal
+import socket
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from llmhost.applied_plan import AppliedPlan, AppliedService
 from llmhost.gateway import config as gateway
 from llmhost.gateway import rules as gateway_checks
 from llmhost.gateway.facts import KeyHashes, parse_x509_text
+from llmhost.remote import agent
 from llmhost.render import render
 from llmhost.settings import Settings, SettingsError, group_settings
 
@@ -234,3 +238,48 @@ def test_certificate_fact_parses_openssl() -> None:
 def test_key_hashes_fact_reads_hashes_only() -> None:
     digest = "a" * 64
     assert KeyHashes().process([f"alice {digest}", "junk", f"bob {'b' * 63}"]) == {"alice": digest}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _took(master: str, config: Path, want: bool) -> dict[str, Any]:
+    # The master answers once it has handled the signal (it re-executes meanwhile): poll its
+    # word until it says what the test waits for, not a clock.
+    for _ in range(100):
+        answer = agent.haproxy_took(master, str(config))
+        if answer["ok"] is want and (want or "master CLI" not in answer["why"]):
+            return answer
+        time.sleep(0.1)
+    return answer
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed: apt-get install haproxy")
+def test_haproxy_took_tells_a_reload_that_could_not_bind(tmp_path: Path) -> None:
+    # A real HAProxy in master-worker mode: a reload onto a port another program holds
+    # "succeeds" for systemctl, but the master keeps the old worker; the agent says so.
+    assert HAPROXY is not None
+    old, held = _free_port(), _free_port()
+    config, master = tmp_path / "haproxy.cfg", str(tmp_path / "master.sock")
+    text = "defaults\n  mode http\n  timeout client 5s\n  timeout server 5s\n  timeout connect 5s\n"
+    config.write_text(f"{text}frontend f\n  bind 127.0.0.1:{old}\n")
+    proc = subprocess.Popen([HAPROXY, "-W", "-S", master, "-f", str(config)])
+    try:
+        assert _took(master, config, True) == {"ok": True, "why": ""}
+        with socket.socket() as squatter:
+            squatter.bind(("127.0.0.1", held))
+            squatter.listen()
+            config.write_text(f"{text}frontend f\n  bind 127.0.0.1:{held}\n")
+            proc.send_signal(signal.SIGUSR2)
+            refused = _took(master, config, False)
+            time.sleep(1)  # and it stays refused
+            assert agent.haproxy_took(master, str(config))["ok"] is False
+        assert "from before the last reload" in refused["why"], refused
+        proc.send_signal(signal.SIGUSR2)
+        assert _took(master, config, True)["ok"] is True
+    finally:
+        proc.terminate()
+        proc.wait(10)
