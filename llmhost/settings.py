@@ -34,6 +34,17 @@ REPO_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
 # vLLM's VLLM_CPU_OMP_THREADS_BIND: "auto", "all", or core lists and ranges, "|" per rank.
 # A gateway client: it names a file on the host and appears in the access log.
 CLIENT_RE = r"^[a-z][a-z0-9_-]{0,31}$"
+# An environment variable a service may be given (``env``), and a value safe in its env file.
+ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+ENV_VALUE_RE = r"^[^\x00-\x1f\x7f\"'\\\\]{0,1024}$"
+# What the deploy itself sets in every service's env file (service/vllm.env.j2; a unit test
+# holds the two together): ``env`` may not override these.
+DEPLOY_ENV = frozenset({
+    "VLLM_API_KEY", "HF_HUB_OFFLINE", "HF_HOME", "VLLM_CACHE_ROOT", "XDG_CACHE_HOME",
+    "TRITON_CACHE_DIR", "HOME", "XDG_CONFIG_HOME", "NUMBA_CACHE_DIR", "CUDA_DEVICE_ORDER",
+    "VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "GLOO_SOCKET_IFNAME", "VLLM_HOST_IP",
+    "VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND",
+})  # fmt: skip
 CPU_BIND_RE = r"^(auto|all|[0-9]+([,-][0-9]+)*(\|[0-9]+([,-][0-9]+)*)*)$"
 # An RFC 1123 host name.
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+$")
@@ -56,6 +67,8 @@ PATTERN_HELP = {
     REPO_RE: "OWNER/NAME as on the hub, e.g. 'Qwen/Qwen2.5-7B-Instruct-AWQ'",
     CLIENT_RE: "a lowercase letter, then lowercase letters, digits, '_' and '-' (32 at most)",
     CPU_BIND_RE: "core numbers, ranges and lists such as '0', '0-3' or '0,2', or 'auto'",
+    ENV_NAME_RE: "a variable name: letters, digits and '_', not starting with a digit",
+    ENV_VALUE_RE: "one line without quotes, backslashes or control characters",
 }
 PUBLIC_BIND_WHY = (
     "vLLM's /metrics, /tokenize, /detokenize, /pause and more answer without the API key to "
@@ -126,6 +139,22 @@ class ServiceSpec(Strict):
     # Lab (CPU build): the core(s) this instance's OpenMP threads are pinned to.
     cpu_threads_bind: Annotated[str, Field(pattern=CPU_BIND_RE)] | None = None
     extra_args: list[str] = []
+    # More environment for this instance (e.g. VLLM_USE_FLASHINFER_SAMPLER=0 where the host's
+    # vLLM has no flashinfer), in its 0600 env file after the deploy's own variables.
+    env: dict[
+        Annotated[str, Field(pattern=ENV_NAME_RE)], Annotated[str, Field(pattern=ENV_VALUE_RE)]
+    ] = {}
+
+    @field_validator("env")
+    @classmethod
+    def _not_the_deploys(cls, env: dict[str, str]) -> dict[str, str]:
+        taken = sorted(set(env) & DEPLOY_ENV)
+        if taken:
+            raise ValueError(
+                f"{', '.join(taken)}: set by the deploy itself (paths, the API key, the plan); "
+                "leave them out of env"
+            )
+        return env
 
 
 def _key(default: Any, description: str) -> Any:

@@ -54,6 +54,10 @@ def test_readme_key_table_is_the_schemas() -> None:
         ({"llmhost_gpu_memory_cap": 0.99}, "llmhost_gpu_memory_cap: Input should be less than"),
         ({"llmhost_model_dir": "models"}, "llmhost_model_dir: must be an absolute path"),
         ({"llmhost_base_dir": "/opt/llmhost "}, "llmhost_base_dir: use letters, digits"),
+        (
+            {"llmhost_service_overrides": {"coder": {"env": {"HOME": "/root"}}}},
+            "llmhost_services['coder'].env: HOME: set by the deploy itself",
+        ),
         ({"llmhost_cache_dir": "/var/cache/llm%host"}, "no spaces, quotes, '%' or '$'"),
         (
             {"llmhost_gateway_metrics_port": 9100},
@@ -92,7 +96,7 @@ def test_readme_key_table_is_the_schemas() -> None:
     ],
     ids=[
         "typo-key", "monitoring-port-clash", "public-monitoring", "monitoring-mode",
-        "wrong-type", "out-of-range", "relative-path", "trailing-space-dir", "percent-in-dir",
+        "wrong-type", "out-of-range", "relative-path", "trailing-space-dir", "env-overrides-the-deploy", "percent-in-dir",
         "gateway-metrics-port-clash", "unknown-stack", "port-clash",
         "same-served-name", "typo-service-key", "unpinned-revision", "unknown-service",
         "no-index-no-wheelhouse",

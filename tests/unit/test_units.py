@@ -3,6 +3,7 @@ and no secret is in them."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,7 +15,7 @@ from llmhost.plan.catalogue import resolve
 from llmhost.plan.planner import HostPlan, plan_services
 from llmhost.render import render
 from llmhost.service import units
-from llmhost.settings import Settings, group_settings
+from llmhost.settings import DEPLOY_ENV, Settings, group_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 GB = 10**9
@@ -207,3 +208,18 @@ def test_lab_env_pins_threads_and_sizes_the_cpu_kv_cache(tmp_path) -> None:
         assert "-m vllm.entrypoints.openai.api_server --model" in unit
         assert "--gpu-memory-utilization" not in unit
         assert "--enforce-eager" in unit
+
+
+def test_the_deploys_own_environment_is_what_env_may_not_override() -> None:
+    # DEPLOY_ENV (settings) and the env file's template name the same variables.
+    template = (ROOT / "llmhost/service/vllm.env.j2").read_text()
+    assert set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", template, re.M)) | {"VLLM_API_KEY"} == set(
+        DEPLOY_ENV
+    )
+
+
+def test_a_services_env_goes_into_its_env_file(prod) -> None:
+    settings, plan, metas = prod
+    svc = settings.services[0].model_copy(update={"env": {"VLLM_USE_FLASHINFER_SAMPLER": "0"}})
+    env = render("service/vllm.env.j2", units.context(settings, svc, metas[svc.name], plan))
+    assert "\nVLLM_USE_FLASHINFER_SAMPLER=0\n" in env
