@@ -69,10 +69,7 @@ def install_gateway(settings: Settings, checked: Checked) -> None:
     dropin = _dropin(settings, layout, checked)
     # The master's own word that the new workers run, and the config's ports listening: a
     # reload that HAProxy could not take (a port held) is rolled back, not reported a success.
-    took = {
-        "master": GATEWAY_MASTER,
-        "ports": [settings.gateway_port, settings.gateway_metrics_port],
-    }
+    took = {"master": GATEWAY_MASTER, "config": layout.gateway_config}
     services.activated(
         name=f"Start or reload {GATEWAY_UNIT}, verified live",
         unit=GATEWAY_UNIT,

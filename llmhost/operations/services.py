@@ -146,13 +146,13 @@ ACTIVATE = """\
 u=$1 action=$2 timeout=$3 good=$4 live=$5; shift 5
 took() {
   end=$(($(date +%s) + timeout))
-  until sh -c "$live"; do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 1; done
+  until said=$(sh -c "$live" 2>&1); do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 1; done
 }
 # LIVE may read T0: when the action was asked for (a daemon's own "loaded at" must be later).
 act() { T0=$(date +%s); export T0; systemctl daemon-reload && systemctl "$action" "$u"; }
 if act && took; then mkdir -p "$good" && cp -p "$@" "$good/"; exit; fi
 journal=$(journalctl -u "$u" -n 20 --no-pager)
-what="$u: the $action did not take: the running daemon is not on the new config"
+what="$u: the $action did not take: the running daemon is not on the new config ($said)"
 if [ ! -d "$good" ]; then
   echo "$what, and there is no earlier good config to put back" >&2
 else

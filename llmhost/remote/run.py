@@ -24,5 +24,7 @@ def argv(module: ModuleType, *args: str, python: str = "python3") -> list[str]:
 
 
 def check(module: ModuleType, mode: str, args: str, python: str = "python3") -> str:
-    """A shell command that succeeds when ``module``'s ``mode`` answers ``{"ok": true, ...}``."""
-    return f"{shlex.join(argv(module, mode, args, python=python))} | grep -q '\"ok\": true'"
+    """A shell command that succeeds when ``module``'s ``mode`` answers ``{"ok": true, ...}``;
+    the answer also goes to stderr, for the caller to quote."""
+    answer = shlex.join(argv(module, mode, args, python=python))
+    return f"{answer} | tee /dev/stderr | grep -q '\"ok\": true'"

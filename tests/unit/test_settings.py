@@ -96,7 +96,8 @@ def test_readme_key_table_is_the_schemas() -> None:
     ],
     ids=[
         "typo-key", "monitoring-port-clash", "public-monitoring", "monitoring-mode",
-        "wrong-type", "out-of-range", "relative-path", "trailing-space-dir", "env-overrides-the-deploy", "percent-in-dir",
+        "wrong-type", "out-of-range", "relative-path", "trailing-space-dir",
+        "env-overrides-the-deploy", "percent-in-dir",
         "gateway-metrics-port-clash", "unknown-stack", "port-clash",
         "same-served-name", "typo-service-key", "unpinned-revision", "unknown-service",
         "no-index-no-wheelhouse",
