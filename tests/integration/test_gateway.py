@@ -156,6 +156,8 @@ def test_a_reload_that_does_not_take_is_rolled_back(
         assert on_guest(f"sha256sum < {LAYOUT.gateway_config}") == live
         assert [m.id for m in client(key_of("lab"), cafile).models.list()]
         assert pids() == before, "the rollback must keep HAProxy's master and every service"
+        said = next(line for line in run.output.splitlines() if "did not take" in line)
+        print(f"\ndrill reload that does not take: {said.strip()}")
     finally:
         on_guest("systemctl stop llmhost-squatter", check=False)
 
