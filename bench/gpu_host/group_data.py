@@ -13,7 +13,12 @@ llmhost_stack = "primary"
 # The primary stack's services and settings as shipped; only the weights are local: full-size
 # random AWQ checkpoints with the real configs (bench/gpu_host/make_awq.py), no hub there.
 llmhost_service_overrides = {
-    name: {"model": {"source": "local", "path": f"{_models}/{d}", "repo": None, "revision": None}}
+    name: {
+        "model": {"source": "local", "path": f"{_models}/{d}", "repo": None, "revision": None},
+        # flashinfer is stubbed, not carried: vLLM 0.25.0's sampler must not try it (seen:
+        # "ModuleNotFoundError: No module named 'flashinfer'").
+        "env": {"VLLM_USE_FLASHINFER_SAMPLER": "0"},
+    }
     for name, d in (
         ("coder", "deepseek-coder-33B-instruct-AWQ"),
         ("general", "Mistral-7B-Instruct-v0.2-AWQ"),

@@ -45,11 +45,7 @@ make_root() {  # DEBS_DIR APT_REPO_DIR
   # The image's docker-style policy-rc.d (exit 101) stops postinsts from starting services; a
   # real host has none (seen: haproxy's postinst "policy-rc.d denied execution of start").
   rm -f $G/root/usr/sbin/policy-rc.d
-  # Site setting, not the product's: without flashinfer (stubbed, not carried) vLLM 0.25.0's
-  # sampler must not try it (seen: "ModuleNotFoundError: No module named 'flashinfer'").
-  mkdir -p $G/root/etc/systemd/system.conf.d
-  printf '[Manager]\nDefaultEnvironment=VLLM_USE_FLASHINFER_SAMPLER=0\n' \
-    > $G/root/etc/systemd/system.conf.d/bench-no-flashinfer.conf
+  # VLLM_USE_FLASHINFER_SAMPLER=0 is the services' own `env` now (group_data.py).
   # The machine has no ssh client; testinfra and `llmhost status` run `ssh`: Debian's, on PATH.
   mkdir -p "$GH/bin"
   printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$SDL" "$G/sd/usr/bin/ssh" > "$GH/bin/ssh"
