@@ -136,50 +136,40 @@ def parse_proc_net_tcp(text: str) -> list[tuple[str, int, int]]:
     return found
 
 
-def listening(pids: list[int]) -> list[tuple[str, int]]:
-    """TCP (address, port) pairs the given processes listen on (needs root for their fds)."""
-    inodes = set()
-    for pid in pids:
-        fd_dir = f"/proc/{pid}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"{fd_dir}/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(int(target[8:-1]))
-    found = set()
+def _listening_sockets() -> list[tuple[str, int, int]]:
+    """Every listening TCP socket of this network namespace as (address, port, inode)."""
+    found = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table, encoding="ascii") as f:
-                rows = parse_proc_net_tcp(f.read())
+                found += parse_proc_net_tcp(f.read())
         except OSError:
             continue
-        found.update((addr, port) for addr, port, inode in rows if inode in inodes)
-    return sorted(found)
+    return found
 
 
-def _socket_owners() -> dict[int, int]:
-    """Socket inode -> the PID of a process holding it, over every process (needs root)."""
-    owners = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        fd_dir = f"/proc/{pid}/fd"
+def _socket_inodes(pid: int | str) -> set[int]:
+    """The socket inodes a process holds open (needs root for another user's fds)."""
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return set()
+    inodes = set()
+    for fd in fds:
         try:
-            fds = os.listdir(fd_dir)
+            target = os.readlink(f"{fd_dir}/{fd}")
         except OSError:
             continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"{fd_dir}/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                owners.setdefault(int(target[8:-1]), int(pid))
-    return owners
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def listening(pids: list[int]) -> list[tuple[str, int]]:
+    """TCP (address, port) pairs the given processes listen on."""
+    inodes = set().union(*map(_socket_inodes, pids))
+    return sorted({(addr, port) for addr, port, inode in _listening_sockets() if inode in inodes})
 
 
 def _unit_of(pid: int) -> str | None:
@@ -196,41 +186,29 @@ def _unit_of(pid: int) -> str | None:
     return None
 
 
+def _command_of(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def listeners() -> list[dict[str, Any]]:
     """Every listening TCP socket: address, port, and the process (PID, name, unit) holding it."""
-    owners = _socket_owners()
+    owners: dict[int, int] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        for inode in _socket_inodes(pid):
+            owners.setdefault(inode, int(pid))
     found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table, encoding="ascii") as f:
-                rows = parse_proc_net_tcp(f.read())
-        except OSError:
-            continue
-        for address, port, inode in rows:
-            pid = owners.get(inode)
-            comm = None
-            if pid is not None:
-                try:
-                    with open(f"/proc/{pid}/comm", encoding="utf-8") as f:
-                        comm = f.read().strip()
-                except OSError:
-                    pass
-            unit = _unit_of(pid) if pid is not None else None
-            found.append(
-                {"address": address, "port": port, "pid": pid, "command": comm, "unit": unit}
-            )
+    for address, port, inode in _listening_sockets():
+        pid = owners.get(inode)
+        found.append({
+            "address": address, "port": port, "pid": pid,
+            "command": _command_of(pid) if pid is not None else None,
+            "unit": _unit_of(pid) if pid is not None else None,
+        })  # fmt: skip
     return found
-
-
-def _listening_ports() -> set[int]:
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table, encoding="ascii") as f:
-                ports.update(port for _, port, _ in parse_proc_net_tcp(f.read()))
-        except OSError:
-            continue
-    return ports
 
 
 def _bound_ports(config: str) -> set[int]:
@@ -264,7 +242,7 @@ def haproxy_took(master: str, config: str) -> dict[str, Any]:
         elif section == "# workers" and line.split()[1:2] == ["worker"]:
             workers.append(line.split())
     stale = [w[0] for w in workers if w[2] != "0"]
-    missing = sorted(set(ports) - _listening_ports())
+    missing = sorted(ports - {port for _, port, _ in _listening_sockets()})
     why = (
         f"no worker; workers from before the last reload: {stale}; not listening: {missing}"
         if not workers or stale or missing
