@@ -243,12 +243,12 @@ def haproxy_took(master: str, config: str) -> dict[str, Any]:
             workers.append(line.split())
     stale = [w[0] for w in workers if w[2] != "0"]
     missing = sorted(ports - {port for _, port, _ in _listening_sockets()})
-    why = (
-        f"no worker; workers from before the last reload: {stale}; not listening: {missing}"
-        if not workers or stale or missing
-        else ""
-    )
-    return {"ok": not why, "why": why}
+    problems = [
+        *(["no worker"] if not workers else []),
+        *([f"workers from before the last reload: {stale}"] if stale else []),
+        *([f"not listening: {missing}"] if missing else []),
+    ]
+    return {"ok": not problems, "why": "; ".join(problems)}
 
 
 def environ(pid: int, names: list[str]) -> dict[str, str | None]:
