@@ -14,6 +14,9 @@ from pathlib import PurePosixPath
 
 from llmhost.settings import ServiceSpec, Settings
 
+# Every unit the deploy writes or starts is named so (preflight takes a port held by one for
+# the deploy's own).
+UNIT_PREFIX = "llmhost-"
 # Written last into a finished venv (its content: the release id) and a complete model snapshot.
 VENV_STAMP = ".llmhost-installed"
 MODEL_MARKER = ".llmhost-complete"
@@ -22,9 +25,9 @@ UNIT_DIR = "/etc/systemd/system"
 PROMETHEUS_DIR = "/etc/prometheus"
 PROMETHEUS_UNIT = "prometheus.service"
 NODE_EXPORTER_UNIT = "prometheus-node-exporter.service"
-GPU_EXPORTER_UNIT = "llmhost-gpu-exporter.service"
+GPU_EXPORTER_UNIT = f"{UNIT_PREFIX}gpu-exporter.service"
 # GPU hosts: the root oneshot that makes the NVIDIA device nodes before the services start.
-DEVICES_UNIT = "llmhost-nvidia-devices.service"
+DEVICES_UNIT = f"{UNIT_PREFIX}nvidia-devices.service"
 DEFAULTS_DIR = "/etc/default"
 # Marks the service user as the deploy's own: preflight refuses to take over any other account.
 USER_COMMENT = "llmhost services"
@@ -50,17 +53,17 @@ def release_id(python: str, packages: list[str], remove: list[str], find_links: 
 
 def install_job(venv: str) -> str:
     """The background job (a transient unit) that builds the venv at ``venv``."""
-    return f"llmhost-install-{PurePosixPath(venv).name}.service"
+    return f"{UNIT_PREFIX}install-{PurePosixPath(venv).name}.service"
 
 
 def fetch_job(snapshot: str) -> str:
     """The background job (a transient unit) that downloads the model snapshot at ``snapshot``."""
-    return f"llmhost-fetch-{PurePosixPath(snapshot).name}.service"
+    return f"{UNIT_PREFIX}fetch-{PurePosixPath(snapshot).name}.service"
 
 
 def unit_name(service: str) -> str:
     """The systemd unit of the service named ``service``."""
-    return f"llmhost-{service}.service"
+    return f"{UNIT_PREFIX}{service}.service"
 
 
 def url_host(bind_host: str) -> str:
@@ -171,8 +174,9 @@ class Layout:
 
     def good_config_dir(self, daemon: str) -> str:
         """Copies of a daemon's config files that last took live (``gateway``, ``prometheus``):
-        what a reload that does not take puts back."""
-        return f"{self.settings.config_dir}/good/{daemon}"
+        what a reload that does not take puts back. Apart from the services' ``good/``, where
+        a service may be named like a daemon."""
+        return f"{self.settings.config_dir}/good-config/{daemon}"
 
     def url(self, svc: ServiceSpec, path: str) -> str:
         return f"http://{url_host(self.settings.bind_host)}:{svc.port}{path}"

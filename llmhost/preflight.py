@@ -46,6 +46,7 @@ from llmhost.layout import (
     NODE_EXPORTER_UNIT,
     NOLOGIN,
     PROMETHEUS_UNIT,
+    UNIT_PREFIX,
     USER_COMMENT,
     Layout,
 )
@@ -259,7 +260,7 @@ def _check_bind(settings: Settings, facts: FactReader, problems: list[str]) -> N
 def _ours(unit: str | None) -> bool:
     """A unit the deploy runs: a service (of any name it ever had), the gateway, monitoring."""
     return unit is not None and (
-        unit.startswith("llmhost-") or unit in (GATEWAY_UNIT, PROMETHEUS_UNIT, NODE_EXPORTER_UNIT)
+        unit.startswith(UNIT_PREFIX) or unit in (GATEWAY_UNIT, PROMETHEUS_UNIT, NODE_EXPORTER_UNIT)
     )
 
 
