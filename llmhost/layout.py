@@ -6,12 +6,11 @@ the benches all read them from here (pure: no pyinfra).
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import json
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from llmhost.operations.venv import release_id
 from llmhost.settings import ServiceSpec, Settings
 
 # Every unit the deploy writes or starts is named so (preflight takes a port held by one for
@@ -43,12 +42,6 @@ GATEWAY_DIR = "/etc/haproxy/llmhost"
 GATEWAY_RUNTIME = "haproxy"
 # HAProxy's master CLI (-S): what the deploy asks whether a reload took.
 GATEWAY_MASTER = f"/run/{GATEWAY_RUNTIME}/master.sock"
-
-
-def release_id(python: str, packages: list[str], remove: list[str], find_links: str | None) -> str:
-    """What a venv is built from; another id is another release, in a directory of its own."""
-    spec = json.dumps([python, packages, remove, find_links], sort_keys=True)
-    return hashlib.sha256(spec.encode()).hexdigest()
 
 
 def install_job(venv: str) -> str:

@@ -75,7 +75,6 @@ def _hub_client(settings: Settings, layout: Layout, checked: Checked) -> None:
         packages=[settings.hub_client],
         unit=install_job(layout.tools),
         stamp=layout.tools_stamp,
-        digest=layout.tools_digest,
         python=settings.python,
         find_links=layout.wheelhouse,
         wheelhouse=settings.wheelhouse,

@@ -25,7 +25,6 @@ def install_venv(settings: Settings, checked: Checked) -> None:
         packages=layout.packages,
         unit=install_job(layout.release),
         stamp=layout.release_stamp,
-        digest=layout.release_digest,
         python=settings.python,
         remove=settings.pip_remove,
         find_links=layout.wheelhouse,

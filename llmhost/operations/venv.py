@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path, PurePosixPath
 
 from pyinfra import host
@@ -40,13 +42,18 @@ echo "llmhost: installed $(($(du -sb "$venv" | cut -f 1) / 1048576)) MiB in $(($
 """
 
 
+def release_id(python: str, packages: list[str], remove: list[str], find_links: str | None) -> str:
+    """What a venv is built from; another id is another release, in a directory of its own."""
+    spec = json.dumps([python, packages, remove, find_links], sort_keys=True)
+    return hashlib.sha256(spec.encode()).hexdigest()
+
+
 @operation()
 def pinned(
     path: str,
     packages: list[str],
     unit: str,
     stamp: str,
-    digest: str,
     python: str = "python3",
     remove: list[str] | None = None,
     find_links: str | None = None,
@@ -62,9 +69,8 @@ def pinned(
     + path: the venv's directory
     + packages: requirement specifiers, each pinned (``vllm==0.33.0``)
     + unit: the job's transient unit (``llmhost-install-<venv name>.service``)
-    + stamp: the file written last, holding ``digest``, once the venv is complete
-    + digest: what the venv is built from (pins, interpreter, removals, wheel source): the
-      stamp's content
+    + stamp: the file written last, once the venv is complete, holding the release id of
+      what it is built from (``release_id``: pins, interpreter, removals, wheel source)
     + python: the interpreter the venv is made with
     + remove: packages to uninstall after the install (ones a build pulls in that break it)
     + find_links: a directory of wheels on the host for pip's ``--find-links``
@@ -91,10 +97,10 @@ def pinned(
             packages=["vllm==0.33.0"],
             unit="llmhost-install-3f2a9c0d1e4b5a69.service",
             stamp="/opt/llmhost/venvs/3f2a9c0d1e4b5a69/.llmhost-installed",
-            digest="3f2a9c0d1e4b5a69...",
         )
     """
     remove = remove or []
+    digest = release_id(python, packages, remove, find_links)
     job = fact(Job, unit=unit, done=stamp, watch=path)
     if job["done"] == digest:
         host.noop(f"venv {path} already has {' '.join(packages)}")
