@@ -77,6 +77,18 @@ setup)
   say "guest: $(tail -1 $RUN/guest.log)"
   bash $here/guest.sh ssh 'apt-get update -q 2>&1 | tail -2; systemctl is-system-running; nvidia-smi -L' >> $RUN/guest.log 2>&1
   say "guest apt/systemd/gpu: $(tail -3 $RUN/guest.log | tr '\n' ' ')"
+  # The product's GPU exporter unit, as the deploy renders it, on the machine's own Python:
+  # the second deploy of the last run restarted it each time (device_run.txt, finding 2).
+  $GH/ctl/bin/python - > $GH/diag.service 2>> $RUN/guest.log <<'PY'
+from llmhost.render import render
+argv = "/opt/torch/.venv/bin/python /opt/llmhost-diag/gpu_exporter.py --port 9899"
+print(render("monitoring/gpu-exporter.service.j2", {"exec_start": argv, "address": "diag"}))
+PY
+  G() { bash $here/guest.sh ssh "$@"; }
+  G 'mkdir -p /opt/llmhost-diag && cat > /opt/llmhost-diag/gpu_exporter.py' < $repo/llmhost/monitoring/gpu_exporter.py
+  G 'cat > /etc/systemd/system/llmhost-diag.service' < $GH/diag.service
+  G 'systemctl daemon-reload; systemctl start llmhost-diag; sleep 6; systemctl show llmhost-diag -p SubState -p NRestarts -p Result -p ExecMainStatus; journalctl -u llmhost-diag --no-pager -o cat | tail -25; curl -s 127.0.0.1:9899/metrics | grep -c "^llmhost_gpu"; systemctl stop llmhost-diag; rm /etc/systemd/system/llmhost-diag.service; systemctl daemon-reload' > $RUN/exporter-diag.txt 2>&1
+  say "exporter diag: $(cut -c1-200 $RUN/exporter-diag.txt | tr '\n' '|' | cut -c1-1500)"
   say "setup took $(( $(date +%s) - t0 )) s"
   (cd "$repo" && bg scenario "bash $here/scenario.sh")
   sleep 20; collect ;;

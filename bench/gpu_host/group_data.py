@@ -45,6 +45,6 @@ llmhost_monitoring = _os.environ.get("GPU_HOST_MONITORING", "1") == "1"
 # The rollback drill: a change that cannot serve (a tokenizer that is not there), coder only.
 if _os.environ.get("GPU_HOST_BREAK") == "1":
     llmhost_service_overrides["coder"]["extra_args"] = ["--tokenizer", "/nonexistent/tokenizer"]
-    # Bounded: the unit's health wait outlives the failed process (device_run.txt), so the
-    # deploy only rolls back once this runs out.
+    # Bounded in case the start hangs instead of failing (the health wait ends when vLLM
+    # exits: cced201).
     llmhost_health_timeout_s = 300

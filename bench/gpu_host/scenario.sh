@@ -60,6 +60,7 @@ if [ "$(cat $RUN/deploy1.rc)" != 0 ] && ! G "apt-get install -y --no-install-rec
   step "   rc $(cat $RUN/deploy1b.rc); $(grep -a 'llmhost phases done' $RUN/deploy1b.log | tail -1)"
 fi
 journals deploy1; nvml deploy1
+G "systemctl show llmhost-gpu-exporter -p SubState -p NRestarts -p ExecMainStartTimestamp; journalctl -u llmhost-gpu-exporter --no-pager -o short-unix | tail -30" > $RUN/exporter.txt 2>&1
 G "cat /etc/llmhost/plan.json" > $RUN/applied-plan.json 2>&1
 G "systemctl cat llmhost-coder llmhost-general; ls /etc/systemd/system" > $RUN/units.txt 2>&1
 summary
@@ -80,6 +81,7 @@ event deploy2.start
 pyinfra -y "$INV" deploy.py > $RUN/deploy2.log 2>&1
 echo $? > $RUN/deploy2.rc; event deploy2.end
 step "   rc $(cat $RUN/deploy2.rc); $(grep -a 'llmhost phases done' $RUN/deploy2.log | tail -1)"
+G "systemctl show llmhost-gpu-exporter -p SubState -p NRestarts -p ExecMainStartTimestamp; journalctl -u llmhost-gpu-exporter --no-pager -o short-unix | tail -30" > $RUN/exporter2.txt 2>&1
 summary
 
 step "4. kill -9 of coder's EngineCore"

@@ -8,6 +8,7 @@ checked by promtool before it replaces the running one, and a config change is a
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -22,7 +23,8 @@ from llmhost.layout import GPU_EXPORTER_UNIT, NODE_EXPORTER_UNIT, PROMETHEUS_UNI
 from llmhost.monitoring import alerts, gpu_exporter, scrape
 from llmhost.monitoring.checked_files import checked_file
 from llmhost.operations import services
-from llmhost.remote.run import source
+from llmhost.remote import agent
+from llmhost.remote import run as remote
 from llmhost.render import render
 from llmhost.settings import Settings
 
@@ -47,11 +49,13 @@ def install_monitoring(
         return
     node_flags, prometheus_flags = _install(settings, layout, checked)
     services.activated(
-        name=f"Run {NODE_EXPORTER_UNIT}",
+        name=f"Run {NODE_EXPORTER_UNIT}, verified live",
         unit=NODE_EXPORTER_UNIT,
         restarted=node_flags,
         reloaded=False,
         sources=[layout.node_exporter_defaults],
+        **_listens(settings, layout, NODE_EXPORTER_UNIT, settings.node_exporter_port),
+        config_files=[layout.node_exporter_defaults],
     )
     if plan.gpu:
         _gpu_exporter(settings, layout, checked)
@@ -95,7 +99,7 @@ def _gpu_exporter(settings: Settings, layout: Layout, checked: Checked) -> None:
     checked.directories("Directory of the GPU exporter", [{"path": layout.gpu_exporter_dir}])
     script = checked.files(
         "GPU exporter script",
-        [{"dest": layout.gpu_exporter_script, "content": source(gpu_exporter)}],
+        [{"dest": layout.gpu_exporter_script, "content": remote.source(gpu_exporter)}],
     )
     argv = [
         f"{layout.release}/bin/python",
@@ -113,12 +117,24 @@ def _gpu_exporter(settings: Settings, layout: Layout, checked: Checked) -> None:
         [{"dest": layout.gpu_exporter_unit_path, "content": unit_text}],
     )
     services.activated(
-        name=f"Run {GPU_EXPORTER_UNIT}",
+        name=f"Run {GPU_EXPORTER_UNIT}, verified live",
         unit=GPU_EXPORTER_UNIT,
         restarted=[*unit, *script],
         reloaded=False,
         sources=[layout.gpu_exporter_unit_path, layout.gpu_exporter_script],
+        **_listens(settings, layout, GPU_EXPORTER_UNIT, settings.gpu_exporter_port),
+        config_files=[layout.gpu_exporter_unit_path, layout.gpu_exporter_script],
     )
+
+
+def _listens(settings: Settings, layout: Layout, unit: str, port: int) -> dict[str, str]:
+    """An exporter's restart verified: the unit's own process listens where planned (a unit
+    in a restart loop, or a port taken meanwhile, is rolled back to the last good files)."""
+    where = {"unit": unit, "address": settings.monitoring_bind_host, "port": port}
+    return {
+        "live": remote.check(agent, "unit_listens", json.dumps(where), python=settings.python),
+        "good_dir": layout.good_config_dir(unit.removesuffix(".service")),
+    }
 
 
 def _prometheus(

@@ -12,6 +12,25 @@ from pyinfra.api.operation import OperationMeta
 from llmhost.facts.batch import fact
 from llmhost.facts.host import UnitState
 
+# Shell: reload systemd's units, then make sure it took $u as written: loaded, nothing on disk
+# newer than what it loaded, and no line of it or its drop-ins ignored (an unknown or misspelt
+# key is only a warning to systemd, which then runs the unit without it). Sets $why on failure.
+RELOADED = """\
+reloaded() {
+  t=$(date '+%Y-%m-%d %H:%M:%S'); why="systemctl daemon-reload failed"
+  systemctl daemon-reload || return 1
+  loaded=$(systemctl show -p LoadState -p NeedDaemonReload "$u" | tr '\\n' ' ')
+  why="systemd did not load $u as written ($loaded)"
+  case $loaded in *LoadState=loaded*) ;; *) return 1 ;; esac
+  case $loaded in *NeedDaemonReload=no*) ;; *) return 1 ;; esac
+  # systemd's own words: "/etc/systemd/system/UNIT:LINE: Unknown key name ..., ignoring."
+  ignored=$(journalctl -q --no-pager -o cat --since "$t" _PID=1 |
+    grep -E "/$u(\\.d/[^:]*)?:[0-9]+: " | head -3)
+  why="systemd ignored lines of $u: $ignored"
+  [ -z "$ignored" ]
+}
+"""
+
 # Run as: sh -c SWITCH switch UNIT URL TIMEOUT GOOD_DIR FILE... (values never enter the
 # script's text). Queues the unit's restart and waits until systemd holds no job for it (its
 # ExecStartPost holds the start job until /health answers; an older unit's ends at exec), it is
@@ -19,8 +38,10 @@ from llmhost.facts.host import UnitState
 # it copies FILE... (unit, env file) into GOOD_DIR; on failure it puts those copies back, starts
 # the unit again and waits for it, then fails with one line: what failed, whether the rollback
 # is healthy, and the failed start's journal.
-SWITCH = """\
-u=$1 url=$2 timeout=$3 good=$4; shift 4
+SWITCH = (
+    "u=$1 url=$2 timeout=$3 good=$4; shift 4\n"
+    + RELOADED
+    + """\
 healthy() {
   n0=$(systemctl show -p NRestarts --value "$u"); end=$(($(date +%s) + timeout))
   while :; do
@@ -36,10 +57,11 @@ healthy() {
   done
 }
 start() {
+  reloaded || return 1
   why="systemd could not start it"
   # reset-failed: restarts are counted from this start on. --no-block: a blocking restart
   # would wait for /health (ExecStartPost) through every Restart=always retry.
-  systemctl daemon-reload && systemctl enable -q "$u" &&
+  systemctl enable -q "$u" &&
     { systemctl reset-failed "$u" 2>/dev/null; systemctl restart --no-block "$u"; }
 }
 if start && healthy; then mkdir -p "$good" && cp -p "$@" "$good/"; exit; fi
@@ -58,6 +80,7 @@ else
 fi
 printf '%s\\n' "$u: journal of the failed start:" "$journal" >&2
 exit 1"""
+)
 
 
 @operation()
@@ -142,17 +165,25 @@ def changed(by: Changes) -> bool:
 # config (HAProxy's new workers could not bind). On success it copies FILE... into GOOD_DIR; on
 # failure it puts those copies back, restarts or reloads again, checks again, then fails with
 # one line: what did not take, whether the previous config runs again, and the journal.
-ACTIVATE = """\
-u=$1 action=$2 timeout=$3 good=$4 live=$5; shift 5
+ACTIVATE = (
+    "u=$1 action=$2 timeout=$3 good=$4 live=$5; shift 5\n"
+    + RELOADED
+    + """\
 took() {
   end=$(($(date +%s) + timeout))
-  until said=$(sh -c "$live" 2>&1); do [ "$(date +%s)" -ge "$end" ] && return 1; sleep 1; done
+  until said=$(sh -c "$live" 2>&1); do
+    why="the running daemon is not on the new config ($said)"
+    [ "$(date +%s)" -ge "$end" ] && return 1; sleep 1
+  done
 }
 # LIVE may read T0: when the action was asked for (a daemon's own "loaded at" must be later).
-act() { T0=$(date +%s); export T0; systemctl daemon-reload && systemctl "$action" "$u"; }
+act() {
+  reloaded || return 1
+  why="systemctl $action $u failed"; T0=$(date +%s); export T0; systemctl "$action" "$u"
+}
 if act && took; then mkdir -p "$good" && cp -p "$@" "$good/"; exit; fi
 journal=$(journalctl -u "$u" -n 20 --no-pager)
-what="$u: the $action did not take: the running daemon is not on the new config ($said)"
+what="$u: the $action did not take: $why"
 if [ ! -d "$good" ]; then
   echo "$what, and there is no earlier good config to put back" >&2
 else
@@ -165,6 +196,7 @@ else
 fi
 printf '%s\\n' "$u: journal:" "$journal" >&2
 exit 1"""
+)
 
 
 @operation()

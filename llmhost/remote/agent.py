@@ -251,6 +251,15 @@ def haproxy_took(master: str, config: str) -> dict[str, Any]:
     return {"ok": not problems, "why": "; ".join(problems)}
 
 
+def unit_listens(unit: str, address: str, port: int) -> dict[str, Any]:
+    """A process of ``unit`` listens on ``address:port`` (or on every address at that port):
+    an exporter restarted on a new config answers where it was planned, not in a restart loop."""
+    held = listening(unit_pids(unit))
+    ok = any(p == port and a in (address, "0.0.0.0", "::") for a, p in held)
+    why = "" if ok else f"{unit} does not listen on {address}:{port} (it does on {held or 'none'})"
+    return {"ok": ok, "why": why}
+
+
 def environ(pid: int, names: list[str]) -> dict[str, str | None]:
     """Only the named variables of a process's environment (the rest may hold secrets)."""
     with open(f"/proc/{pid}/environ", "rb") as f:
@@ -386,6 +395,7 @@ MODES = {
     "listening": listening,
     "listeners": listeners,
     "haproxy_took": haproxy_took,
+    "unit_listens": unit_listens,
     "environ": environ,
     "files_containing_key": files_containing_key,
     "status": status,

@@ -50,3 +50,40 @@ def test_every_process_runs_unprivileged(converged: DeployRun, name: str) -> Non
             "NoNewPrivs": ["1"],
             "Seccomp": ["2"],
         }, f"{service_unit} PID {pid}: {status}"
+
+
+def test_a_unit_systemd_loads_without_a_line_is_put_back(converged: DeployRun) -> None:
+    """What the deploy wrote is what systemd runs: a unit line systemd ignores (a key this
+    systemd does not know, a typo) fails the restart and puts the last good unit back."""
+    import shlex
+
+    from llmhost.operations.services import ACTIVATE
+    from llmhost_lab import lab
+
+    name = "llmhost-probe.service"
+    path, good = f"/etc/systemd/system/{name}", "/tmp/llmhost-probe-good"
+    unit_text = "[Service]\nExecStart=/bin/sleep infinity\nProtectSystem=strict\n"
+
+    def activate() -> subprocess.CompletedProcess[str]:
+        args = ["sh", "-c", ACTIVATE, "activate", name, "restart", "5", good, "true", path]
+        guest = lab.find(GUEST)
+        assert guest is not None
+        command = lab.ssh_command(guest, shlex.join(args))
+        return subprocess.run(command, text=True, capture_output=True)
+
+    on_guest(f"rm -rf {good}; cat > {path}", stdin=unit_text)
+    try:
+        assert activate().returncode == 0
+        assert on_guest(f"cat {good}/{name}") == unit_text
+        on_guest(f"cat > {path}", stdin=unit_text.replace("ProtectSystem=", "ProtectSistem="))
+        run = activate()
+        assert run.returncode == 1, run.stderr
+        said = run.stderr.splitlines()[0]
+        print(f"\ndrill unit line ignored: {said}")
+        assert f"{name}: the restart did not take: systemd ignored lines of {name}" in said
+        assert "Unknown key name 'ProtectSistem'" in said
+        assert "put back its last good config, which runs again" in said
+        assert on_guest(f"cat {path}") == unit_text
+        assert on_guest(f"systemctl is-active {name}").strip() == "active"
+    finally:
+        on_guest(f"systemctl stop {name}; rm -rf {path} {good}; systemctl daemon-reload", False)
