@@ -17,14 +17,16 @@ from llmhost.facts.host import UnitState
 # key is only a warning to systemd, which then runs the unit without it). Sets $why on failure.
 RELOADED = """\
 reloaded() {
-  t=$(date '+%Y-%m-%d %H:%M:%S'); why="systemctl daemon-reload failed"
+  # The journal's position now: only what this daemon-reload logs counts.
+  at=$(journalctl -q -n 1 -o cat --show-cursor 2>/dev/null | sed -n 's/^-- cursor: //p')
+  why="systemctl daemon-reload failed"
   systemctl daemon-reload || return 1
   loaded=$(systemctl show -p LoadState -p NeedDaemonReload "$u" | tr '\\n' ' ')
   why="systemd did not load $u as written ($loaded)"
   case $loaded in *LoadState=loaded*) ;; *) return 1 ;; esac
   case $loaded in *NeedDaemonReload=no*) ;; *) return 1 ;; esac
   # systemd's own words: "/etc/systemd/system/UNIT:LINE: Unknown key name ..., ignoring."
-  ignored=$(journalctl -q --no-pager -o cat --since "$t" _PID=1 |
+  ignored=$(journalctl -q --no-pager -o cat --after-cursor "$at" _PID=1 2>/dev/null |
     grep -E "/$u(\\.d/[^:]*)?:[0-9]+: " | head -3)
   why="systemd ignored lines of $u: $ignored"
   [ -z "$ignored" ]
