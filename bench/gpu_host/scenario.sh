@@ -84,7 +84,19 @@ step "   rc $(cat $RUN/deploy2.rc); $(grep -a 'llmhost phases done' $RUN/deploy2
 G "systemctl show llmhost-gpu-exporter -p SubState -p NRestarts -p ExecMainStartTimestamp; journalctl -u llmhost-gpu-exporter --no-pager -o short-unix | tail -30" > $RUN/exporter2.txt 2>&1
 summary
 
-step "4. kill -9 of coder's EngineCore"
+step "4. a change that cannot serve (coder: --tokenizer /nonexistent/tokenizer)"
+echo "general before: $(show general)" > $RUN/rollback.txt
+event rollback.start
+t0=$(now)
+GPU_HOST_BREAK=1 pyinfra -y "$INV" deploy.py > $RUN/rollback.log 2>&1
+echo "deploy rc $? after $(since "$t0") s" >> $RUN/rollback.txt
+w=$(wait_healthy 8001 600)
+echo "healthy_s $(since "$t0") (wait after the deploy $w)" >> $RUN/rollback.txt
+echo "general after: $(show general)" >> $RUN/rollback.txt
+G "grep -h -- --tokenizer /etc/systemd/system/llmhost-coder.service /etc/llmhost/coder.env 2>/dev/null | head -3; echo units-with-tokenizer: \$?" >> $RUN/rollback.txt 2>&1
+step "   $(tr '\n' ';' < $RUN/rollback.txt)"
+summary
+step "5. kill -9 of coder's EngineCore"
 before_general=$(show general); echo "general before: $before_general" > $RUN/kill.txt
 engine=""
 for p in $(grep -l 'llmhost-coder\.service' /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3); do
@@ -104,7 +116,7 @@ fi
 step "   $(tr '\n' ';' < $RUN/kill.txt)"
 summary
 
-step "5. guest reboot: clean power-off, boot the same root, no deploy"
+step "6. guest reboot: clean power-off, boot the same root, no deploy"
 event reboot.stop
 bash "$here/guest.sh" stop >> $RUN/reboot.txt 2>&1
 event reboot.start
@@ -123,17 +135,5 @@ G "systemctl show llmhost-coder llmhost-general -p Id -p ExecMainStartTimestamp 
 step "   $(grep healthy_s $RUN/reboot.txt)"
 summary
 
-step "6. a change that cannot serve (coder: --tokenizer /nonexistent/tokenizer)"
-echo "general before: $(show general)" > $RUN/rollback.txt
-event rollback.start
-t0=$(now)
-GPU_HOST_BREAK=1 pyinfra -y "$INV" deploy.py > $RUN/rollback.log 2>&1
-echo "deploy rc $? after $(since "$t0") s" >> $RUN/rollback.txt
-w=$(wait_healthy 8001 600)
-echo "healthy_s $(since "$t0") (wait after the deploy $w)" >> $RUN/rollback.txt
-echo "general after: $(show general)" >> $RUN/rollback.txt
-G "grep -h -- --tokenizer /etc/systemd/system/llmhost-coder.service /etc/llmhost/coder.env 2>/dev/null | head -3; echo units-with-tokenizer: \$?" >> $RUN/rollback.txt 2>&1
 journals final
-step "   $(tr '\n' ';' < $RUN/rollback.txt)"
-summary
 step "done"
