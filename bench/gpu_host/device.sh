@@ -40,8 +40,8 @@ start)
   } > $RUN/machine.txt 2>&1
   cat $RUN/machine.txt | cut -c1-3000
   # Both checkpoints on the GPU (~1-2 min), the wheels of what /opt/torch/.venv has (CPU).
-  bg models "for m in deepseek-coder-33B-instruct-AWQ Mistral-7B-Instruct-v0.2-AWQ; do
-      python3 $here/make_awq.py $repo/llmhost/catalogue/TheBloke--\$m.json $GH/tok $GH/awq/\$m || exit 1; done"
+  bg models "(for m in deepseek-coder-33B-instruct-AWQ Mistral-7B-Instruct-v0.2-AWQ; do
+      python3 $here/make_awq.py $repo/llmhost/plan/catalogue/TheBloke--\$m.json $GH/tok $GH/awq/\$m || exit 1; done)"
   site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   bg site "python3 $here/wheelhouse.py $site $GH/wheelhouse --skip pip wheel uv"
   sleep 5; tail -3 $RUN/models.log $RUN/site.log
@@ -54,6 +54,8 @@ setup)
   t0=$(date +%s)
   for _ in $(seq 1 120); do [ -f $RUN/models.done ] && [ -f $RUN/site.done ] && break; sleep 2; done
   say "models: $(tail -2 $RUN/models.log | tr '\n' ' ') $(cat $RUN/models.done)"
+  # No checkpoints, no run: say so now, not after minutes of a deploy that cannot start.
+  grep -qx "exit 0" $RUN/models.done 2>/dev/null || { say "the checkpoints failed (models.log)"; collect; exit 1; }
   say "site wheels: $(tail -1 $RUN/site.log) $(cat $RUN/site.done)"
   rm -rf $GH/payload && cat $GH/parts/p.* | tar -x -C $GH || { say "payload unpack failed"; exit 1; }
   cp $GH/payload/real/*.whl $GH/payload/vllm/*.whl $GH/wheelhouse/

@@ -64,6 +64,9 @@ def nvml() -> ModuleType:
     spec = importlib.util.spec_from_file_location("pynvml", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    # It looks itself up there while it loads (seen on a GPU host without nvidia-ml-py:
+    # "KeyError: 'pynvml'" in _extractNVMLErrorsAsClasses, the exporter in a restart loop).
+    sys.modules["pynvml"] = module
     spec.loader.exec_module(module)
     return module
 

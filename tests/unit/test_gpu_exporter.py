@@ -104,7 +104,8 @@ def test_without_nvidia_ml_py_it_loads_vllms_vendored_copy_alone(tmp_path, monke
     vendored.mkdir(parents=True)
     # Importing vLLM itself would import torch: the loader must not.
     (tmp_path / "vllm" / "__init__.py").write_text("raise ImportError('vllm was imported')\n")
-    (vendored / "pynvml.py").write_text("VENDORED = True\n")
+    # As vLLM's copy does at import (_extractNVMLErrorsAsClasses): it finds itself by name.
+    (vendored / "pynvml.py").write_text("import sys\nVENDORED = sys.modules[__name__] and True\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(__import__("sys").modules, "pynvml", None)  # not installed
     ge.nvml.cache_clear()
