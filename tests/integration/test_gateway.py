@@ -105,8 +105,9 @@ def test_a_streamed_completion_arrives_in_pieces(cafile: str) -> None:
     for seconds, text in chunks[:8]:
         print(f"{seconds:6.3f} s  {text!r}")
     print(f"... {len(chunks)} chunks in {chunks[-1][0]:.2f} s through the gateway")
-    assert len(chunks) >= 16
-    assert chunks[-1][0] > chunks[0][0], "every chunk came at once: the stream was buffered"
+    # How many pieces is vLLM's (a busy API server merges deltas); buffered, they would all
+    # arrive at once at the end.
+    assert len(chunks) >= 2 and chunks[-1][0] > chunks[0][0], "the stream came whole: buffered"
 
 
 def test_adding_and_revoking_a_client_reloads_without_a_drop(
