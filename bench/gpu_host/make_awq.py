@@ -72,6 +72,10 @@ def shards(cfg: dict[str, Any]) -> list[list[tuple[str, str, tuple[int, ...]]]]:
     return out
 
 
+# How many ids the tokenizer has (main reads it): the models' vocabularies are larger.
+TOKENIZER_IDS = 0
+
+
 def random_bytes(name: str, dtype: str, shape: tuple[int, ...]) -> bytes:
     import torch  # only on the GPU machine
 
@@ -84,6 +88,10 @@ def random_bytes(name: str, dtype: str, shape: tuple[int, ...]) -> bytes:
         t = torch.ones(shape, device="cuda", dtype=torch.float16)
     else:
         t = (torch.randn(shape, device="cuda") * 0.02).half()
+        if name == "lm_head.weight":
+            # Only the tiny tokenizer's ids can win: with every row random, greedy decoding
+            # settled on an id the tokenizer lacks and the coder answered "" (device_run.txt).
+            t[TOKENIZER_IDS:] = 0
     return t.cpu().numpy().tobytes()
 
 
@@ -123,6 +131,10 @@ def main() -> None:
     ap.add_argument("--sparse", action="store_true")
     args = ap.parse_args()
     entry = json.loads(args.catalogue.read_text())
+    global TOKENIZER_IDS
+    tokenizer = json.loads((args.tokenizer / "tokenizer.json").read_text())
+    ids = [*tokenizer["model"]["vocab"].values(), *(t["id"] for t in tokenizer["added_tokens"])]
+    TOKENIZER_IDS = max(ids) + 1
     cfg = dict(entry["config"])
     args.out.mkdir(parents=True, exist_ok=True)
     parts = shards(cfg)
