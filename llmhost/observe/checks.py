@@ -89,7 +89,9 @@ def listener_problems(
 
     Loopback listeners besides the planned one are allowed: vLLM's engine keeps internal
     sockets (torch.distributed, gloo) that are harmless on 127.0.0.1. Seen on the lab: without
-    GLOO_SOCKET_IFNAME=lo, gloo binds a dozen ports per engine to the host's own address.
+    GLOO_SOCKET_IFNAME=lo, gloo binds a dozen ports per engine to the host's own address. Seen
+    on the GPU host with vLLM 0.25.0: its TCPStore on every address (":::58511"), which later
+    releases replaced with a FileStore.
     """
     planned = (ipaddress.ip_address(bind_host), port)
     found = sorted({(ipaddress.ip_address(addr), p) for addr, p in listeners}, key=str)
@@ -103,8 +105,9 @@ def listener_problems(
     if exposed:
         problems.append(
             f"{where}: also listening on {', '.join(exposed)}, reachable beyond the planned "
-            f"{bind_host}:{port}; for the API port check --host, for vLLM's internal ports "
-            "(torch.distributed, gloo) set GLOO_SOCKET_IFNAME=lo in the env file"
+            f"{bind_host}:{port}; for the API port check --host; for vLLM's internal ports "
+            "set GLOO_SOCKET_IFNAME=lo in the env file (gloo); a wildcard port of vLLM 0.27 or "
+            "older is PyTorch's TCPStore (vLLM #52638): pin a later vLLM, or firewall the host"
         )
     return problems
 

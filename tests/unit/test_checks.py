@@ -126,8 +126,9 @@ def test_listeners_on_all_interfaces_fail_twice() -> None:
         "gpu-01::coder: not listening on 127.0.0.1:8001 (plan.json); its TCP listeners: "
         "0.0.0.0:8001",
         "gpu-01::coder: also listening on 0.0.0.0:8001, reachable beyond the planned "
-        "127.0.0.1:8001; for the API port check --host, for vLLM's internal ports "
-        "(torch.distributed, gloo) set GLOO_SOCKET_IFNAME=lo in the env file",
+        "127.0.0.1:8001; for the API port check --host; for vLLM's internal ports "
+        "set GLOO_SOCKET_IFNAME=lo in the env file (gloo); a wildcard port of vLLM 0.27 or "
+        "older is PyTorch's TCPStore (vLLM #52638): pin a later vLLM, or firewall the host",
     ]
 
 
