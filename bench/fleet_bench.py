@@ -58,7 +58,10 @@ def timed_run(names: tuple[str, ...]) -> tuple[float, float]:
     for name in names:
         lab.down(name, quiet=True)
         lab.up(name)
-    with tempfile.NamedTemporaryFile("w", suffix=".py", dir=ROOT, delete=False) as inv:
+    # Beside deploy.py, where pyinfra finds group_data/; its name is in .gitignore.
+    with tempfile.NamedTemporaryFile(
+        "w", prefix=".fleet-inventory-", suffix=".py", dir=ROOT, delete=False
+    ) as inv:
         inv.write(inventory(names))
     try:
         started = time.monotonic()
