@@ -86,6 +86,10 @@ llmhost_api_key_file = None
 # controller file with the HF token (None: $HF_TOKEN)
 llmhost_hf_token_file = None
 
+# the hub the model downloads and preflight's revision check use, e.g. a site's mirror (None: the
+# public hub)
+llmhost_hf_endpoint = None
+
 # the pinned huggingface-hub hub downloads run with, in <base_dir>/tools (its own venv, so
 # downloads run while vLLM installs)
 llmhost_hub_client = "huggingface-hub==2.4.0"

@@ -211,7 +211,9 @@ def _model_metas(
             continue
         try:
             # Only a gated repo gets the token: public ones need none.
-            metas[svc.name] = resolve(model, token=token if model.gated else None)
+            metas[svc.name] = resolve(
+                model, token=token if model.gated else None, endpoint=settings.hf_endpoint
+            )
         except ModelMetaError as e:
             problems.append(f"service {svc.name!r}: llmhost_services.model: {e}")
     return metas

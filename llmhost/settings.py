@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -228,6 +229,11 @@ class Settings(Strict):
         None, "controller file with the API key (None: generated on the host)"
     )
     hf_token_file: str | None = _key(None, "controller file with the HF token (None: `$HF_TOKEN`)")
+    hf_endpoint: str | None = _key(
+        None,
+        "the hub the model downloads and preflight's revision check use, e.g. a site's mirror "
+        "(None: the public hub)",
+    )
     hub_client: str = _key(
         "huggingface-hub==2.4.0",
         "the pinned huggingface-hub hub downloads run with, in `<base_dir>/tools` (its own venv, "
@@ -370,6 +376,26 @@ class Settings(Strict):
                     "'torch==2.13.0+cpu' (other indexes go in the host's pip config)"
                 )
         return value
+
+    @field_validator("hf_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        url = urlsplit(value)
+        # Credentials go in llmhost_hf_token_file: a URL is logged and reaches the job's unit.
+        if (
+            url.scheme not in ("http", "https")
+            or not url.hostname
+            or url.username
+            or (url.query or url.fragment or any(c.isspace() for c in value))
+        ):
+            raise ValueError(
+                f"{value!r} is not a hub address; write http(s)://HOST[:PORT][/PATH] with no "
+                "credentials, e.g. 'https://hf-mirror.example.com' (the token goes in "
+                "llmhost_hf_token_file)"
+            )
+        return value.rstrip("/")
 
     @field_validator("pip_remove")
     @classmethod

@@ -61,6 +61,7 @@ def install_models(settings: Settings, checked: Checked) -> None:
                 tools=layout.tools,
                 user=settings.user,
                 token_file=layout.hf_token if token else None,
+                endpoint=settings.hf_endpoint,
             )
 
 

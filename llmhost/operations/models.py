@@ -92,6 +92,7 @@ def hub(
     user: str,
     token_file: str | None = None,
     patterns: Iterable[str] = HUB_PATTERNS,
+    endpoint: str | None = None,
 ):
     """
     Start downloading one pinned revision of a hub repo, as the service user, in a background
@@ -105,6 +106,7 @@ def hub(
     + tools: the venv whose ``hf`` command (huggingface-hub) does the download
     + user: the user who runs the download and owns the files
     + token_file: a 0600 file on the host holding the token, for gated repos
+    + endpoint: the hub to download from, e.g. a site's mirror (None: the public hub)
     + patterns: the files to download
 
     The job goes on when the controller is lost and runs beside the venv install.
@@ -141,6 +143,8 @@ def hub(
     if token_file:
         # The token is read from a file; it never appears on a command line.
         env["HF_TOKEN_PATH"] = token_file
+    if endpoint:
+        env["HF_ENDPOINT"] = endpoint
     args = [f"{tools}.lock", dest, marker, revision, user, f"{tools}/bin/hf", repo, *patterns]
     yield from jobs.start(
         unit,

@@ -171,19 +171,27 @@ def _local_weights_bytes(root: Path) -> int:
     return sum(f.stat().st_size for f in files)
 
 
-def from_hub(repo: str, revision: str, token: str | None = None) -> ModelMeta:
-    """Fetch ``config.json`` and the safetensors' sizes of ``repo`` at ``revision``."""
+def from_hub(
+    repo: str, revision: str, token: str | None = None, endpoint: str | None = None
+) -> ModelMeta:
+    """Fetch ``config.json`` and the safetensors' sizes of ``repo`` at ``revision`` from the
+    hub at ``endpoint`` (None: the public hub)."""
     from huggingface_hub import HfApi, hf_hub_download
 
-    info = HfApi(token=token).model_info(repo, revision=revision, files_metadata=True)
+    info = HfApi(endpoint=endpoint, token=token).model_info(
+        repo, revision=revision, files_metadata=True
+    )
     weights = sum(s.size or 0 for s in info.siblings or [] if s.rfilename.endswith(".safetensors"))
-    config_path = hf_hub_download(repo, "config.json", revision=revision, token=token)
+    config_path = hf_hub_download(
+        repo, "config.json", revision=revision, token=token, endpoint=endpoint
+    )
     config = json.loads(Path(config_path).read_text(encoding="utf-8"))
     return ModelMeta.from_config(config, weights)
 
 
-def resolve(model: ModelSpec, token: str | None = None) -> ModelMeta:
-    """Metadata for one service's model: catalogue, then the hub; or the local directory."""
+def resolve(model: ModelSpec, token: str | None = None, endpoint: str | None = None) -> ModelMeta:
+    """Metadata for one service's model: catalogue, then the hub at ``endpoint``; or the local
+    directory."""
     if model.source is ModelSource.LOCAL:
         assert model.path
         return from_local_dir(model.path)
@@ -194,7 +202,7 @@ def resolve(model: ModelSpec, token: str | None = None) -> ModelMeta:
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
-        return from_hub(model.repo, model.revision, token)
+        return from_hub(model.repo, model.revision, token, endpoint)
     except ModelMetaError:
         raise
     except HfHubHTTPError as e:
@@ -203,7 +211,10 @@ def resolve(model: ModelSpec, token: str | None = None) -> ModelMeta:
     except Exception as e:
         # Transport errors come from whichever HTTP client huggingface_hub is built on
         # (requests, httpx) and share no base class with OSError.
+        from huggingface_hub import constants
+
         raise ModelMetaError(
-            f"{model.repo}@{model.revision}: not in the catalogue and the hub is unreachable: "
-            f"{e}; plan with a catalogued model (llmhost/plan/catalogue/) or a source 'local' copy"
+            f"{model.repo}@{model.revision}: not in the catalogue and the hub at "
+            f"{endpoint or constants.ENDPOINT} is unreachable: {e}; plan with a catalogued model "
+            "(llmhost/plan/catalogue/) or a source 'local' copy, or fix llmhost_hf_endpoint"
         ) from None

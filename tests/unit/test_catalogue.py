@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -190,15 +191,17 @@ def test_resolve_uses_the_catalogue_offline(monkeypatch: pytest.MonkeyPatch) -> 
     assert meta.num_layers == 28
 
 
-def test_resolve_unknown_model_offline_names_repo_and_revision(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _offline(monkeypatch)
+def test_resolve_unknown_model_names_repo_revision_and_the_hub_that_did_not_answer() -> None:
+    # The real client against a hub address where nothing listens (a port just freed).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{s.getsockname()[1]}"
     with pytest.raises(ModelMetaError) as err:
-        resolve(_hub("someone/unknown-model", "b" * 40))
+        resolve(_hub("someone/unknown-model", "b" * 40), endpoint=endpoint)
     message = str(err.value)
     assert "someone/unknown-model@" + "b" * 40 in message
-    assert "not in the catalogue and the hub is unreachable" in message
+    assert f"not in the catalogue and the hub at {endpoint} is unreachable" in message
+    assert "llmhost_hf_endpoint" in message
 
 
 def test_resolve_local_source(tmp_path: Path) -> None:

@@ -137,12 +137,16 @@ def _svc(**changes) -> dict:
         (_svc(served_model_name="tiny coder"), "served_model_name: 'tiny coder' is not allowed"),
         (_svc(cpu_threads_bind="0\nLD_PRELOAD=/x.so"), "cpu_threads_bind: '0\\nLD_PRELOAD"),
         (_svc(model={"repo": "../../etc"}), "model.repo: '../../etc' is not allowed here"),
+        ({"llmhost_hf_endpoint": "https://me:hf_x@mirror"}, "with no credentials"),
+        ({"llmhost_hf_endpoint": "file:///srv/hub"}, "is not a hub address"),
+        ({"llmhost_hf_endpoint": "https://mirror\nHF_TOKEN=x"}, "is not a hub address"),
     ],
     ids=[
         "root-user", "bind-not-an-address", "bind-wildcard-v4", "bind-wildcard-v6",
         "system-base-dir", "root-config-dir", "dotdot-dir", "trailing-slash", "nested-dirs",
         "same-dirs", "unpinned-extra", "pip-option", "pip-url", "pip-remove-option",
-        "served-name-space", "env-injection", "repo-traversal",
+        "served-name-space", "env-injection", "repo-traversal", "hub-credentials",
+        "hub-not-http", "hub-env-injection",
     ],
 )  # fmt: skip
 def test_input_that_could_break_the_host_is_refused(changes: dict, message: str) -> None:
@@ -160,7 +164,15 @@ def test_input_that_could_break_the_host_is_refused(changes: dict, message: str)
         {"llmhost_bind_host": "localhost"},
         {"llmhost_pip_extra": ["torch==2.13.0+cpu"]},
         _svc(cpu_threads_bind="0-3|4-7"),
+        {"llmhost_hf_endpoint": "http://10.0.0.5:8090/hub/"},
     ],
 )
 def test_good_input_near_the_rules_is_accepted(changes: dict) -> None:
     settings(**changes)
+
+
+def test_hub_endpoint_is_kept_without_its_trailing_slash() -> None:
+    # huggingface_hub joins paths onto it: "https://m//api/models" is another path on some mirrors.
+    assert settings(llmhost_hf_endpoint="https://mirror.example/").hf_endpoint == (
+        "https://mirror.example"
+    )
