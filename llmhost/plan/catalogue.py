@@ -178,15 +178,28 @@ def from_hub(
     hub at ``endpoint`` (None: the public hub)."""
     from huggingface_hub import HfApi, hf_hub_download
 
-    info = HfApi(endpoint=endpoint, token=token).model_info(
-        repo, revision=revision, files_metadata=True
-    )
-    weights = sum(s.size or 0 for s in info.siblings or [] if s.rfilename.endswith(".safetensors"))
+    api = HfApi(endpoint=endpoint, token=token)
+    info = api.model_info(repo, revision=revision, files_metadata=True)
+    weights = [s.rfilename for s in info.siblings or [] if s.rfilename.endswith(".safetensors")]
+    if not weights:
+        raise ModelMetaError(f"{repo}@{revision}: no *.safetensors files (vLLM serves those)")
+    # Sizes from the paths' own info: a mirror may list the files without them (Olah's local
+    # mirror does), and a weight of 0 would plan the cache over the weights.
+    sizes = {
+        p.path: getattr(p, "size", None)
+        for p in api.get_paths_info(repo, weights, revision=revision)
+    }
+    missing = sorted(name for name in weights if not sizes.get(name))
+    if missing:
+        raise ModelMetaError(
+            f"{repo}@{revision}: the hub did not say how large {', '.join(missing)} is; "
+            "plan with a catalogued model or a source 'local' copy"
+        )
     config_path = hf_hub_download(
         repo, "config.json", revision=revision, token=token, endpoint=endpoint
     )
     config = json.loads(Path(config_path).read_text(encoding="utf-8"))
-    return ModelMeta.from_config(config, weights)
+    return ModelMeta.from_config(config, sum(sizes[name] or 0 for name in weights))
 
 
 def resolve(model: ModelSpec, token: str | None = None, endpoint: str | None = None) -> ModelMeta:
