@@ -65,6 +65,10 @@ llmhost_bind_host = "127.0.0.1"
 # there without the key
 llmhost_bind_public = False
 
+# a vLLM before 0.28.0 is pinned and the host's firewall keeps its TCPStore port (every address,
+# vLLM #52638) off the network
+llmhost_vllm_tcpstore_firewalled = False
+
 # largest sum of --gpu-memory-utilization on one GPU
 llmhost_gpu_memory_cap = 0.9
 

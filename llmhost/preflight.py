@@ -85,6 +85,13 @@ def check_host(settings: Settings) -> Checked:
     token = hf_token(settings) if secrets_ok else None
     if python_ok:
         _check_vllm_pin(settings, facts, problems)
+    if settings.tcpstore_on_every_address and not settings.vllm_tcpstore_firewalled:
+        problems.append(
+            f"llmhost_vllm_version {settings.vllm_version!r}: vLLM before 0.28.0 opens PyTorch's "
+            "TCPStore (pickled data) on every address of the host (vLLM #52638); pin 0.28.0 or "
+            "later, or firewall the host's other ports and set llmhost_vllm_tcpstore_firewalled "
+            "= True"
+        )
     metas = _model_metas(settings, token, problems)
     gpu = _check_gpu(settings, facts, problems) if settings.gpu else None
     gpu_total = gpu["memory_total_bytes"] if gpu else None

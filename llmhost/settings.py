@@ -22,9 +22,13 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from llmhost.stacks import stack_services
+
+# The first vLLM release whose local executors rendezvous through a file, not a TCPStore.
+TCPSTORE_GONE = Version("0.28.0")
 
 PREFIX = "llmhost_"
 REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
@@ -211,6 +215,11 @@ class Settings(Strict):
         False,
         "allow a bind beyond loopback, accepting that vLLM's `/metrics`, `/tokenize`, "
         "`/pause`, ... answer there without the key",
+    )
+    vllm_tcpstore_firewalled: bool = _key(
+        False,
+        "a vLLM before 0.28.0 is pinned and the host's firewall keeps its TCPStore port (every "
+        "address, vLLM #52638) off the network",
     )
     gpu_memory_cap: Annotated[float, Field(gt=0.1, le=0.98)] = _key(
         0.9, "largest sum of `--gpu-memory-utilization` on one GPU"
@@ -475,6 +484,17 @@ class Settings(Strict):
             if not is_ip(name) and not HOSTNAME_RE.match(name):
                 raise ValueError(f"{name!r} is neither a host name nor an IP address")
         return names
+
+    @property
+    def tcpstore_on_every_address(self) -> bool:
+        """vLLM before 0.28.0, the first release after #50999 gave its local executors a
+        FileStore, opens PyTorch's TCPStore for its own rendezvous on every address of the host
+        (vLLM #52638; it carries pickled data). Seen with 0.25.0 on the GPU host; 0.32.0 in
+        the lab has none."""
+        try:
+            return Version(self.vllm_version) < TCPSTORE_GONE
+        except InvalidVersion:
+            return False
 
     @property
     def listen_ports(self) -> dict[str, int]:

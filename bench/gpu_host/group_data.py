@@ -26,6 +26,9 @@ llmhost_service_overrides = {
 }
 # The newest vLLM whose torch (2.11.0) is the machine's own.
 llmhost_vllm_version = "0.25.0"
+# Its TCPStore listens on every address (device_run.txt, finding 2): the GPU test machine has no
+# network at all, which is the firewall here.
+llmhost_vllm_tcpstore_firewalled = True
 # An air-gapped site's mirror: torch and its CUDA wheels made from the machine's installed
 # distributions, vLLM and its small requirements carried, stubs for kernels not carried
 # (bench/gpu_host/stubs.py). No package index.

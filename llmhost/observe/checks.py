@@ -83,7 +83,11 @@ def _is_loopback(address: str) -> bool:
 
 
 def listener_problems(
-    where: str, listeners: Iterable[tuple[str, int]], bind_host: str, port: int
+    where: str,
+    listeners: Iterable[tuple[str, int]],
+    bind_host: str,
+    port: int,
+    wildcard_firewalled: bool = False,
 ) -> list[str]:
     """The service must listen on bind_host:port and on no other address reachable off-host.
 
@@ -101,13 +105,21 @@ def listener_problems(
             f"{where}: not listening on {bind_host}:{port} (plan.json); its TCP listeners: "
             f"{', '.join(f'{a}:{p}' for a, p in found) or 'none'}"
         )
-    exposed = [f"{a}:{p}" for a, p in found if (a, p) != planned and not _is_loopback(str(a))]
+    # Another port on every address, which the operator's firewall holds: a vLLM whose
+    # TCPStore binds so (llmhost_vllm_tcpstore_firewalled). Never the API's own port.
+    kept = ("0.0.0.0", "::") if wildcard_firewalled else ()
+    exposed = [
+        f"{a}:{p}"
+        for a, p in found
+        if (a, p) != planned and not _is_loopback(str(a)) and not (str(a) in kept and p != port)
+    ]
     if exposed:
         problems.append(
             f"{where}: also listening on {', '.join(exposed)}, reachable beyond the planned "
             f"{bind_host}:{port}; for the API port check --host; for vLLM's internal ports "
             "set GLOO_SOCKET_IFNAME=lo in the env file (gloo); a wildcard port of vLLM 0.27 or "
-            "older is PyTorch's TCPStore (vLLM #52638): pin a later vLLM, or firewall the host"
+            "older is PyTorch's TCPStore (vLLM #52638): pin 0.28.0 or later, or firewall it and "
+            "set llmhost_vllm_tcpstore_firewalled"
         )
     return problems
 

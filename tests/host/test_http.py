@@ -24,6 +24,7 @@ def test_listening(service: ServiceTarget) -> None:
             [(addr, port) for addr, port in listeners],
             planned.bind_host,
             planned.port,
+            wildcard_firewalled=service.target.settings.vllm_tcpstore_firewalled,
         )
     )
 

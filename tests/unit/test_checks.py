@@ -128,8 +128,18 @@ def test_listeners_on_all_interfaces_fail_twice() -> None:
         "gpu-01::coder: also listening on 0.0.0.0:8001, reachable beyond the planned "
         "127.0.0.1:8001; for the API port check --host; for vLLM's internal ports "
         "set GLOO_SOCKET_IFNAME=lo in the env file (gloo); a wildcard port of vLLM 0.27 or "
-        "older is PyTorch's TCPStore (vLLM #52638): pin a later vLLM, or firewall the host",
+        "older is PyTorch's TCPStore (vLLM #52638): pin 0.28.0 or later, or firewall it and "
+        "set llmhost_vllm_tcpstore_firewalled",
     ]
+
+
+def test_a_firewalled_tcpstore_port_is_accepted_but_never_the_api_port() -> None:
+    # vLLM 0.25.0 on the GPU host: the API on loopback, its TCPStore on every address.
+    found = [("127.0.0.1", 8001), ("::", 58511)]
+    assert listener_problems("gpu-01::coder", found, "127.0.0.1", 8001)
+    assert listener_problems("gpu-01::coder", found, "127.0.0.1", 8001, True) == []
+    api_everywhere = [("127.0.0.1", 8001), ("0.0.0.0", 8001)]
+    assert listener_problems("gpu-01::coder", api_everywhere, "127.0.0.1", 8001, True)
 
 
 def test_listeners_none() -> None:

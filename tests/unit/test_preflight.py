@@ -129,6 +129,22 @@ def test_without_the_index_the_pin_comes_from_the_wheelhouse(
     assert _run(monkeypatch, {}, **data) == []
 
 
+def test_a_vllm_whose_tcpstore_binds_every_address_needs_the_firewall_said(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    index = {
+        "sources": ["https://index.example/simple/vllm/"],
+        "files": ["vllm-0.25.0-cp38-abi3-manylinux_2_31_x86_64.whl"],
+        "errors": [],
+    }
+    facts = {"PackageIndexFiles": index}
+    [problem] = _run(monkeypatch, facts, llmhost_vllm_version="0.25.0")
+    assert problem.startswith("gpu-01: llmhost_vllm_version '0.25.0': vLLM before 0.28.0 opens")
+    assert "set llmhost_vllm_tcpstore_firewalled = True" in problem
+    data = {"llmhost_vllm_version": "0.25.0", "llmhost_vllm_tcpstore_firewalled": True}
+    assert _run(monkeypatch, facts, **data) == []
+
+
 def test_the_deploys_own_user_passes(monkeypatch: pytest.MonkeyPatch) -> None:
     ours = {
         "uid": 998,
