@@ -207,9 +207,9 @@ def activated(
     restarted: Changes,
     reloaded: Changes,
     sources: list[str],
-    live: str | None = None,
-    good_dir: str | None = None,
-    config_files: list[str] | None = None,
+    live: str,
+    good_dir: str,
+    config_files: list[str],
     timeout_s: int = 30,
 ):
     """
@@ -225,7 +225,7 @@ def activated(
     + sources: files its process reads only at start (EnvironmentFile=, flags)
     + live: a shell command on the host that succeeds once the running daemon has taken the
       change (its own report, its listeners; ``$T0``: when the restart or reload was asked
-      for); with it, a restart or reload is verified
+      for): every restart or reload is verified
     + good_dir: where copies of ``config_files`` that were verified live are kept
     + config_files: the files a change is made of (config, drop-in): put back from
       ``good_dir`` when ``live`` never succeeds, and the deploy fails
@@ -236,22 +236,21 @@ def activated(
     .. code:: python
 
         services.activated(unit="haproxy.service", restarted=[dropin], reloaded=[config],
-                           sources=["/etc/llmhost/api_key.env"])
+                           sources=["/etc/llmhost/api_key.env"],
+                           live="test -S /run/haproxy/master.sock",
+                           good_dir="/etc/llmhost/good-config/gateway",
+                           config_files=["/etc/haproxy/llmhost/haproxy.cfg"])
     """
     state = fact(UnitState, unit=unit, paths=sources)
     restart = changed(restarted) or bool(state["changed"]) or not state["running"]
     reload = not restart and changed(reloaded)
-    if (restart or reload) and live and good_dir:
+    if restart or reload:
         action = "restart" if restart else "reload"
         yield StringCommand(
             "sh", "-c", QuoteString(ACTIVATE), "activate",
             *(QuoteString(str(v)) for v in (unit, action, timeout_s, good_dir, live)),
-            *(QuoteString(f) for f in config_files or []),
+            *(QuoteString(f) for f in config_files),
         )  # fmt: skip
-    elif restart:
-        yield StringCommand("systemctl daemon-reload && systemctl restart", QuoteString(unit))
-    elif reload:
-        yield StringCommand("systemctl reload", QuoteString(unit))
     if not state["enabled"]:
         yield StringCommand("systemctl enable", QuoteString(unit))
     elif state["running"] and not (restart or reload):
