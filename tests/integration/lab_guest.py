@@ -66,12 +66,17 @@ def deploy(*extra: str) -> DeployRun:
     return DeployRun(result.returncode, output, changed, errors)
 
 
-def on_guest(command: str, check: bool = True, stdin: str | None = None) -> str:
+def run_on_guest(command: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """A shell command on the test guest, its status and output as they came."""
     guest = lab.find(GUEST)
     assert guest is not None
-    result = subprocess.run(
+    return subprocess.run(
         lab.ssh_command(guest, command), input=stdin, text=True, capture_output=True
     )
+
+
+def on_guest(command: str, check: bool = True, stdin: str | None = None) -> str:
+    result = run_on_guest(command, stdin)
     if check and result.returncode != 0:
         raise AssertionError(f"{command!r} on {HOST} failed: {result.stderr}")
     return result.stdout

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from lab_guest import GUEST, LAYOUT, ROOT, SERVICES, DeployRun, on_guest, unit
+from lab_guest import GUEST, LAYOUT, ROOT, SERVICES, DeployRun, on_guest, run_on_guest, unit
 
 GOAL = "4.0"
 USER = LAYOUT.settings.user
@@ -58,7 +58,6 @@ def test_a_unit_systemd_loads_without_a_line_is_put_back(converged: DeployRun) -
     import shlex
 
     from llmhost.operations.services import ACTIVATE
-    from llmhost_lab import lab
 
     name = "llmhost-probe.service"
     path, good = f"/etc/systemd/system/{name}", "/tmp/llmhost-probe-good"
@@ -66,10 +65,7 @@ def test_a_unit_systemd_loads_without_a_line_is_put_back(converged: DeployRun) -
 
     def activate() -> subprocess.CompletedProcess[str]:
         args = ["sh", "-c", ACTIVATE, "activate", name, "restart", "5", good, "true", path]
-        guest = lab.find(GUEST)
-        assert guest is not None
-        command = lab.ssh_command(guest, shlex.join(args))
-        return subprocess.run(command, text=True, capture_output=True)
+        return run_on_guest(shlex.join(args))
 
     on_guest(f"rm -rf {good}; cat > {path}", stdin=unit_text)
     try:
