@@ -35,7 +35,7 @@ start)
   {
     nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader
     df -h /tmp | tail -1; nproc; free -g | head -2; python3 --version; uname -r
-    ls /usr/local/nvidia/bin 2>&1 | head; command -v nvidia-smi curl
+    ls /usr/local/nvidia/bin 2>&1 | head; command -v nvidia-smi curl ip; hostname -I
     python3 -c 'import importlib.metadata as m; print(sorted(f"{d.name}=={d.version}" for d in m.distributions()))'
   } > $RUN/machine.txt 2>&1
   cat $RUN/machine.txt | cut -c1-3000

@@ -2,7 +2,9 @@
 # The GPU host the deploy targets, on the GPU test machine (no systemd, no sshd there): a
 # systemd-nspawn --boot guest whose root is an overlay of the machine's own Ubuntu 24.04 plus
 # Debian 12's systemd, nspawn and sshd (../shared/gpu/guest/ is where the recipe was proven),
-# with the GPU's device nodes bound in and sshd on root@127.0.0.1:22 (key /tmp/guest-key).
+# with the GPU's device nodes bound in and sshd on root@ADDRESS:22 (key /tmp/guest-key), ADDRESS
+# (in /tmp/g/address) a non-loopback address of the machine, so that the post-deploy suite's
+# "only the gateway port answers from outside" has an outside to ask from.
 #   guest.sh boot DEBS_DIR APT_REPO_DIR   make the root once, then start
 #   guest.sh start | stop                 power on / cleanly power off the same root (a reboot)
 # The guest shares the machine's network; the wheelhouse and the model store are bound in from
@@ -53,7 +55,16 @@ make_root() {  # DEBS_DIR APT_REPO_DIR
   mkdir -p "$GH/wheelhouse" "$GH/store"
 }
 
+address() {  # a non-loopback address of the machine: a dummy link of its own, else its first
+  if command -v ip >/dev/null; then
+    ip link show llmhost0 >/dev/null 2>&1 || ip link add llmhost0 type dummy
+    ip addr replace 10.213.0.1/32 dev llmhost0 && ip link set llmhost0 up && echo 10.213.0.1 && return
+  fi
+  hostname -I 2>/dev/null | tr ' ' '\n' | grep -v '^127\.' | grep -m1 '\.' || echo 127.0.0.1
+}
+
 start() {
+  address > $G/address
   mkdir -p /sys/fs/cgroup/gpulab; echo "+cpu +memory +pids" > /sys/fs/cgroup/cgroup.subtree_control
   date +%s.%N > $G/boot.t
   ( echo $BASHPID > /sys/fs/cgroup/gpulab/cgroup.procs
@@ -64,7 +75,7 @@ start() {
       --bind="$GH/store:/srv/llmhost/models" >>$G/console.log 2>&1 < /dev/null ) &
   echo $! > $G/nspawn.pid
   for _ in $(seq 1 60); do
-    "${SSH[@]}" true 2>/dev/null && { echo "guest up: ssh after $(awk "BEGIN{print $(date +%s.%N)-$(cat $G/boot.t)}") s"; return 0; }
+    "${SSH[@]}" true 2>/dev/null && { echo "guest up at $(cat $G/address): ssh after $(awk "BEGIN{print $(date +%s.%N)-$(cat $G/boot.t)}") s"; return 0; }
     sleep 1
   done
   echo "guest did not answer ssh in 60 s"; tail -c 3000 $G/console.log; return 1

@@ -15,12 +15,15 @@ _data = {
     if k.startswith("llmhost_")
 }
 
+_address = _Path("/tmp/g/address")
+
 gpu_host = (
     [
         (
             "gpu-guest",
             {
-                "ssh_hostname": "127.0.0.1",
+                # A non-loopback address of the machine (guest.sh), else loopback.
+                "ssh_hostname": _address.read_text().strip() if _address.exists() else "127.0.0.1",
                 "ssh_user": "root",
                 "ssh_key": _os.environ.get("GPU_HOST_KEY", "/tmp/guest-key"),
                 # The guest's host keys are new at each boot of a fresh machine.

@@ -72,8 +72,10 @@ def shards(cfg: dict[str, Any]) -> list[list[tuple[str, str, tuple[int, ...]]]]:
     return out
 
 
-# How many ids the tokenizer has (main reads it): the models' vocabularies are larger.
+# How many ids the tokenizer has, and its special ones (main reads them): the models'
+# vocabularies are larger.
 TOKENIZER_IDS = 0
+SPECIAL_IDS: list[int] = []
 
 
 def random_bytes(name: str, dtype: str, shape: tuple[int, ...]) -> bytes:
@@ -89,9 +91,11 @@ def random_bytes(name: str, dtype: str, shape: tuple[int, ...]) -> bytes:
     else:
         t = (torch.randn(shape, device="cuda") * 0.02).half()
         if name == "lm_head.weight":
-            # Only the tiny tokenizer's ids can win: with every row random, greedy decoding
-            # settled on an id the tokenizer lacks and the coder answered "" (device_run.txt).
+            # Only the tiny tokenizer's ordinary ids can win: with every row random, greedy
+            # decoding settled on an id the tokenizer lacks and the coder answered ""
+            # (device_run.txt); an end-of-turn id first would answer "" too.
             t[TOKENIZER_IDS:] = 0
+            t[SPECIAL_IDS] = 0
     return t.cpu().numpy().tobytes()
 
 
@@ -131,10 +135,10 @@ def main() -> None:
     ap.add_argument("--sparse", action="store_true")
     args = ap.parse_args()
     entry = json.loads(args.catalogue.read_text())
-    global TOKENIZER_IDS
+    global TOKENIZER_IDS, SPECIAL_IDS
     tokenizer = json.loads((args.tokenizer / "tokenizer.json").read_text())
-    ids = [*tokenizer["model"]["vocab"].values(), *(t["id"] for t in tokenizer["added_tokens"])]
-    TOKENIZER_IDS = max(ids) + 1
+    SPECIAL_IDS = [t["id"] for t in tokenizer["added_tokens"]]
+    TOKENIZER_IDS = max([*tokenizer["model"]["vocab"].values(), *SPECIAL_IDS]) + 1
     cfg = dict(entry["config"])
     args.out.mkdir(parents=True, exist_ok=True)
     parts = shards(cfg)
