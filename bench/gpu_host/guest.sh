@@ -65,7 +65,8 @@ address() {  # a non-loopback address of the machine: a dummy link of its own, e
 
 start() {
   address > $G/address
-  mkdir -p /sys/fs/cgroup/gpulab; echo "+cpu +memory +pids" > /sys/fs/cgroup/cgroup.subtree_control
+  # The controllers stay enabled after the first boot (writing them again then fails: EBUSY).
+  mkdir -p /sys/fs/cgroup/gpulab; echo "+cpu +memory +pids" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null
   date +%s.%N > $G/boot.t
   ( echo $BASHPID > /sys/fs/cgroup/gpulab/cgroup.procs
     LD_LIBRARY_PATH=$SDL exec setsid $G/sd/usr/bin/systemd-nspawn -D $G/root --boot --register=no \
