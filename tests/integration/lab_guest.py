@@ -105,12 +105,33 @@ def services_state() -> str:
     return on_guest(f"systemctl show -p MainPID -p ActiveEnterTimestamp -p NRestarts {units}")
 
 
+def store_files(root: Path = MODEL_STORE) -> dict[str, tuple[int, int, int]]:
+    """Each file under ``root``: inode, size and modification time (any rewrite changes them)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            found[str(path.relative_to(root))] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+@dataclass(frozen=True)
+class LostGuest:
+    """The guest before the tests' own: the output of its ``--debug`` deploy, cut off once the
+    models were on the model store, and the store's files then."""
+
+    output: str
+    store: dict[str, tuple[int, int, int]]
+
+
 @dataclass(frozen=True)
 class FreshConverge:
-    """The fresh guest's first deploy, and the second one right after it."""
+    """The fresh guest's first deploy (``--debug``), and the second one right after it."""
 
     first: DeployRun
     second: DeployRun
     # The services' main PIDs, start times and restart counts around the second.
     services_before: str
     services_after: str
+    # The model store's files after the first.
+    store: dict[str, tuple[int, int, int]]
