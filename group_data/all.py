@@ -117,7 +117,8 @@ llmhost_gateway_port = 443
 llmhost_gateway_tls = True
 
 # client name -> controller file with its key, or None: a key generated on the host once
-# (<config_dir>/gateway-keys/<name>, 0600 root)
+# (<config_dir>/gateway-keys/<name>, 0600 root); or a mapping with key_file, models (the models it
+# may use), rpm and concurrency (its limits)
 llmhost_gateway_clients = {}
 
 # requests per minute per client (None: no limit)

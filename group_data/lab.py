@@ -33,6 +33,8 @@ llmhost_services = [
         "name": "coder",
         "served_model_name": "tiny-coder",
         "port": 8001,
+        # A second name, as for a tool that hard-codes one (the gateway drill asks by it).
+        "aliases": ["code-assistant"],
         "model": {"source": "local", "path": str(_model_path("tiny-coder"))},
         # One core each, so the two instances do not fight over OpenMP threads.
         "cpu_threads_bind": "0",

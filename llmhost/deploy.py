@@ -40,5 +40,5 @@ def llmhost() -> None:
     scraped: list[scrape.Target] = []
     if settings.gateway:
         install_gateway(settings, checked)
-        scraped.append(scrape.gateway_target(host.name, Layout(settings).gateway_metrics_address))
+        scraped += scrape.gateway_targets(host.name, Layout(settings).gateway_metrics_address)
     install_monitoring(settings, checked, extra_targets=scraped)

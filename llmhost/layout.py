@@ -38,6 +38,8 @@ NOLOGIN = "/usr/sbin/nologin"
 GATEWAY_UNIT = "haproxy.service"
 GATEWAY_USER = "haproxy"
 GATEWAY_DIR = "/etc/haproxy/llmhost"
+# Where the gateway's metrics frontend serves the token counters.
+GATEWAY_USAGE_PATH = "/usage"
 # systemd's RuntimeDirectory= for it (/run/<name>): the pid file and the master's socket.
 GATEWAY_RUNTIME = "haproxy"
 # HAProxy's master CLI (-S): what the deploy asks whether a reload took.
@@ -247,6 +249,11 @@ class Layout:
         return f"{GATEWAY_DIR}/haproxy.cfg.candidate"
 
     @property
+    def gateway_lua(self) -> str:
+        """The gateway's Lua: the token counting filter and its counters, the log's user."""
+        return f"{GATEWAY_DIR}/gateway.lua"
+
+    @property
     def gateway_clients_map(self) -> str:
         """``<sha256 hex of the key> <client name>`` per line, 0600, the gateway's own."""
         return f"{GATEWAY_DIR}/clients.map"
@@ -294,6 +301,11 @@ class Layout:
         return f"http://{self.gateway_metrics_address}/metrics"
 
     @property
+    def gateway_usage_url(self) -> str:
+        """The token counters per client and model (gateway.lua), beside /metrics."""
+        return f"http://{self.gateway_metrics_address}{GATEWAY_USAGE_PATH}"
+
+    @property
     def owned_paths(self) -> list[str]:
         """The files and directories the phases write whole: preflight reads their state in
         its one command, and a phase skips those already as it would write them."""
@@ -303,7 +315,7 @@ class Layout:
             self.hf_token,
             *(p for svc in s.services for p in (self.unit_path(svc), self.env_path(svc))),
             GATEWAY_DIR, self.gateway_keys_dir, self.gateway_dropin_dir, self.gateway_candidate,
-            self.gateway_dropin, self.gateway_cert, self.gateway_pem,
+            self.gateway_dropin, self.gateway_cert, self.gateway_pem, self.gateway_lua,
             self.node_exporter_defaults, self.prometheus_defaults, self.gpu_exporter_dir,
             self.gpu_exporter_script, self.gpu_exporter_unit_path, self.devices_unit_path,
             self.export_dir, self.export_scrape_config, self.export_rules,

@@ -23,7 +23,16 @@ from urllib.parse import urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from llmhost.stacks import stack_services
 
@@ -130,6 +139,10 @@ class ModelSpec(Strict):
 class ServiceSpec(Strict):
     name: Annotated[str, Field(pattern=NAME_RE)]
     served_model_name: Annotated[str, Field(pattern=SERVED_NAME_RE)]
+    # More names the model answers to (vLLM's --served-model-name takes them all).
+    aliases: list[Annotated[str, Field(pattern=SERVED_NAME_RE)]] = []
+    # Requests in flight through the gateway to this service; beyond it, 429 (None: no cap).
+    gateway_max_in_flight: Annotated[int, Field(ge=1)] | None = None
     port: Annotated[int, Field(ge=1024, le=65535)]
     model: ModelSpec
     max_model_len: Annotated[int, Field(ge=16)]
@@ -160,6 +173,32 @@ class ServiceSpec(Strict):
                 "leave them out of env"
             )
         return env
+
+    @property
+    def model_names(self) -> list[str]:
+        """Every name clients may ask for this model by: the served name, then the aliases."""
+        return [self.served_model_name, *self.aliases]
+
+
+class GatewayClient(Strict):
+    """One client of the gateway, in its long form (``llmhost_gateway_clients``)."""
+
+    # A controller file with its key; None: a key generated on the host once.
+    key_file: str | None = None
+    # The models (served names or aliases) it may use; None: all.
+    models: Annotated[list[str], Field(min_length=1)] | None = None
+    # Requests per minute (None: llmhost_gateway_rate_limit) and requests in flight (None: any).
+    rpm: Annotated[int, Field(ge=1)] | None = None
+    concurrency: Annotated[int, Field(ge=1)] | None = None
+
+
+# A client's entry: a key file or None (the plain forms), or the long form. Told apart by the
+# value's type, so that a mistake gets one error, from the form it was meant as.
+GatewayClientData = Annotated[
+    Annotated[str | None, Tag("plain")] | Annotated[GatewayClient, Tag("mapping")],
+    Discriminator(lambda v: "mapping" if isinstance(v, dict | GatewayClient) else "plain"),
+]
+UNION_TAGS = frozenset({"plain", "mapping"})
 
 
 def _key(default: Any, description: str) -> Any:
@@ -267,10 +306,11 @@ class Settings(Strict):
     gateway_tls: bool = _key(
         True, "serve TLS; False serves plain HTTP (only behind a TLS layer of your own)"
     )
-    gateway_clients: dict[str, str | None] = _key(
+    gateway_clients: dict[str, GatewayClientData] = _key(
         {},
         "client name -> controller file with its key, or None: a key generated on the host once "
-        "(`<config_dir>/gateway-keys/<name>`, 0600 root)",
+        "(`<config_dir>/gateway-keys/<name>`, 0600 root); or a mapping with `key_file`, `models` "
+        "(the models it may use), `rpm` and `concurrency` (its limits)",
     )
     gateway_rate_limit: Annotated[int, Field(ge=1)] | None = _key(
         None, "requests per minute per client (None: no limit)"
@@ -458,7 +498,7 @@ class Settings(Strict):
 
     @field_validator("gateway_clients")
     @classmethod
-    def _client_names(cls, clients: dict[str, str | None]) -> dict[str, str | None]:
+    def _client_names(cls, clients: dict[str, GatewayClientData]) -> dict[str, GatewayClientData]:
         for name in clients:
             if not re.match(CLIENT_RE, name):
                 raise ValueError(
@@ -550,7 +590,44 @@ class Settings(Strict):
                         "llmhost_service_overrides)"
                     )
                 seen[value] = svc.name
+        # Model names (served names and aliases) are one name space: the gateway routes on it.
+        named: dict[str, str] = {}
+        for svc in services:
+            for model in svc.model_names:
+                if model in named:
+                    who = (
+                        f"service {svc.name!r} lists it twice"
+                        if named[model] == svc.name
+                        else f"services {named[model]!r} and {svc.name!r} both answer to it"
+                    )
+                    raise ValueError(
+                        f"the model name {model!r}: {who} (served_model_name and aliases); "
+                        "give each name to one service, once"
+                    )
+                named[model] = svc.name
         return services
+
+    @model_validator(mode="after")
+    def _client_models(self) -> Settings:
+        """A client's models are names the gateway serves (a typo would lock it out)."""
+        served = [n for svc in self.services for n in svc.model_names]
+        for name, client in self.clients.items():
+            unknown = [m for m in client.models or [] if m not in served]
+            if unknown:
+                raise ValueError(
+                    f"llmhost_gateway_clients[{name!r}].models: {', '.join(map(repr, unknown))} "
+                    f"is not a model this host serves; write served names or aliases: "
+                    f"{', '.join(served)}"
+                )
+        return self
+
+    @property
+    def clients(self) -> dict[str, GatewayClient]:
+        """Every gateway client in the long form (a plain key file or None is its key_file)."""
+        return {
+            name: c if isinstance(c, GatewayClient) else GatewayClient(key_file=c)
+            for name, c in self.gateway_clients.items()
+        }
 
     def service(self, name: str) -> ServiceSpec:
         return next(svc for svc in self.services if svc.name == name)
@@ -683,13 +760,17 @@ def _describe(error: ValidationError, where: str, raw: Mapping[str, Any]) -> str
                 key += f"[{raw['services'][index].get('name', index)!r}]"
             except (IndexError, AttributeError, KeyError):
                 key += f"[{index}]"
+        client = key == PREFIX + "gateway_clients" and bool(loc)
+        if client:
+            key += f"[{loc.pop(0)!r}]"
+        loc = [part for part in loc if part not in UNION_TAGS]
         path = "".join(f".{part}" for part in loc if not str(part).startswith("function-"))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            spec = ModelSpec if "model" in loc[:-1] else ServiceSpec
+            spec = GatewayClient if client else ModelSpec if "model" in loc[:-1] else ServiceSpec
             msg = (
                 f"unknown key{_did_you_mean(str(loc[-1]), spec.model_fields)}; "
-                "see the README's service keys"
+                f"see the README's {'gateway clients' if client else 'service keys'}"
             )
         elif err["type"] == "string_pattern_mismatch":
             allowed = PATTERN_HELP.get(

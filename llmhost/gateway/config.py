@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmhost.applied_plan import AppliedPlan
-from llmhost.layout import Layout, url_host
+from llmhost.layout import GATEWAY_USAGE_PATH, Layout, url_host
 from llmhost.settings import Settings
 
 # A BPE token is ~4 bytes of English text and ~3 of code; CJK text written as JSON \uXXXX escapes
@@ -30,6 +30,12 @@ MAXREWRITE_BYTES = 8 * 1024
 # Each connection holds up to two buffers: maxconn x 2 x bufsize bounds the gateway's memory.
 MAXCONN = 2000
 TIMEOUT_S = 600
+# The token counters llmhost/gateway/gateway.lua serves (labels client, model), by what they count.
+USAGE_METRICS = {
+    "requests": "llmhost_gateway_requests_total",
+    "prompt": "llmhost_gateway_prompt_tokens_total",
+    "completion": "llmhost_gateway_completion_tokens_total",
+}
 # Only these reach a service; vLLM answers them all under /v1 with its API key.
 API_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
 
@@ -40,6 +46,24 @@ class Backend:
     served_model_name: str
     address: str
     port: int
+    # Every name the model answers to (served name first), and its cap on requests in flight.
+    names: tuple[str, ...] = ()
+    max_in_flight: int | None = None
+    busy: str = ""
+
+
+@dataclass(frozen=True)
+class ClientRules:
+    """What the gateway holds one client to (the key's hash is in the clients map)."""
+
+    name: str
+    rpm: int | None
+    concurrency: int | None
+    # The model names it may ask for, every alias of its services included (empty: all), its
+    # own GET /v1/models and its 403 body.
+    allowed: tuple[str, ...] = ()
+    models_json: str = ""
+    forbidden: str = ""
 
 
 def max_body_bytes(largest_max_model_len: int) -> int:
@@ -70,16 +94,18 @@ def _error(message: str, kind: str, code: str | None = None, param: str | None =
     return json.dumps(body, separators=(",", ":"))
 
 
-def models_json(plan: AppliedPlan) -> str:
-    """``GET /v1/models``: every service's model, as vLLM lists its own."""
+def models_json(plan: AppliedPlan, names: dict[str, tuple[str, ...]]) -> str:
+    """``GET /v1/models``: each model name, aliases included, as vLLM lists its own; ``names``
+    holds each service's names to list (a client's allow-list: only its services)."""
     data = [
         {
-            "id": svc.served_model_name,
+            "id": name,
             "object": "model",
             "owned_by": "llmhost",
             "max_model_len": svc.max_model_len,
         }
         for svc in plan.services.values()
+        for name in names.get(svc.name, ())
     ]
     return json.dumps({"object": "list", "data": data}, separators=(",", ":"))
 
@@ -94,6 +120,11 @@ def _messages(names: list[str], max_body: int) -> dict[str, str]:
             "invalid_api_key",
         ),
         "too_many": _error("Rate limit reached for this client.", "requests", "rate_limit"),
+        "too_many_in_flight": _error(
+            "This client has its most requests in flight; retry when one has finished.",
+            "requests",
+            "rate_limit",
+        ),
         "bad_method": _error("Method not allowed on this path.", "invalid_request_error"),
         "headers_too_large": _error(
             f"Request headers over {HEADER_ROOM_BYTES} bytes.",
@@ -121,13 +152,51 @@ def _health(backends: list[Backend]) -> tuple[str, str]:
     return '{"up":{' + up + "}}", condition
 
 
+def _busy(served: str, cap: int) -> str:
+    return _error(
+        f"The model `{served}` has its most requests in flight ({cap}); retry shortly.",
+        "requests",
+        "model_busy",
+    )
+
+
+def _clients(
+    settings: Settings, plan: AppliedPlan, names: dict[str, tuple[str, ...]]
+) -> list[ClientRules]:
+    rules = []
+    for name, client in sorted(settings.clients.items()):
+        rpm = client.rpm or settings.gateway_rate_limit
+        if client.models is None:
+            rules.append(ClientRules(name, rpm, client.concurrency))
+            continue
+        # A model allowed by any of its names is allowed by all of them.
+        mine = {svc: ns for svc, ns in names.items() if set(ns) & set(client.models)}
+        allowed = tuple(n for ns in mine.values() for n in ns)
+        forbidden = _error(
+            "This key may not use the model `%[var(txn.model),json(utf8s)]`; its models: "
+            f"{', '.join(allowed)}.",
+            "invalid_request_error",
+            "model_not_allowed",
+            "model",
+        )
+        listed = models_json(plan, mine)
+        rules.append(ClientRules(name, rpm, client.concurrency, allowed, listed, forbidden))
+    return rules
+
+
 def context(settings: Settings, plan: AppliedPlan) -> dict[str, Any]:
     """The variables ``haproxy.cfg.j2`` is rendered with."""
     layout = Layout(settings)
-    backends = [
-        Backend(svc.name, svc.served_model_name, url_host(svc.bind_host), svc.port)
-        for svc in plan.services.values()
-    ]
+    names = {name: tuple(settings.service(name).model_names) for name in plan.services}
+    backends = []
+    for svc in plan.services.values():
+        cap = settings.service(svc.name).gateway_max_in_flight
+        busy = _busy(svc.served_model_name, cap) if cap else ""
+        address = url_host(svc.bind_host)
+        backends.append(
+            Backend(svc.name, svc.served_model_name, address, svc.port, names[svc.name], cap, busy)
+        )
+    clients = _clients(settings, plan, names)
     largest = max(svc.max_model_len for svc in plan.services.values())
     max_body = max_body_bytes(largest)
     health_ok, all_up = _health(backends)
@@ -139,8 +208,13 @@ def context(settings: Settings, plan: AppliedPlan) -> dict[str, Any]:
         "port": settings.gateway_port,
         "pem": layout.gateway_pem,
         "clients_map": layout.gateway_clients_map,
+        "lua": layout.gateway_lua,
+        "usage_path": GATEWAY_USAGE_PATH,
         "metrics_port": settings.gateway_metrics_port,
-        "rate_limit": settings.gateway_rate_limit,
+        "clients": clients,
+        # A client's requests per minute and in flight are counted in one table, keyed by name.
+        "track_clients": any(c.rpm or c.concurrency for c in clients),
+        "capped": any(b.max_in_flight for b in backends),
         "maxconn": MAXCONN,
         "timeout_s": TIMEOUT_S,
         "max_model_len": largest,
@@ -152,7 +226,7 @@ def context(settings: Settings, plan: AppliedPlan) -> dict[str, Any]:
         "maxrewrite": MAXREWRITE_BYTES,
         "api_paths": API_PATHS,
         "backends": backends,
-        "models_json": models_json(plan),
+        "models_json": models_json(plan, names),
         "health_ok": health_ok,
         "all_up": all_up,
         **_messages([b.served_model_name for b in backends], max_body),

@@ -34,6 +34,7 @@ from llmhost.settings import Settings
 
 # openssl makes the self-signed certificate (and the checks read certificates with it).
 PACKAGES = ["haproxy", "openssl"]
+GATEWAY_LUA = Path(__file__).with_name("gateway.lua")
 
 
 @deploy("Gateway: HAProxy in front of the services")
@@ -52,6 +53,12 @@ def install_gateway(settings: Settings, checked: Checked) -> None:
         ],
     )
     changed = [*_certificate(settings, layout, checked), _clients(settings, layout)]
+    # The config loads it: in place before the candidate is checked.
+    changed += checked.files(
+        f"Gateway Lua {layout.gateway_lua} (token counts, the log's user)",
+        [{"dest": layout.gateway_lua, "group": GATEWAY_USER, "mode": "640",
+          "content": GATEWAY_LUA.read_text()}],
+    )  # fmt: skip
     plan = checked.applied
     checked.files(
         "Gateway config (candidate)",
@@ -78,7 +85,7 @@ def install_gateway(settings: Settings, checked: Checked) -> None:
         sources=[layout.api_key_env, layout.gateway_dropin],
         live=remote.check(agent, "haproxy_took", json.dumps(took), python=settings.python),
         good_dir=layout.good_config_dir("gateway"),
-        config_files=[layout.gateway_config, layout.gateway_dropin],
+        config_files=[layout.gateway_config, layout.gateway_dropin, layout.gateway_lua],
     )
 
 
@@ -138,10 +145,9 @@ def tls_names(settings: Settings) -> list[str]:
 
 
 def _clients(settings: Settings, layout: Layout) -> OperationMeta:
+    clients = settings.clients
     given = {
-        name: gateway.key_hash(read_secret(path))
-        for name, path in settings.gateway_clients.items()
-        if path
+        name: gateway.key_hash(read_secret(c.key_file)) for name, c in clients.items() if c.key_file
     }
     return ops.client_keys(
         name=f"Gateway client keys: {', '.join(sorted(settings.gateway_clients)) or 'none'}",
@@ -149,5 +155,5 @@ def _clients(settings: Settings, layout: Layout) -> OperationMeta:
         map_path=layout.gateway_clients_map,
         owner=GATEWAY_USER,
         given=given,
-        generate=sorted(name for name, path in settings.gateway_clients.items() if not path),
+        generate=sorted(name for name, c in clients.items() if not c.key_file),
     )

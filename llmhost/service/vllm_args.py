@@ -23,6 +23,7 @@ OWNED = frozenset(
         "--max-num-batched-tokens",
         "--kv-cache-dtype",
         "--enforce-eager",
+        "--enable-force-include-usage",
     }
 )
 # Reads any flag from a YAML file, around every rule here.

@@ -157,6 +157,22 @@ class HostTarget:
         """The deploy's 0600 env file ``VLLM_API_KEY=...`` that both units read."""
         return self.layout.api_key_env
 
+    @property
+    def check_clients(self) -> dict[str, str | None]:
+        """The gateway clients the checks may use: every model, no limit (the load smoke sends
+        many requests at once); each with its key file, None for a key generated on the host."""
+        usable = {
+            name: client.key_file
+            for name, client in self.settings.clients.items()
+            if client.models is None and client.rpm is client.concurrency is None
+        }
+        if not usable:
+            pytest.skip(
+                f"{self.name}: every gateway client has limits or a list of models; the checks "
+                'need one without (e.g. llmhost_gateway_clients["ops"] = None)'
+            )
+        return usable
+
     def services(self) -> list[ServiceTarget]:
         return [ServiceTarget(self, spec) for spec in self.settings.services]
 

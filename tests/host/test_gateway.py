@@ -9,6 +9,7 @@ import ipaddress
 import secrets
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx2 as httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from targets import HostTarget, ServiceTarget, fail_on
 
 from llmhost.layout import GATEWAY_UNIT, GATEWAY_USER
@@ -55,9 +57,9 @@ class Gateway:
 
 def _client_key(target: HostTarget) -> tuple[str, str]:
     """One client's name and key: a controller file's, else one generated on the host."""
-    clients = target.settings.gateway_clients
-    if not clients:
+    if not target.settings.gateway_clients:
         pytest.fail(f"{target.name}: llmhost_gateway_clients is empty: no key to check with")
+    clients = target.check_clients
     for name, path in sorted(clients.items(), key=lambda kv: kv[1] is None):
         if path:
             return name, read_secret(path)
@@ -110,8 +112,8 @@ def test_gateway_secret_files(target: HostTarget) -> None:
     want = {layout.gateway_clients_map: GATEWAY_USER}
     if target.settings.gateway_tls:
         want[layout.gateway_pem] = GATEWAY_USER
-    for name, path in target.settings.gateway_clients.items():
-        if not path:
+    for name, client in target.settings.clients.items():
+        if not client.key_file:
             want[layout.gateway_key(name)] = "root"
     problems = []
     for path, owner in want.items():
@@ -123,7 +125,9 @@ def test_gateway_secret_files(target: HostTarget) -> None:
 
 def test_gateway_lists_every_model(gw: Gateway, target: HostTarget) -> None:
     listed = sorted(model.id for model in gw.client().models.list())
-    want = sorted(svc.served_model_name for svc in target.plan.services.values())
+    want = sorted(
+        name for name in target.plan.services for name in target.settings.service(name).model_names
+    )
     if listed != want:
         fail_on([f"{gw.where}: {gw.base_url}/v1/models lists {listed}, want {want}"])
 
@@ -180,6 +184,45 @@ def test_gateway_streams_a_whole_completion(
             f"{gw.where}: a streamed completion of {tokens} tokens arrived as {len(text)} "
             f"characters, finish_reason {finish!r}, usage {counted!r} tokens"
         ])  # fmt: skip
+
+
+def _counted(target: HostTarget, client: str, model: str) -> dict[str, float]:
+    """The gateway's token counters for one client and model (its metrics port's /usage)."""
+    text = target.output("curl -fsS %s", target.layout.gateway_usage_url)
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("client") == client and sample.labels.get("model") == model
+    }
+
+
+def test_gateway_counts_the_tokens_it_answers(
+    gw: Gateway, target: HostTarget, request_timeout: float
+) -> None:
+    """The client's counters grow by at least what an answer reported (more if other requests
+    with the same key came meanwhile; the lab drill holds them to exactly)."""
+    model = next(iter(target.plan.services.values())).served_model_name
+    before = _counted(target, gw.client_name, model)
+    reply = gw.client(timeout=request_timeout).chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0
+    )
+    assert reply.usage is not None
+    want = {
+        "llmhost_gateway_requests_total": 1,
+        "llmhost_gateway_prompt_tokens_total": reply.usage.prompt_tokens,
+        "llmhost_gateway_completion_tokens_total": reply.usage.completion_tokens,
+    }
+    grew: dict[str, float] = {}
+    for _ in range(10):  # counted once HAProxy has ended the response, maybe after we read it
+        after = _counted(target, gw.client_name, model)
+        grew = {k: after.get(k, 0) - before.get(k, 0) for k in want}
+        if all(grew[k] >= v for k, v in want.items()):
+            return
+        time.sleep(0.2)
+    fail_on(
+        [f"{gw.where}: usage counters of {gw.client_name!r} x {model!r} grew {grew}, want {want}"]
+    )
 
 
 def test_gateway_refuses_a_wrong_key(gw: Gateway) -> None:

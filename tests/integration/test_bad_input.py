@@ -365,6 +365,24 @@ CASES = [
         ("'bob' and 'eve' have the same key", "give each client its own key file"),
     ),
     Case(
+        "gateway-client-model-not-served",
+        lambda _: {"llmhost_gateway_clients": {"ide": {"models": ["tiny-coderr"]}}},
+        (
+            "llmhost_gateway_clients['ide'].models: 'tiny-coderr' is not a model this host serves",
+            "tiny-coder, code-assistant, tiny-general",
+        ),
+    ),
+    Case(
+        "gateway-client-limit-not-positive",
+        lambda _: {"llmhost_gateway_clients": {"ide": {"rpm": -5}}},
+        ("llmhost_gateway_clients['ide'].rpm: Input should be greater than or equal to 1",),
+    ),
+    Case(
+        "alias-is-another-services-name",
+        lambda _: {"llmhost_service_overrides": {"general": {"aliases": ["code-assistant"]}}},
+        ("the model name 'code-assistant': services 'coder' and 'general' both answer to it",),
+    ),
+    Case(
         "tls-cert-without-key",
         lambda p: {"llmhost_tls_cert_file": str(p.tls / "cert.pem")},
         ("llmhost_tls_cert_file and llmhost_tls_key_file go together", "set both"),

@@ -1,27 +1,33 @@
 """The gateway on the converged guest, from the controller with the openai client: a streamed
 completion arrives in pieces; adding and revoking a client is a reload that drops no stream in
 flight and restarts neither HAProxy's master nor a service; a reload HAProxy cannot take is
-rolled back; the access log names the client, never its key."""
+rolled back; a team's clients are held to their models and limits, each model to its cap; the
+tokens each client used are counted exactly, streams included; the access log names the client
+and the forwarded user, never a key."""
 
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx2
 import openai
 import pytest
 from lab_guest import GUEST, LAYOUT, SERVICES, DeployRun, deploy, on_guest, unit
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmhost.layout import GATEWAY_UNIT
 from llmhost_lab import lab
 
 S = LAYOUT.settings
 MODEL = S.services[0].served_model_name
+ALL_NAMES = [name for svc in S.services for name in svc.model_names]
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +169,183 @@ def test_a_reload_that_does_not_take_is_rolled_back(
         on_guest("systemctl stop llmhost-squatter", check=False)
 
 
+def _answers(api: openai.OpenAI, model: str, tokens: int = 1) -> str:
+    """One chat request: ``ok`` or the error's class and code."""
+    try:
+        api.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=tokens,
+            extra_body={"min_tokens": tokens},
+        )
+    except openai.APIStatusError as e:
+        code = e.body.get("code") if isinstance(e.body, dict) else None
+        retry = e.response.headers.get("retry-after")
+        return f"{e.status_code} {code} retry-after={retry}"
+    return "ok"
+
+
+def _burst(
+    api: openai.OpenAI, model: str, refused: str, alongside: openai.OpenAI | None = None
+) -> tuple[list[str], list[str]]:
+    """6 requests at once (and 2 of another client, ``alongside``), again (3 bursts at most)
+    until one is ``refused``: a tiny model on an idle lab answers fast enough that one burst may
+    never overlap. The answers of the last burst: the client's, the other's."""
+    mine: list[str] = []
+    theirs: list[str] = []
+    for _ in range(3):
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            sent = [pool.submit(_answers, api, model, 64) for _ in range(6)]
+            other = [
+                pool.submit(_answers, alongside, model, 64) for _ in range(2 * bool(alongside))
+            ]
+            mine, theirs = [f.result() for f in sent], [f.result() for f in other]
+        if refused in mine:
+            break
+    return mine, theirs
+
+
+def _server_peak(service: str) -> int:
+    """The most requests HAProxy had at once at a service's server since it last (re)loaded."""
+    metrics = on_guest(f"curl -s http://127.0.0.1:{S.gateway_metrics_port}/metrics")
+    found = re.search(
+        rf'haproxy_server_max_sessions{{proxy="{service}",server="{service}"}} (\d+)', metrics
+    )
+    assert found, metrics[-2000:]
+    return int(found.group(1))
+
+
+def test_a_team_is_held_to_its_models_and_limits(start_converged: DeployRun, cafile: str) -> None:
+    coder, general = S.services
+    team = {
+        **S.gateway_clients,
+        "ide": {"models": [coder.aliases[0]], "concurrency": 1},
+        "script": {"rpm": 3},
+    }
+    capped = {general.name: {"gateway_max_in_flight": 1}}
+    before = pids()
+    run, streams = deploy_while_streaming(
+        cafile,
+        "--data", f"llmhost_gateway_clients={json.dumps(team)}",
+        "--data", f"llmhost_service_overrides={json.dumps(capped)}",
+    )  # fmt: skip
+    assert run.returncode == 0, run.output[-3000:]
+    assert pids() == before, "limits are a reload: HAProxy's master and the services keep running"
+    print(f"drill team: {streams.done} streams done during the deploy, errors {streams.errors}")
+    assert streams.done >= 1 and not streams.errors
+    lab_api, ide, script = (client(key_of(n), cafile) for n in ("lab", "ide", "script"))
+
+    # ide: its model by either name, nothing else, and only its model listed.
+    assert sorted(m.id for m in ide.models.list()) == sorted(coder.model_names)
+    assert _answers(ide, coder.aliases[0]) == "ok", "the alias does not route"
+    assert _answers(ide, general.served_model_name).startswith("403 model_not_allowed")
+
+    # ide has one request in flight at most; lab's requests meanwhile are all served.
+    ide_says, lab_says = _burst(
+        ide, coder.served_model_name, "429 rate_limit retry-after=1", lab_api
+    )
+    print(
+        f"\ndrill team: 6 from ide (1 in flight at most), 2 from lab at once: {ide_says} {lab_says}"
+    )
+    assert "ok" in ide_says and set(ide_says) == {"ok", "429 rate_limit retry-after=1"}
+    assert lab_says == ["ok", "ok"]
+
+    # script: 3 requests a minute; the 4th is refused, lab's are not.
+    listed = [len(script.models.list().data) for _ in range(3)]
+    with pytest.raises(openai.RateLimitError) as caught:
+        script.models.list()
+    assert caught.value.response.headers["retry-after"] == "60", caught.value.response.headers
+    assert listed == [len(ALL_NAMES)] * 3 and _answers(lab_api, coder.aliases[0]) == "ok"
+
+    # general takes one request at a time from the gateway: a burst beyond it is refused at
+    # once, and no more than one request reached vLLM at a time.
+    burst, _ = _burst(lab_api, general.served_model_name, "429 model_busy retry-after=1")
+    print(f"drill team: a burst of 6 at general (cap 1): {sorted(burst)}")
+    assert "ok" in burst and set(burst) == {"ok", "429 model_busy retry-after=1"}, burst
+    assert _server_peak(general.name) == 1
+    assert _answers(lab_api, coder.served_model_name) == "ok", "the cap is general's alone"
+
+    # The log names the client and the forwarded user (sanitised), never a key.
+    http = httpx2.Client(verify=ssl.create_default_context(cafile=cafile), timeout=30)
+    shared = openai.OpenAI(
+        base_url=f"{lab_api.base_url}",
+        api_key=key_of("lab"),
+        http_client=http,
+        default_headers={"X-OpenWebUI-User-Email": 'ana@example.org" {evil}'},
+    )
+    assert _answers(shared, coder.served_model_name) == "ok"
+    log = on_guest(f"journalctl -u {GATEWAY_UNIT} --no-pager -o cat -n 20")
+    line = next(line for line in reversed(log.splitlines()) if "ana@" in line)
+    print(f"drill team: {line}")
+    assert 'client="lab"' in line and 'user="ana@example.orgevil"' in line, line
+    assert all(key_of(n) not in log for n in ("lab", "ide", "script"))
+
+
+def _counted() -> dict[tuple[str, str, str], float]:
+    """The gateway's token counters on the guest: (metric, client, model) -> value."""
+    text = on_guest(f"curl -s {LAYOUT.gateway_usage_url}")
+    return {
+        (sample.name, sample.labels["client"], sample.labels["model"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_usage_is_counted_per_client_and_model_exactly(cafile: str) -> None:
+    coder, general = S.services
+    api = client(key_of("lab"), cafile)
+    chat = {"messages": [{"role": "user", "content": "Count to ten."}], "max_tokens": 12}
+    before = _counted()
+    answered: list[tuple[str, int, int]] = []  # (served model, prompt, completion) per request
+
+    whole = api.chat.completions.create(model=coder.served_model_name, **chat)
+    assert whole.usage is not None
+    answered.append(
+        (coder.served_model_name, whole.usage.prompt_tokens, whole.usage.completion_tokens)
+    )
+
+    # A stream that asks for its usage gets it in a last chunk of its own.
+    asked = list(
+        api.chat.completions.create(
+            model=general.served_model_name,
+            stream=True,
+            stream_options={"include_usage": True},
+            **chat,
+        )
+    )
+    assert asked[-1].usage is not None and not asked[-1].choices, asked[-1]
+    answered.append(
+        (
+            general.served_model_name,
+            asked[-1].usage.prompt_tokens,
+            asked[-1].usage.completion_tokens,
+        )
+    )
+
+    # One that does not ask gets no such chunk (the gateway takes it out), yet is counted: its
+    # chunks carry vLLM's running usage, the last one the total.
+    plain = list(api.chat.completions.create(model=coder.aliases[0], stream=True, **chat))
+    assert all(chunk.choices for chunk in plain), [c for c in plain if not c.choices]
+    last = plain[-1].usage
+    assert last is not None, plain[-1]
+    answered.append((coder.served_model_name, last.prompt_tokens, last.completion_tokens))
+
+    after = _counted()
+    for model in {m for m, _, _ in answered}:
+        mine = [(p, c) for m, p, c in answered if m == model]
+        want = {
+            "llmhost_gateway_requests_total": len(mine),
+            "llmhost_gateway_prompt_tokens_total": sum(p for p, _ in mine),
+            "llmhost_gateway_completion_tokens_total": sum(c for _, c in mine),
+        }
+        got = {
+            metric: after.get((metric, "lab", model), 0) - before.get((metric, "lab", model), 0)
+            for metric in want
+        }
+        print(f"drill usage: lab x {model}: counted {got}, answered {want}")
+        assert got == want, (model, got, want)
+
+
 def test_access_log_names_the_client_not_the_key(cafile: str) -> None:
     key = key_of("lab")
     list(client(key, cafile).models.list())
@@ -192,9 +375,7 @@ def test_lab_forward_reaches_the_gateway(cafile: str) -> None:
         time.sleep(2)
         http = httpx2.Client(verify=ssl.create_default_context(cafile=cafile), timeout=30)
         api = openai.OpenAI(base_url="https://localhost:18443/v1", api_key=key, http_client=http)
-        assert sorted(m.id for m in api.models.list()) == sorted(
-            svc.served_model_name for svc in S.services
-        )
+        assert sorted(m.id for m in api.models.list()) == sorted(ALL_NAMES)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -91,11 +91,14 @@ def test_a_cpu_host_has_no_gpu_target_or_rules() -> None:
 
 def test_export_mode_scrapes_the_services_and_the_gateway_given() -> None:
     export = Settings.from_host_data({"llmhost_monitoring": "export"}, HOST)
-    found = scrape.targets(
-        export, PLAN, HOST, extra=[scrape.gateway_target(HOST, "127.0.0.1:8404")]
-    )
+    found = scrape.targets(export, PLAN, HOST, extra=scrape.gateway_targets(HOST, "127.0.0.1:8404"))
     doc = yaml.safe_load(scrape.export_config(found))
-    assert [job["job_name"] for job in doc["scrape_configs"]] == ["llmhost-vllm", "llmhost-gateway"]
+    jobs = {job["job_name"]: job["metrics_path"] for job in doc["scrape_configs"]}
+    assert jobs == {
+        "llmhost-vllm": "/metrics",
+        "llmhost-gateway": "/metrics",
+        "llmhost-gateway-usage": "/usage",
+    }
 
 
 def _vllm(metric: str, service: str = "coder") -> str:

@@ -83,6 +83,22 @@ def _cert_pair(tmp: Path, days: int = 30, other_key: bool = False) -> tuple[Path
     return cert_path, key_path
 
 
+# A team: limits per client, one client held to one model, aliases and a cap on one service.
+TEAM: dict[str, Any] = {
+    "lab": None,
+    "ide": {"models": ["coder-alias"], "concurrency": 2},
+    "script": {"key_file": None, "rpm": 30},
+}
+ALIASED = [
+    {**svc, **extra}
+    for svc, extra in zip(
+        group_settings(ROOT, "lab").model_dump()["services"],
+        ({"aliases": ["coder-alias", "gpt-4o"]}, {"gateway_max_in_flight": 3}),
+        strict=True,
+    )
+]
+
+
 def _rendered(tmp: Path, **data: Any) -> Path:
     """The lab's config, rendered with its files in ``tmp`` so ``haproxy -c`` can load them."""
     lab = group_settings(ROOT, "lab").model_dump()
@@ -93,6 +109,7 @@ def _rendered(tmp: Path, **data: Any) -> Path:
     pem.write_text(cert.read_text() + key.read_text())
     (tmp / "clients.map").write_text(gateway.clients_map({"alice": gateway.key_hash(KEY)}))
     ctx["g"]["pem"], ctx["g"]["clients_map"] = str(pem), str(tmp / "clients.map")
+    ctx["g"]["lua"] = str(ROOT / "llmhost/gateway/gateway.lua")
     path = tmp / "haproxy.cfg"
     path.write_text(render("gateway/haproxy.cfg.j2", ctx))
     return path
@@ -106,8 +123,9 @@ def _rendered(tmp: Path, **data: Any) -> Path:
         {"gateway_tls": False},
         {"gateway_rate_limit": 120, "gateway_bind": "::"},
         {"gateway_bind": "192.0.2.10", "gateway_port": 443},
+        {"gateway_clients": TEAM, "services": ALIASED},
     ],
-    ids=["lab", "plain-http", "rate-limit-ipv6", "one-address"],
+    ids=["lab", "plain-http", "rate-limit-ipv6", "one-address", "team"],
 )
 def test_rendered_config_passes_haproxy_check(tmp_path: Path, data: dict[str, Any]) -> None:
     assert HAPROXY is not None
@@ -120,12 +138,58 @@ def test_rendered_config_passes_haproxy_check(tmp_path: Path, data: dict[str, An
 
 def test_config_routes_each_model_and_never_holds_the_key(tmp_path: Path) -> None:
     text = _rendered(tmp_path).read_text()
-    assert "use_backend coder if { var(txn.model) -m str tiny-coder }" in text
-    assert "use_backend general if { var(txn.model) -m str tiny-general }" in text
+    assert (
+        "set-var(txn.service) str(coder) if { var(txn.model) -m str tiny-coder code-assistant }"
+        in text
+    )
+    assert "set-var(txn.service) str(general) if { var(txn.model) -m str tiny-general }" in text
+    assert "use_backend %[var(txn.service)] if { var(txn.service) -m found }" in text
+    # No limit asked for, none in the config.
+    assert "stick-table" not in text and "429" not in text and "403" not in text
     assert "server coder 127.0.0.1:8001 check" in text
     assert '"Bearer ${VLLM_API_KEY}"' in text
     assert KEY not in text and gateway.key_hash(KEY) not in text
     assert "bind 127.0.0.1:8404" in text and "prometheus-exporter" in text
+
+
+def test_team_config_holds_each_client_and_model_to_its_limits(tmp_path: Path) -> None:
+    text = _rendered(tmp_path, gateway_clients=TEAM, services=ALIASED).read_text()
+    rules = [line.strip() for line in text.splitlines()]
+    assert (
+        "set-var(txn.service) str(coder) if { var(txn.model) -m str tiny-coder coder-alias gpt-4o }"
+    ) in text
+    # ide may use the coder by any of its names, and sees only those in /v1/models.
+    ide = [r for r in rules if "{ var(txn.client) -m str ide }" in r]
+    assert any(
+        r.startswith("http-request return status 403")
+        and "!{ var(txn.model) -m str tiny-coder coder-alias gpt-4o }" in r
+        for r in ide
+    ), ide
+    listed = next(r for r in ide if "models_path METH_GET" in r)
+    assert '"id":"gpt-4o"' in listed and "tiny-general" not in listed
+    assert any("{ sc_conn_cur(0) gt 2 }" in r and "Retry-After 1" in r for r in ide), ide
+    script = [r for r in rules if "{ var(txn.client) -m str script }" in r]
+    assert len(script) == 1 and "{ sc_http_req_rate(0) gt 30 }" in script[0], script
+    # lab has no limit: no rule names it.
+    assert not [r for r in rules if "-m str lab }" in r]
+    assert any("{ var(txn.service) -m str general } { sc_conn_cur(1) gt 3 }" in r for r in rules), (
+        rules
+    )
+    # The full list carries the aliases.
+    full = next(r for r in rules if r.endswith("if models_path METH_GET"))
+    assert '"id":"coder-alias"' in full and '"id":"tiny-general"' in full
+
+
+def test_usage_counter_names_are_the_ones_the_lua_serves() -> None:
+    lua = (ROOT / "llmhost/gateway/gateway.lua").read_text()
+    for metric in gateway.USAGE_METRICS.values():
+        assert f'"{metric}"' in lua
+
+
+def test_aliases_are_served_model_names_too() -> None:
+    lab = group_settings(ROOT, "lab").model_dump()
+    settings = Settings.model_validate({**lab, "services": ALIASED})
+    assert settings.service("coder").model_names == ["tiny-coder", "coder-alias", "gpt-4o"]
 
 
 def test_request_buffer_holds_the_largest_prompt() -> None:
@@ -148,7 +212,8 @@ def test_clients_map_is_sorted_hashes_haproxy_computes() -> None:
 
 def test_models_list_comes_from_the_plan() -> None:
     settings = group_settings(ROOT, "lab")
-    listed = gateway.models_json(_plan(settings))
+    names = {svc.name: tuple(svc.model_names) for svc in settings.services}
+    listed = gateway.models_json(_plan(settings), names)
     assert '"id":"tiny-coder"' in listed and '"id":"tiny-general"' in listed
 
 
@@ -165,6 +230,38 @@ def test_models_list_comes_from_the_plan() -> None:
         ({"llmhost_tls_cert_file": "/x.crt"}, "llmhost_tls_cert_file and llmhost_tls_key_file"),
         ({"llmhost_tls_names": ["not a name"]}, "'not a name' is neither a host name"),
         ({"llmhost_gateway_bind": "gw.example"}, "llmhost_gateway_bind: 'gw.example' is not an IP"),
+        (
+            {"llmhost_gateway_clients": {"ide": {"models": ["gpt-5"]}}},
+            "llmhost_gateway_clients['ide'].models: 'gpt-5' is not a model this host serves",
+        ),
+        (
+            {"llmhost_gateway_clients": {"ide": {"rpm": 0}}},
+            "llmhost_gateway_clients['ide'].rpm: Input should be greater than or equal to 1",
+        ),
+        (
+            {"llmhost_gateway_clients": {"ide": {"concurrency": "many"}}},
+            "llmhost_gateway_clients['ide'].concurrency: Input should be a valid integer",
+        ),
+        (
+            {"llmhost_gateway_clients": {"ide": {"modles": ["x"]}}},
+            "llmhost_gateway_clients['ide'].modles: unknown key (did you mean models?)",
+        ),
+        (
+            {
+                "llmhost_service_overrides": {
+                    "general": {"aliases": ["deepseek-coder-33b-instruct"]}
+                }
+            },
+            "the model name 'deepseek-coder-33b-instruct': services 'coder' and 'general' both",
+        ),
+        (
+            {"llmhost_service_overrides": {"coder": {"aliases": ["x", "x"]}}},
+            "the model name 'x': service 'coder' lists it twice",
+        ),
+        (
+            {"llmhost_service_overrides": {"coder": {"gateway_max_in_flight": 0}}},
+            "llmhost_services['coder'].gateway_max_in_flight: Input should be greater than",
+        ),
     ],
 )
 def test_settings_refuse(data: dict[str, Any], message: str) -> None:

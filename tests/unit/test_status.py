@@ -62,6 +62,10 @@ def _prometheus_probe() -> dict:
     q["gpu_used"] = _vector((gpu, 60 * GIB))
     q["gpu_free"] = _vector((gpu, 40 * GIB))
     q["alerts"] = _vector(({"alertname": "LLMServiceDown", "service": "general"}, 1))
+    ide = {"client": "ide", "model": "deepseek-coder"}
+    q["usage_requests"] = _vector((ide, 3))
+    q["usage_prompt"] = _vector((ide, 120))
+    q["usage_completion"] = _vector((ide, 45))
     return {"units": UNITS, "queries": q}
 
 
@@ -80,6 +84,7 @@ def test_from_prometheus() -> None:
     assert "GPU 55.00 GiB / 55.00 GiB" in screen and "42.0%" in screen
     assert "GPU 0 NVIDIA H200: used 60.00 GiB, free 40.00 GiB of 100.00 GiB" in screen
     assert "alerts firing: LLMServiceDown general" in screen
+    assert "  ide deepseek-coder 3 120/45" in screen
 
 
 def test_prometheus_down_is_an_error_not_a_crash() -> None:
