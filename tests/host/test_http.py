@@ -42,9 +42,10 @@ def test_models(service: ServiceTarget) -> None:
     if result["status"] != 200:
         fail_on([f"{service.where}: GET {url} with the key answered {_answer(result)}"])
     served = [model["id"] for model in json.loads(result["body"])["data"]]
-    want = service.planned.served_model_name
-    if served != [want]:
-        fail_on([f"{service.where}: {url} lists {served}, want exactly [{want!r}]"])
+    # The served name, then its aliases (vLLM's --served-model-name takes them all).
+    want = [service.planned.served_model_name, *service.spec.aliases]
+    if served != want:
+        fail_on([f"{service.where}: {url} lists {served}, want exactly {want}"])
 
 
 def test_chat(service: ServiceTarget, request_timeout: float) -> None:
