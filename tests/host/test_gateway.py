@@ -188,10 +188,17 @@ def test_gateway_streams_a_whole_completion(
 
 def _counted(target: HostTarget, client: str, model: str) -> dict[str, float]:
     """The gateway's token counters for one client and model (its metrics port's /usage)."""
-    text = target.output("curl -fsS %s", target.layout.gateway_usage_url)
+    url = target.layout.gateway_usage_url
+    # The agent's request, not curl's: a proxy in the host's environment must not take it.
+    answer = target.probe("http", url=url, max_body=1_000_000, timeout=10)
+    if answer["status"] != 200:
+        pytest.fail(
+            f"{target.name}: {url} answered {answer['status']} {answer['error'] or ''}",
+            pytrace=False,
+        )
     return {
         sample.name: sample.value
-        for family in text_string_to_metric_families(text)
+        for family in text_string_to_metric_families(answer["body"])
         for sample in family.samples
         if sample.labels.get("client") == client and sample.labels.get("model") == model
     }

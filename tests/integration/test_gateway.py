@@ -207,7 +207,7 @@ def _burst(
 
 def _server_peak(service: str) -> int:
     """The most requests HAProxy had at once at a service's server since it last (re)loaded."""
-    metrics = on_guest(f"curl -s http://127.0.0.1:{S.gateway_metrics_port}/metrics")
+    metrics = on_guest(f"curl -s --noproxy '*' http://127.0.0.1:{S.gateway_metrics_port}/metrics")
     found = re.search(
         rf'haproxy_server_max_sessions{{proxy="{service}",server="{service}"}} (\d+)', metrics
     )
@@ -283,7 +283,7 @@ def test_a_team_is_held_to_its_models_and_limits(start_converged: DeployRun, caf
 
 def _counted() -> dict[tuple[str, str, str], float]:
     """The gateway's token counters on the guest: (metric, client, model) -> value."""
-    text = on_guest(f"curl -s {LAYOUT.gateway_usage_url}")
+    text = on_guest(f"curl -s --noproxy '*' {LAYOUT.gateway_usage_url}")
     return {
         (sample.name, sample.labels["client"], sample.labels["model"]): sample.value
         for family in text_string_to_metric_families(text)
