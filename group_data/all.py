@@ -121,7 +121,7 @@ llmhost_gateway_tls = True
 # may use), rpm and concurrency (its limits)
 llmhost_gateway_clients = {}
 
-# requests per minute per client (None: no limit)
+# requests per minute per client, for clients without an rpm of their own (None: no limit)
 llmhost_gateway_rate_limit = None
 
 # HAProxy's Prometheus exporter on 127.0.0.1 (/metrics)

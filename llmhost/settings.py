@@ -313,7 +313,9 @@ class Settings(Strict):
         "(the models it may use), `rpm` and `concurrency` (its limits)",
     )
     gateway_rate_limit: Annotated[int, Field(ge=1)] | None = _key(
-        None, "requests per minute per client (None: no limit)"
+        None,
+        "requests per minute per client, for clients without an `rpm` of their own "
+        "(None: no limit)",
     )
     gateway_metrics_port: Annotated[int, Field(ge=1, le=65535)] = _key(
         8404, "HAProxy's Prometheus exporter on 127.0.0.1 (`/metrics`)"
