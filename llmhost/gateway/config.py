@@ -46,10 +46,11 @@ class Backend:
     served_model_name: str
     address: str
     port: int
-    # Every name the model answers to (served name first), and its cap on requests in flight.
-    names: tuple[str, ...] = ()
-    max_in_flight: int | None = None
-    busy: str = ""
+    # Every name the model answers to (served name first), its cap on requests in flight and
+    # the 429 body beyond it.
+    names: tuple[str, ...]
+    max_in_flight: int | None
+    busy: str
 
 
 @dataclass(frozen=True)
@@ -187,10 +188,11 @@ def _clients(
 def context(settings: Settings, plan: AppliedPlan) -> dict[str, Any]:
     """The variables ``haproxy.cfg.j2`` is rendered with."""
     layout = Layout(settings)
-    names = {name: tuple(settings.service(name).model_names) for name in plan.services}
+    specs = {name: settings.service(name) for name in plan.services}
+    names = {name: tuple(spec.model_names) for name, spec in specs.items()}
     backends = []
     for svc in plan.services.values():
-        cap = settings.service(svc.name).gateway_max_in_flight
+        cap = specs[svc.name].gateway_max_in_flight
         busy = _busy(svc.served_model_name, cap) if cap else ""
         address = url_host(svc.bind_host)
         backends.append(

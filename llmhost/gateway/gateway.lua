@@ -1,5 +1,5 @@
 -- Managed by llmhost (pyinfra); edits are overwritten on the next deploy.
--- The gateway's Lua (rendered from llmhost/gateway/gateway.lua, loaded with lua-load: one Lua
+-- The gateway's Lua (copied from llmhost/gateway/gateway.lua, loaded with lua-load: one Lua
 -- state, shared by HAProxy's threads). Lua, not PCRE: the unit's MemoryDenyWriteExecute stops
 -- PCRE's JIT (seen: "regex ... jit compilation failed"), and Lua patterns need none.
 

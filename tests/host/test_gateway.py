@@ -20,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from targets import HostTarget, ServiceTarget, fail_on
 
+from llmhost.gateway.config import USAGE_METRICS
 from llmhost.layout import GATEWAY_UNIT, GATEWAY_USER
 from llmhost.secret_files import read_secret
 
@@ -125,9 +126,8 @@ def test_gateway_secret_files(target: HostTarget) -> None:
 
 def test_gateway_lists_every_model(gw: Gateway, target: HostTarget) -> None:
     listed = sorted(model.id for model in gw.client().models.list())
-    want = sorted(
-        name for name in target.plan.services for name in target.settings.service(name).model_names
-    )
+    settings = target.settings
+    want = sorted(n for svc in target.plan.services for n in settings.service(svc).model_names)
     if listed != want:
         fail_on([f"{gw.where}: {gw.base_url}/v1/models lists {listed}, want {want}"])
 
@@ -216,9 +216,9 @@ def test_gateway_counts_the_tokens_it_answers(
     )
     assert reply.usage is not None
     want = {
-        "llmhost_gateway_requests_total": 1,
-        "llmhost_gateway_prompt_tokens_total": reply.usage.prompt_tokens,
-        "llmhost_gateway_completion_tokens_total": reply.usage.completion_tokens,
+        USAGE_METRICS["requests"]: 1,
+        USAGE_METRICS["prompt"]: reply.usage.prompt_tokens,
+        USAGE_METRICS["completion"]: reply.usage.completion_tokens,
     }
     grew: dict[str, float] = {}
     for _ in range(10):  # counted once HAProxy has ended the response, maybe after we read it
