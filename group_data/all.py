@@ -101,7 +101,8 @@ llmhost_hub_client = "huggingface-hub==2.4.0"
 # how long the deploy waits for the venv install and the model downloads
 llmhost_job_timeout_s = 21600
 
-# concurrent requests per service in the load smoke
+# concurrent requests per service in the load smoke (through the gateway, at most a service's
+# gateway_max_in_flight)
 llmhost_load_requests = 16
 
 # put the HAProxy gateway in front of the services: one endpoint, TLS, client keys

@@ -291,7 +291,9 @@ class Settings(Strict):
         6 * 3600, "how long the deploy waits for the venv install and the model downloads"
     )
     load_requests: Annotated[int, Field(ge=1)] = _key(
-        16, "concurrent requests per service in the load smoke"
+        16,
+        "concurrent requests per service in the load smoke (through the gateway, at most "
+        "a service's `gateway_max_in_flight`)",
     )
     # --- The gateway (issue 11): one TLS endpoint in front of the services (phases/gateway.py).
     gateway: bool = _key(

@@ -97,7 +97,8 @@ def chat_text(body: str) -> str:
 
 
 def load(requests: list[dict[str, Any]], n: int, timeout: float) -> list[dict[str, Any]]:
-    """n copies of each request, all in flight at once; one record per request, no bodies."""
+    """n copies of each request (or its own ``copies``), all in flight at once; one record per
+    request, no bodies."""
 
     def one(spec: dict[str, Any]) -> dict[str, Any]:
         result = http(
@@ -111,7 +112,7 @@ def load(requests: list[dict[str, Any]], n: int, timeout: float) -> list[dict[st
             "error": result["error"] or (result["body"][:200] if result["status"] != 200 else None),
         }
 
-    jobs = [spec for spec in requests for _ in range(n)]
+    jobs = [spec for spec in requests for _ in range(spec.get("copies", n))]
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         return list(pool.map(one, jobs))
 

@@ -133,6 +133,9 @@ def test_load_sends_n_per_service_at_once(server: str, key_file: str) -> None:
         ("coder", 200, 5),
         ("general", 200, 5),
     }
+    # A request's own count (a model capped at the gateway) takes the place of n.
+    records = probe.load([{**spec, "service": "coder", "copies": 1}], 3, 5)
+    assert [r["service"] for r in records] == ["coder"]
 
 
 def test_runs_as_python_c_and_keeps_secrets_home(tmp_path: Path, key_file: str) -> None:
