@@ -32,6 +32,10 @@ class AppliedService(_Doc):
     gpu_memory_utilization: float | None
     cpu_kv_cache_gib: int | None
     kv_tokens: int
+    # GPU hosts: the GPUs (nvidia-smi indices) it runs on, split over them when several.
+    # Defaults: what a plan written before there were several GPUs meant.
+    gpus: list[int] = []
+    tensor_parallel_size: int = 1
 
 
 class AppliedPlan(_Doc):
@@ -59,6 +63,8 @@ class AppliedPlan(_Doc):
                     gpu_memory_utilization=plan.services[svc.name].gpu_memory_utilization,
                     cpu_kv_cache_gib=plan.services[svc.name].cpu_kv_cache_gib,
                     kv_tokens=plan.services[svc.name].kv_tokens,
+                    gpus=list(plan.services[svc.name].gpus),
+                    tensor_parallel_size=plan.services[svc.name].tensor_parallel_size,
                 )
                 for svc in settings.services
             },

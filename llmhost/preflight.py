@@ -52,7 +52,7 @@ from llmhost.layout import (
 )
 from llmhost.observe.checks import version_at_least
 from llmhost.plan.catalogue import ModelMeta, ModelMetaError, resolve
-from llmhost.plan.planner import DRIVER_RESERVED_BYTES, HostPlan, PlanError, plan_services
+from llmhost.plan.planner import DRIVER_RESERVED_BYTES, Gpu, HostPlan, PlanError, plan_services
 from llmhost.secret_files import KEYGEN, MIN_KEY_CHARS, hf_token, secret_problem
 from llmhost.service import units, vllm_args
 from llmhost.settings import PUBLIC_BIND_WHY, ModelSource, Settings, is_ip, is_public
@@ -93,15 +93,16 @@ def check_host(settings: Settings) -> Checked:
             "= True"
         )
     metas = _model_metas(settings, token, problems)
-    gpu = _check_gpu(settings, facts, problems) if settings.gpu else None
-    gpu_total = gpu["memory_total_bytes"] if gpu else None
+    gpus = _check_gpus(settings, facts, problems) if settings.gpu else []
+    # The applied plan's figure for the alerts and `llmhost status`: GPU 0's (they read one).
+    gpu_total = gpus[0].total_bytes if gpus else None
     _check_disks(settings, facts, metas, problems)
     if secrets_ok and not token:
         _check_gated(settings, problems)
     plan = None
-    if len(metas) == len(settings.services) and (gpu_total or not settings.gpu):
+    if len(metas) == len(settings.services) and (gpus or not settings.gpu):
         try:
-            plan = plan_services(settings, gpu_total, metas, gpu_reserved_bytes=_reserved(gpu))
+            plan = plan_services(settings, gpus or None, metas)
         except PlanError as e:
             problems.append(f"plan: {e}")
     if plan is not None:
@@ -441,37 +442,43 @@ def _check_ram(
         )
 
 
-def _reserved(gpu: NvidiaGpu | None) -> int:
+def _reserved(gpu: NvidiaGpu) -> int:
     """The driver's reservation as the host reports it, else the planner's model of it."""
-    found = reserved_bytes(gpu) if gpu else None
+    found = reserved_bytes(gpu)
     return DRIVER_RESERVED_BYTES if found is None else found
 
 
-def _check_gpu(settings: Settings, facts: FactReader, problems: list[str]) -> NvidiaGpu | None:
-    gpus = facts.get(NvidiaGpus)
-    if not gpus:
+def _check_gpus(settings: Settings, facts: FactReader, problems: list[str]) -> list[Gpu]:
+    """Every GPU of the host as the planner sees it (each one's total, the driver's part of
+    it and its UUID); none when one cannot be planned on (its problem is listed)."""
+    found = facts.get(NvidiaGpus)
+    if not found:
         problems.append(
             "no NVIDIA GPU answers (nvidia-smi missing or failing): install the NVIDIA driver "
             f">= {settings.min_nvidia_driver}, or set llmhost_gpu = False for a CPU host"
         )
-        return None
-    gpu = gpus[0]
-    driver = gpu["driver_version"] or "unknown"
+        return []
+    # One driver serves every GPU of a host.
+    driver = found[0]["driver_version"] or "unknown"
     if not version_at_least(driver, settings.min_nvidia_driver):
         problems.append(
             f"NVIDIA driver {driver} is older than {settings.min_nvidia_driver}, the minimum "
             f"for {settings.vllm_package}=={settings.vllm_version}'s CUDA build; upgrade it"
         )
-    cap = gpu["compute_cap"]
-    if cap is not None and cap < MIN_COMPUTE_CAP:
-        problems.append(
-            f"GPU {gpu['name']} has compute capability {cap[0]}.{cap[1]}; AWQ (awq_marlin) "
-            f"needs {MIN_COMPUTE_CAP[0]}.{MIN_COMPUTE_CAP[1]} or newer"
-        )
-    if gpu["memory_total_bytes"] is None:
-        problems.append(f"GPU {gpu['name']}: nvidia-smi reports no total memory")
-        return None
-    return gpu
+    gpus = []
+    for gpu in found:
+        cap = gpu["compute_cap"]
+        if cap is not None and cap < MIN_COMPUTE_CAP:
+            problems.append(
+                f"GPU {gpu['index']} {gpu['name']} has compute capability {cap[0]}.{cap[1]}; "
+                f"AWQ (awq_marlin) needs {MIN_COMPUTE_CAP[0]}.{MIN_COMPUTE_CAP[1]} or newer"
+            )
+        total = gpu["memory_total_bytes"]
+        if total is None:
+            problems.append(f"GPU {gpu['index']} {gpu['name']}: nvidia-smi reports no total memory")
+            continue
+        gpus.append(Gpu(gpu["index"], total, _reserved(gpu), gpu["uuid"] or None))
+    return gpus if len(gpus) == len(found) else []
 
 
 def _check_disk(facts: FactReader, path: str, need: int, what: str, problems: list[str]) -> None:

@@ -56,10 +56,13 @@ ENV_VALUE_RE = r"^[^\x00-\x1f\x7f\"'\\\\]{0,1024}$"
 DEPLOY_ENV = frozenset({
     "VLLM_API_KEY", "HF_HUB_OFFLINE", "HF_HOME", "VLLM_CACHE_ROOT", "XDG_CACHE_HOME",
     "TRITON_CACHE_DIR", "HOME", "XDG_CONFIG_HOME", "NUMBA_CACHE_DIR", "CUDA_DEVICE_ORDER",
+    "CUDA_VISIBLE_DEVICES",
     "VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "GLOO_SOCKET_IFNAME", "VLLM_HOST_IP",
     "VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND",
 })  # fmt: skip
 CPU_BIND_RE = r"^(auto|all|[0-9]+([,-][0-9]+)*(\|[0-9]+([,-][0-9]+)*)*)$"
+# A GPU's UUID as nvidia-smi -L and --query-gpu=uuid print it (CUDA_VISIBLE_DEVICES takes it).
+GPU_UUID_RE = re.compile(r"^GPU-[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
 # An RFC 1123 host name.
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+$")
 # Directories the OS owns: one of them as a llmhost directory would be chowned or filled.
@@ -136,6 +139,24 @@ class ModelSpec(Strict):
         return PurePosixPath(self.path).name
 
 
+class Slo(Strict):
+    """A service's latency targets (``llmhost bench``): a request meets them when its time to
+    first token and its mean time between tokens (TPOT) are both within."""
+
+    # A chat UI: the answer starts within 2 s and streams faster than people read.
+    ttft_ms: Annotated[float, Field(gt=0)] = 2000
+    itl_ms: Annotated[float, Field(gt=0)] = 100
+
+
+class Workload(Strict):
+    """The load ``llmhost bench`` puts on a service: requests of this shape, this many at once."""
+
+    # A chat turn: a short history in, a paragraph out.
+    prompt_tokens: Annotated[int, Field(ge=1)] = 512
+    output_tokens: Annotated[int, Field(ge=1)] = 256
+    concurrency: Annotated[int, Field(ge=1)] = 4
+
+
 class ServiceSpec(Strict):
     name: Annotated[str, Field(pattern=NAME_RE)]
     served_model_name: Annotated[str, Field(pattern=SERVED_NAME_RE)]
@@ -156,12 +177,18 @@ class ServiceSpec(Strict):
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=0.98)] | None = None
     # Lab (CPU build): the core(s) this instance's OpenMP threads are pinned to.
     cpu_threads_bind: Annotated[str, Field(pattern=CPU_BIND_RE)] | None = None
+    # GPU hosts: the GPUs it runs on, by nvidia-smi index or UUID (several: tensor parallel);
+    # None: the planner places it.
+    gpus: Annotated[list[int | str], Field(min_length=1)] | None = None
     extra_args: list[str] = []
     # More environment for this instance (e.g. VLLM_USE_FLASHINFER_SAMPLER=0 where the host's
     # vLLM has no flashinfer), in its 0600 env file after the deploy's own variables.
     env: dict[
         Annotated[str, Field(pattern=ENV_NAME_RE)], Annotated[str, Field(pattern=ENV_VALUE_RE)]
     ] = {}
+    # `llmhost bench`: the latency targets and the load of this service's role.
+    slo: Slo = Slo()
+    workload: Workload = Workload()
 
     @field_validator("env")
     @classmethod
@@ -173,6 +200,32 @@ class ServiceSpec(Strict):
                 "leave them out of env"
             )
         return env
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpu_names(cls, gpus: Any) -> Any:
+        """Each entry an index or a UUID, once (one error for each wrong entry, not one per
+        type it could have been)."""
+        for gpu in gpus if isinstance(gpus, list) else []:
+            index = type(gpu) is int and gpu >= 0
+            if not index and not (isinstance(gpu, str) and GPU_UUID_RE.match(gpu)):
+                raise ValueError(
+                    f"{gpu!r} is not a GPU; write its nvidia-smi index (0, 1, ...) or its UUID "
+                    "as `nvidia-smi -L` prints it (GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+                )
+            if gpus.count(gpu) > 1:
+                raise ValueError(f"{gpu!r} is listed twice; name each GPU once")
+        return gpus
+
+    @model_validator(mode="after")
+    def _workload_fits(self) -> ServiceSpec:
+        w = self.workload
+        if w.prompt_tokens + w.output_tokens > self.max_model_len:
+            raise ValueError(
+                f"workload: prompt_tokens + output_tokens ({w.prompt_tokens} + "
+                f"{w.output_tokens}) exceed max_model_len {self.max_model_len}; lower them"
+            )
+        return self
 
     @property
     def model_names(self) -> list[str]:
@@ -474,6 +527,11 @@ class Settings(Strict):
                 f"llmhost_services {fixed}: gpu_memory_utilization is for GPU hosts; on a CPU "
                 "host set llmhost_cpu_kv_cache_gib, or unset it"
             )
+        pinned = [svc.name for svc in self.services if svc.gpus is not None]
+        if pinned and not self.gpu:
+            raise ValueError(
+                f"llmhost_services {pinned}: gpus is for GPU hosts; on a CPU host unset it"
+            )
         if is_ip(self.bind_host) and is_public(self.bind_host) and not self.bind_public:
             raise ValueError(
                 f"llmhost_bind_host {self.bind_host!r} is not loopback: {PUBLIC_BIND_WHY}"
@@ -664,6 +722,8 @@ class Settings(Strict):
 
 
 OVERRIDES_KEY = f"{PREFIX}service_overrides"
+# Service keys whose override is merged into the service's own mapping, key by key.
+NESTED_KEYS: dict[str, type[Strict]] = {"model": ModelSpec, "slo": Slo, "workload": Workload}
 OVERRIDES_HELP = 'per-service changes on top, e.g. `{"coder": {"max_model_len": 8192}}`'
 
 
@@ -742,8 +802,8 @@ def _apply_overrides(
     for svc in services:
         svc = copy.deepcopy(dict(svc))
         for key, value in overrides.get(svc.get("name"), {}).items():
-            if key == "model" and isinstance(value, Mapping):
-                svc["model"] = {**svc.get("model", {}), **value}
+            if key in NESTED_KEYS and isinstance(value, Mapping):
+                svc[key] = {**svc.get(key, {}), **value}
             else:
                 svc[key] = value
         merged.append(svc)
@@ -771,7 +831,8 @@ def _describe(error: ValidationError, where: str, raw: Mapping[str, Any]) -> str
         path = "".join(f".{part}" for part in loc if not str(part).startswith("function-"))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            spec = GatewayClient if client else ModelSpec if "model" in loc[:-1] else ServiceSpec
+            nested = [NESTED_KEYS[part] for part in loc[:-1] if part in NESTED_KEYS]
+            spec = GatewayClient if client else nested[0] if nested else ServiceSpec
             msg = (
                 f"unknown key{_did_you_mean(str(loc[-1]), spec.model_fields)}; "
                 f"see the README's {'gateway clients' if client else 'service keys'}"

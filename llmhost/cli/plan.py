@@ -2,7 +2,8 @@
 
 Runs on the controller before any host is contacted: host data comes from the inventory and
 ``group_data/``, model metadata from the catalogue (or the hub / a local directory), and the
-GPU's size from ``--gpu-memory``.
+GPUs' sizes from ``--gpu-memory`` (one per GPU, comma separated; their order is the GPUs'
+nvidia-smi indices).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from llmhost.cli.common import BadInput, Exit, inventory_hosts
 from llmhost.plan.catalogue import ModelMetaError, resolve
-from llmhost.plan.planner import GiB, HostPlan, PlanError, plan_services
+from llmhost.plan.planner import GiB, Gpu, HostPlan, PlanError, plan_services
 from llmhost.settings import Settings, SettingsError
 from llmhost.stacks import STACKS
 
@@ -34,6 +35,11 @@ def parse_size(text: str) -> int:
     return int(float(number) * _UNITS[unit.lower()])
 
 
+def parse_gpus(text: str) -> list[Gpu]:
+    """The GPUs in '48GB,48GB': one size per GPU, GPU 0 first."""
+    return [Gpu(index=i, total_bytes=parse_size(size)) for i, size in enumerate(text.split(","))]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inventory", nargs="?", help="pyinfra inventory file (e.g. inventories/prod.py)"
@@ -45,8 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--gpu-memory",
-        metavar="SIZE",
-        help="the GPU's total memory, e.g. 80GB, 94GB, 96GiB (required for GPU hosts)",
+        metavar="SIZE[,SIZE...]",
+        help="each GPU's total memory, GPU 0 first, e.g. 80GB, 96GiB or 48GB,48GB "
+        "(required for GPU hosts)",
     )
     parser.add_argument(
         "--cpu", action="store_true", help="what-if for a CPU host (vLLM's CPU build)"
@@ -103,20 +110,20 @@ def _local_models(stack: str, given: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def _plan_host(data: dict[str, Any], gpu_total: int | None) -> HostPlan:
+def _plan_host(data: dict[str, Any], gpus: list[Gpu] | None) -> HostPlan:
     settings = Settings.from_host_data(data)
-    if settings.gpu and gpu_total is None:
+    if settings.gpu and gpus is None:
         raise BadInput(
             "llmhost_gpu is true; pass --gpu-memory with the card's total memory "
             "(e.g. 80GB, 96GiB): planning runs before any host is contacted"
         )
     metas = {svc.name: resolve(svc.model) for svc in settings.services}
-    return plan_services(settings, gpu_total if settings.gpu else None, metas)
+    return plan_services(settings, gpus if settings.gpu else None, metas)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        gpu_total = parse_size(args.gpu_memory) if args.gpu_memory else None
+        gpus = parse_gpus(args.gpu_memory) if args.gpu_memory else None
         hosts = _host_data(args)
     except BadInput as e:
         if args.json:
@@ -128,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     errors: dict[str, tuple[Exit, str]] = {}
     for name, data in hosts:
         try:
-            plans[name] = _plan_host(data, gpu_total)
+            plans[name] = _plan_host(data, gpus)
         except (BadInput, SettingsError, ModelMetaError) as e:
             errors[name] = (Exit.BAD_INPUT, str(e))
         except PlanError as e:
@@ -140,22 +147,21 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(_as_json(plans, errors, code), indent=2))
         return code
     for name, plan in plans.items():
-        print(f"== {_title(name, args, plan, gpu_total)} ==\n{plan.render_table()}\n")
+        print(f"== {_title(name, args, plan)} ==\n{plan.render_table()}\n")
     for name, (kind, message) in errors.items():
         verb = "refused" if kind is Exit.DOES_NOT_FIT else "cannot plan"
         print(f"llmhost plan: {_title(name, args)}: {verb}: {message}", file=sys.stderr)
     return code
 
 
-def _title(
-    name: str, args: argparse.Namespace, plan: HostPlan | None = None, gpu_total: int | None = None
-) -> str:
+def _title(name: str, args: argparse.Namespace, plan: HostPlan | None = None) -> str:
     title = f"stack {args.stack} (what-if)" if name == WHAT_IF else f"host {name}"
-    if plan is not None and plan.mode == "cpu":
+    if plan is None:
+        return title
+    if plan.mode == "cpu":
         return f"{title}, CPU"
-    if plan is not None and gpu_total:
-        return f"{title}, GPU {gpu_total / GiB:.1f} GiB"
-    return title
+    sizes = " + ".join(f"{g.total_bytes / GiB:.1f}" for g in plan.gpus)
+    return f"{title}, GPU{'s' if len(plan.gpus) > 1 else ''} {sizes} GiB"
 
 
 def _as_json(

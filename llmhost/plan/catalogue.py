@@ -59,6 +59,8 @@ class ModelMeta:
     # Tokens of KV a sequence keeps per layer when every layer uses a sliding window.
     sliding_window: int | None
     weights_bytes: int
+    # A quantized checkpoint's group size (AWQ: 128): tensor parallel must split whole groups.
+    quant_group_size: int | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], weights_bytes: int) -> ModelMeta:
@@ -94,6 +96,8 @@ class ModelMeta:
             rope_scaling=rope,
             sliding_window=int(window) if window else None,
             weights_bytes=int(weights_bytes),
+            # GPTQ writes -1 for "no groups".
+            quant_group_size=max(int(quant.get("group_size") or 0), 0) or None,
         )
 
 

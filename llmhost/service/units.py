@@ -35,9 +35,11 @@ def planned_argv(
         "--max-num-seqs", str(svc.max_num_seqs),
         "--max-num-batched-tokens", str(svc.max_num_batched_tokens),
     ]  # fmt: skip
-    fraction = plan.services[svc.name].gpu_memory_utilization
-    if fraction is not None:
-        args += ["--gpu-memory-utilization", f"{fraction:.3f}"]
+    planned = plan.services[svc.name]
+    if planned.gpu_memory_utilization is not None:
+        args += ["--gpu-memory-utilization", f"{planned.gpu_memory_utilization:.3f}"]
+    if planned.tensor_parallel_size > 1:
+        args += ["--tensor-parallel-size", str(planned.tensor_parallel_size)]
     if meta.quantization == "awq":
         # awq_marlin is the fast AWQ kernel; plain `awq` has failed on newer cards (vLLM #37387).
         args += ["--quantization", "awq_marlin"]
@@ -63,14 +65,27 @@ def _systemd_escape(command: str) -> str:
     return command.replace("%", "%%").replace("$", "$$")
 
 
-def started_after(settings: Settings, svc: ServiceSpec) -> list[str]:
+def started_after(settings: Settings, svc: ServiceSpec, plan: HostPlan) -> list[str]:
     """The units a service's unit is ordered after (``After=`` + ``Wants=``): on GPU hosts the
-    device nodes' oneshot, and the service before it in the configured order, so that systemd
-    too (at boot) starts co-located instances one at a time."""
+    device nodes' oneshot, and the last service before it in the configured order that shares
+    a GPU with it (on CPU hosts: the last one), so that systemd too (at boot) starts
+    co-located instances one at a time; services on GPUs of their own start at once."""
     names = [s.name for s in settings.services]
-    position = names.index(svc.name) if svc.name in names else 0
-    before = [Layout.unit_name(settings.services[position - 1])] if position else []
+    earlier = settings.services[: names.index(svc.name)] if svc.name in names else []
+    if settings.gpu:
+        mine = set(plan.services[svc.name].gpus)
+        earlier = [s for s in earlier if mine & set(plan.services[s.name].gpus)]
+    before = [Layout.unit_name(earlier[-1])] if earlier else []
     return ([DEVICES_UNIT] if settings.gpu else []) + before
+
+
+def visible_devices(plan: HostPlan, svc: ServiceSpec) -> str | None:
+    """``CUDA_VISIBLE_DEVICES`` for the service: its GPUs by UUID where the plan knows it
+    (stable whatever the order), else by index (PCI order: the env file sets
+    CUDA_DEVICE_ORDER=PCI_BUS_ID, nvidia-smi's); None on CPU hosts."""
+    by_index = {gpu.index: gpu for gpu in plan.gpus}
+    gpus = [by_index[i] for i in plan.services[svc.name].gpus]
+    return ",".join(gpu.uuid or str(gpu.index) for gpu in gpus) or None
 
 
 def health_wait(url: str) -> str:
@@ -98,7 +113,8 @@ def context(
         "env_files": [layout.api_key_env, layout.env_path(svc)],
         "exec_start": _systemd_escape(shlex.join(argv(settings, svc, meta, plan))),
         "health_wait": health_wait(layout.health_url(svc)),
-        "after": started_after(settings, svc),
+        "after": started_after(settings, svc, plan),
+        "visible_devices": visible_devices(plan, svc),
         "kv_space_gib": plan.services[svc.name].cpu_kv_cache_gib,
         "nofile": NOFILE,
     }

@@ -18,6 +18,7 @@ OWNED = frozenset(
         "--port",
         "--served-model-name",
         "--gpu-memory-utilization",
+        "--tensor-parallel-size",
         "--max-model-len",
         "--max-num-seqs",
         "--max-num-batched-tokens",
@@ -29,7 +30,7 @@ OWNED = frozenset(
 # Reads any flag from a YAML file, around every rule here.
 CONFIG = "--config"
 # vLLM's short spellings of flags the deploy may plan.
-SHORT = {"-q": "--quantization"}
+SHORT = {"-q": "--quantization", "-tp": "--tensor-parallel-size"}
 SECRET = frozenset({"--api-key", "--hf-token"})
 # Removed from vLLM: `vllm serve` exits at start on them (FACTS.md).
 REMOVED = frozenset({"--disable-log-requests", "--swap-space"})

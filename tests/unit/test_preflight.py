@@ -244,3 +244,84 @@ def test_what_preflight_read_in_place_is_not_written_again(
         [{"path": settings.config_dir, "group": "vllm", "mode": "750"}]
     )
     assert not checked.directories_in_place([{"path": settings.config_dir, "mode": "750"}])
+
+
+# A second card: the two-GPU fixture's (tests/unit/facts/nvidia.NvidiaGpus/two_gpus.json) UUIDs.
+UUID0 = "GPU-24c93693-1df4-8965-cd32-9f8883599a38"
+UUID1 = "GPU-00000000-1df4-8965-cd32-9f8883599a38"
+TWO = [{**H200, "uuid": UUID0}, {**H200, "index": 1, "uuid": UUID1}]
+
+
+def test_every_gpu_is_read_and_planned(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeHost()
+    fake.facts["NvidiaGpus"] = TWO
+    monkeypatch.setattr(preflight, "host", fake)
+    settings = Settings.from_host_data({"llmhost_stack": "single-vendor"}, "gpu-01")
+    checked = preflight.check_host(settings)
+    # Each service alone on a card, known by its UUID, sized with that card's own reservation.
+    assert [(g.index, g.uuid, g.services) for g in checked.plan.gpus] == [
+        (0, UUID0, ("coder",)),
+        (1, UUID1, ("general",)),
+    ]
+    assert checked.plan.gpus[0].budget_bytes == int(0.9 * (143156 * 1024**2))
+    assert [s.gpus for s in checked.applied.services.values()] == [[0], [1]]
+
+
+@pytest.mark.parametrize(
+    ("gpus", "facts", "expect"),
+    [
+        (
+            [2],
+            {"NvidiaGpus": TWO},
+            f"gpu-01: plan: llmhost_services['coder'].gpus: 2 is not a GPU of this host, which "
+            f"has 0 ({UUID0}), 1 ({UUID1}); pin one of those",
+        ),
+        (
+            ["GPU-11111111-1df4-8965-cd32-9f8883599a38"],
+            {"NvidiaGpus": TWO},
+            "gpu-01: plan: llmhost_services['coder'].gpus: 'GPU-11111111-1df4-8965-cd32-"
+            "9f8883599a38' is not a GPU of this host",
+        ),
+        (
+            [0, UUID0],
+            {"NvidiaGpus": TWO},
+            "gpu-01: plan: llmhost_services['coder'].gpus names GPU 0 twice",
+        ),
+    ],
+    ids=["index", "uuid", "both-names"],
+)
+def test_a_pinned_gpu_not_on_the_host_is_refused(
+    monkeypatch: pytest.MonkeyPatch, gpus: list[Any], facts: dict[str, Any], expect: str
+) -> None:
+    problems = _run(monkeypatch, facts, llmhost_service_overrides={"coder": {"gpus": gpus}})
+    assert len(problems) == 1 and problems[0].startswith(expect), problems
+
+
+def test_a_gpu_smaller_than_a_fixed_fraction_assumed_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # coder's own 0.3 was sized for the H200; pinned to a 24 GB card it holds no sequence.
+    small = {**H200, "index": 1, "uuid": UUID1, "name": "NVIDIA L4",
+             "memory_total_bytes": 23034 * 1024**2,
+             "memory_free_bytes": 22495 * 1024**2}  # fmt: skip
+    overrides = {"coder": {"gpus": [1], "gpu_memory_utilization": 0.3}}
+    [problem] = _run(
+        monkeypatch, {"NvidiaGpus": [H200, small]}, llmhost_service_overrides=overrides
+    )
+    assert problem.startswith("gpu-01: plan: coder: gpu_memory_utilization 0.3 is 6.6 GiB of ")
+    assert "raise it to" in problem
+
+
+@pytest.mark.parametrize(
+    ("second", "expect"),
+    [
+        ({"compute_cap": (7, 5), "name": "Tesla T4"}, "gpu-01: GPU 1 Tesla T4 has compute "),
+        ({"memory_total_bytes": None}, "gpu-01: GPU 1 NVIDIA H200: nvidia-smi reports no total"),
+    ],
+    ids=["old-card", "no-total"],
+)
+def test_each_gpu_is_checked(
+    monkeypatch: pytest.MonkeyPatch, second: dict[str, Any], expect: str
+) -> None:
+    problems = _run(monkeypatch, {"NvidiaGpus": [TWO[0], {**TWO[1], **second}]})
+    assert problems and problems[0].startswith(expect), problems

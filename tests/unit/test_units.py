@@ -123,8 +123,10 @@ def test_cpu_units_have_no_device_oneshot(tmp_path) -> None:
     lab = group_settings(ROOT, "lab")
     assert not lab.gpu
     second = lab.services[1]
-    assert units.started_after(lab, lab.services[0]) == []
-    assert units.started_after(lab, second) == [Layout.unit_name(lab.services[0])]
+    # On CPU hosts every service follows the one before it (they share the host's cores).
+    plan = HostPlan(mode="cpu", services={}, verdict="")
+    assert units.started_after(lab, lab.services[0], plan) == []
+    assert units.started_after(lab, second, plan) == [Layout.unit_name(lab.services[0])]
 
 
 def test_env_keeps_home_and_caches_in_the_cache_dir_and_cuda_in_pci_order(prod, rendered) -> None:
