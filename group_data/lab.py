@@ -38,6 +38,9 @@ llmhost_services = [
         "model": {"source": "local", "path": str(_model_path("tiny-coder"))},
         # One core each, so the two instances do not fight over OpenMP threads.
         "cpu_threads_bind": "0",
+        # `llmhost bench`: the IDE assistant's targets, its load scaled to the tiny model.
+        "slo": {"ttft_ms": 1500, "itl_ms": 50},
+        "workload": {"prompt_tokens": 512, "output_tokens": 64, "concurrency": 4},
         **_TINY,
     },
     {
@@ -46,6 +49,8 @@ llmhost_services = [
         "port": 8002,
         "model": {"source": "local", "path": str(_model_path("tiny-general"))},
         "cpu_threads_bind": "1",
+        # `llmhost bench`: a chat turn, scaled to the tiny model (the chat UI's targets).
+        "workload": {"prompt_tokens": 128, "output_tokens": 64, "concurrency": 4},
         **_TINY,
     },
 ]

@@ -40,6 +40,13 @@ QWEN_7B = {
     "revision": "b25037543e9394b818fdfca67ab2a00ecc7dd641",
 }
 
+# `llmhost bench` for the coder's role, an IDE assistant: a file's worth of context in, a
+# function out; its first token soon (the developer waits), then faster than a chat's.
+IDE_ASSISTANT = {
+    "slo": {"ttft_ms": 1500, "itl_ms": 50},
+    "workload": {"prompt_tokens": 2048, "output_tokens": 256, "concurrency": 4},
+}
+
 
 def _service(
     name: str, port: int, served: str, model: Mapping[str, Any], max_model_len: int, **knobs: Any
@@ -63,19 +70,39 @@ STACKS: Mapping[str, list[dict[str, Any]]] = {
     # deepseek-coder-33b was trained to 16384 positions (vLLM would accept 65536 via its rope x4).
     "primary": [
         _service(
-            "coder", 8001, "deepseek-coder-33b-instruct", DEEPSEEK_CODER_33B, 16384, concurrency=4
+            "coder",
+            8001,
+            "deepseek-coder-33b-instruct",
+            DEEPSEEK_CODER_33B,
+            16384,
+            concurrency=4,
+            **IDE_ASSISTANT,
         ),
         _service(
             "general", 8002, "mistral-7b-instruct-v0.2", MISTRAL_7B_INSTRUCT, 32768, concurrency=4
         ),
     ],
     "single-vendor": [
-        _service("coder", 8001, "qwen2.5-coder-32b-instruct", QWEN_CODER_32B, 32768, concurrency=2),
+        _service(
+            "coder",
+            8001,
+            "qwen2.5-coder-32b-instruct",
+            QWEN_CODER_32B,
+            32768,
+            concurrency=2,
+            **IDE_ASSISTANT,
+        ),
         _service("general", 8002, "qwen2.5-7b-instruct", QWEN_7B, 32768, concurrency=4),
     ],
     "max-quality": [
         _service(
-            "coder", 8001, "deepseek-coder-33b-instruct", DEEPSEEK_CODER_33B, 16384, concurrency=4
+            "coder",
+            8001,
+            "deepseek-coder-33b-instruct",
+            DEEPSEEK_CODER_33B,
+            16384,
+            concurrency=4,
+            **IDE_ASSISTANT,
         ),
         _service("general", 8002, "qwen2.5-14b-instruct", QWEN_14B, 32768, concurrency=2),
     ],

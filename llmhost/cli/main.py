@@ -1,4 +1,4 @@
-"""The ``llmhost`` command: the VRAM plan, each host's status, and the lab host
+"""The ``llmhost`` command: the VRAM plan, each host's status, its load bench, and the lab host
 (``llmhost_lab``, imported only by ``llmhost lab``)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import sys
 
 
 def parser() -> argparse.ArgumentParser:
+    from llmhost.cli import bench as bench_cli
     from llmhost.cli import plan as plan_cli
     from llmhost.cli import status as status_cli
 
@@ -21,6 +22,9 @@ def parser() -> argparse.ArgumentParser:
     status_p = sub.add_parser("status", help="each host's services, GPU and alerts, at a glance")
     status_cli.add_arguments(status_p)
     status_p.set_defaults(func=status_cli.run)
+    bench_p = sub.add_parser("bench", help="load a host's services against their latency targets")
+    bench_cli.add_arguments(bench_p)
+    bench_p.set_defaults(func=bench_cli.run)
     return top
 
 
