@@ -49,9 +49,21 @@ def _total(output: str) -> tuple[int, int]:
     return count[0], count[1]
 
 
+# --data that every later deploy on this worker's guest carries (``keep_data``).
+_KEPT: list[str] = []
+
+
+def keep_data(*data: str) -> None:
+    """Every later deploy on this worker's guest carries ``data`` (its ``--data`` arguments; a
+    test's own ``--data`` for the same key wins): a drill's end state stays the guest's, instead
+    of the next drill's converge undoing it at the cost of vLLM starts."""
+    _KEPT[:] = data
+
+
 def deploy_command(*extra: str) -> list[str]:
     """The README's deploy against the test guest, as a user would run it."""
-    return [str(BIN / "pyinfra"), "-y", "inventories/lab.py", "deploy.py", "--limit", HOST, *extra]
+    return [str(BIN / "pyinfra"), "-y", "inventories/lab.py", "deploy.py", "--limit", HOST,
+            *_KEPT, *extra]  # fmt: skip
 
 
 def deploy(*extra: str) -> DeployRun:

@@ -40,6 +40,7 @@ from lab_guest import (
     DeployRun,
     deploy,
     host_checks,
+    keep_data,
     on_guest,
     unit,
 )
@@ -312,6 +313,8 @@ def test_interrupted_deploys_converge_on_a_plain_rerun(
         assert {runs_on(n) for n in SERVICES} == {step.path}
         # The release they ran before stays, for a rollback.
         assert _on_guest_ok(f"test -s {LAYOUT.release_stamp}"), "the previous release is gone"
+        # It stays the guest's: switching both back would cost the next drill two vLLM starts.
+        keep_data(*step.data)
     print(
         f"drill interrupted {step_name}: a plain re-run converged in {rerun_s:.0f} s, "
         f"changing {changed(output)}; still running after it: {_leftovers() or 'nothing'}"

@@ -13,6 +13,8 @@ import re
 from drills import runs_on, with_pins
 from lab_guest import LAYOUT, SERVICES, DeployRun, deploy, host_checks, on_guest, unit
 
+from llmhost.layout import VENV_STAMP
+
 ROLLED_BACK = re.compile(r"rolled back to its last good release: healthy again after (\d+) s")
 
 
@@ -22,7 +24,9 @@ def _pids() -> dict[str, str]:
 
 def test_a_pin_that_does_not_install_restarts_nothing(start_converged: DeployRun) -> None:
     running = runs_on("coder")
-    stamp = on_guest(f"stat -c %Y {LAYOUT.release_stamp}")
+    # The release running now (the lab's pins, or the install drill's kept on this guest).
+    running_stamp = f"{running}/{VENV_STAMP}"
+    stamp = on_guest(f"stat -c %Y {running_stamp}")
     pids = _pids()
     broken, data = with_pins("filelock==0.0.0")
 
@@ -36,7 +40,7 @@ def test_a_pin_that_does_not_install_restarts_nothing(start_converged: DeployRun
     assert "filelock==0.0.0" in run.output and "stopped before it was complete" in run.output
     assert _pids() == pids, "a service restarted although its new release did not install"
     assert {runs_on(n) for n in SERVICES} == {running}
-    assert on_guest(f"stat -c %Y {LAYOUT.release_stamp}") == stamp, "the running release changed"
+    assert on_guest(f"stat -c %Y {running_stamp}") == stamp, "the running release changed"
     assert on_guest(f"test -e {broken.release_stamp} || echo absent").strip() == "absent"
     print(f"\ndrill pin that does not install: deploy failed, {len(pids)} services untouched")
 
