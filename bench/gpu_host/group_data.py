@@ -18,6 +18,8 @@ llmhost_service_overrides = {
         # flashinfer is stubbed, not carried: vLLM 0.25.0's sampler must not try it (seen:
         # "ModuleNotFoundError: No module named 'flashinfer'").
         "env": {"VLLM_USE_FLASHINFER_SAMPLER": "0"},
+        # Pinned as a one-GPU host with several-GPU data would be: CUDA_VISIBLE_DEVICES by UUID.
+        "gpus": [0],
     }
     for name, d in (
         ("coder", "deepseek-coder-33B-instruct-AWQ"),
@@ -44,6 +46,12 @@ llmhost_job_timeout_s = 1800
 # says why).
 llmhost_gateway = _os.environ.get("GPU_HOST_GATEWAY", "1") == "1"
 llmhost_monitoring = _os.environ.get("GPU_HOST_MONITORING", "1") == "1"
+
+# The bench at one request at a time (ITL against the floor of reading the weights once per
+# token); without it, each service's own workload.
+if _os.environ.get("GPU_HOST_BENCH_CONCURRENCY"):
+    for _svc in llmhost_service_overrides.values():
+        _svc["workload"] = {"concurrency": int(_os.environ["GPU_HOST_BENCH_CONCURRENCY"])}
 
 # The rollback drill: a change that cannot serve (a tokenizer that is not there), coder only.
 if _os.environ.get("GPU_HOST_BREAK") == "1":

@@ -84,6 +84,14 @@ step "   rc $(cat $RUN/deploy2.rc); $(grep -a 'llmhost phases done' $RUN/deploy2
 G "systemctl show llmhost-gpu-exporter -p SubState -p NRestarts -p ExecMainStartTimestamp; journalctl -u llmhost-gpu-exporter --no-pager -o short-unix | tail -30" > $RUN/exporter2.txt 2>&1
 summary
 
+step "3b. llmhost bench: one request at a time, then each service's workload"
+GPU_HOST_BENCH_CONCURRENCY=1 timeout 600 llmhost bench "$INV" --duration 10 --json $RUN/bench-c1.json \
+  > $RUN/bench-c1.log 2>&1; echo $? > $RUN/bench-c1.rc
+timeout 900 llmhost bench "$INV" --duration 20 --json $RUN/bench.json > $RUN/bench.log 2>&1
+echo $? > $RUN/bench.rc
+step "   bench rc $(cat $RUN/bench-c1.rc) / $(cat $RUN/bench.rc)"
+summary
+
 step "4. a change that cannot serve (coder: --tokenizer /nonexistent/tokenizer)"
 echo "general before: $(show general)" > $RUN/rollback.txt
 event rollback.start
