@@ -63,8 +63,13 @@ setup)
   python3 $here/stubs.py make $GH/wheelhouse $(cat $GH/payload/stubs.txt) >> $RUN/stubs.log
   /usr/bin/python3 -m venv $GH/rv && python3 $here/stubs.py resolve $GH/wheelhouse $GH/rv/bin/pip >> $RUN/stubs.log 2>&1
   say "wheelhouse: $(ls $GH/wheelhouse | wc -l) wheels, $(du -sh $GH/wheelhouse | cut -f1); $(tail -1 $RUN/stubs.log); stubs: $(tr '\n' ' ' < $GH/stubs.txt)"
-  # The run reads the tree from a copy of its own: each call replaces the one it came with.
-  rm -rf $GH/repo && mkdir -p $GH/repo && tar -cf - --exclude=.gpu -C "$repo" . | tar -xf - -C $GH/repo
+  # The run reads the tree from a copy of its own: each call replaces the one it came with. A
+  # carried .gpu/tree.tar (`git archive -o .gpu/tree.tar HEAD`) is a commit's tree, without
+  # what the working tree has uncommitted.
+  rm -rf $GH/repo && mkdir -p $GH/repo
+  if [ -f .gpu/tree.tar ]; then tar -xf .gpu/tree.tar -C $GH/repo
+  else tar -cf - --exclude=.gpu -C "$repo" . | tar -xf - -C $GH/repo; fi
+  say "tree: $(cat .gpu/tree.commit 2>/dev/null || echo working tree)"
   repo=$GH/repo; here=$repo/bench/gpu_host
   # The controller: pyinfra, the checks and the llmhost command, from wheels, in a venv of its own.
   /usr/bin/python3 -m venv $GH/ctl && $GH/ctl/bin/pip install -q --no-index --find-links $GH/payload/ctl \
