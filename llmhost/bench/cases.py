@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from llmhost.layout import Layout
@@ -96,7 +97,8 @@ def driver_spec(
     run = cases(names, gateway=client is not None)
     services = {}
     for name in names:
-        svc = settings.service(name)
+        # A replicated service is driven straight at its first replica (the gateway balances).
+        svc = settings.service(name).instances()[0]
         services[name] = {
             "model": svc.served_model_name,
             "tokenizer": layout.model_dir(svc),
@@ -122,7 +124,9 @@ def driver_spec(
 
 
 def exec_python(exec_start: str) -> str | None:
-    """The interpreter of a unit's ``ExecStart`` (``systemctl show -p ExecStart --value``):
-    the release venv the service runs now, which has vLLM's benchmark client."""
+    """The python of the release venv a unit's ``ExecStart`` runs from (``systemctl show -p
+    ExecStart --value``), which has vLLM's benchmark client: the executable is the venv's
+    ``python`` (the lab's launcher) or its ``vllm`` script (the default, seen on the GPU host:
+    running the driver with it handed the source to vLLM's CLI)."""
     found = re.search(r"\bpath=(\S+)", exec_start)
-    return found.group(1) if found else None
+    return str(PurePosixPath(found.group(1)).with_name("python")) if found else None

@@ -107,6 +107,9 @@ def test_the_running_python_comes_from_execstart() -> None:
         "33123d71b178752c/bin/python -m vllm.entrypoints.openai.api_server ; status=0/0 }"
     )
     assert cases.exec_python(shown) == "/opt/llmhost/venvs/33123d71b178752c/bin/python"
+    # The default launcher: the venv's vllm script, whose python is beside it.
+    script = "{ path=/opt/llmhost/venvs/0123/bin/vllm ; argv[]=/opt/llmhost/venvs/0123/bin/vllm }"
+    assert cases.exec_python(script) == "/opt/llmhost/venvs/0123/bin/python"
     assert cases.exec_python("") is None
 
 
