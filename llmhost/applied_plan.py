@@ -42,16 +42,27 @@ class AppliedPlan(_Doc):
     gpu: bool
     gpu_total_bytes: int | None
     gpu_memory_cap: float
+    # Each GPU's driver reservation the plan used (by index): the next deploy plans with it
+    # while nvidia-smi's reading stays near it (preflight), so a second run plans the same.
+    gpu_reserved_bytes: list[int] = []
     # In the configured order: the order the services start in.
     services: dict[str, AppliedService]
 
     @classmethod
-    def of(cls, settings: Settings, plan: HostPlan, gpu_total_bytes: int | None) -> AppliedPlan:
-        """What the deploy applies to a host from its settings and the planner's verdict."""
+    def of(
+        cls,
+        settings: Settings,
+        plan: HostPlan,
+        gpu_total_bytes: int | None,
+        gpu_reserved_bytes: list[int] | None = None,
+    ) -> AppliedPlan:
+        """What the deploy applies to a host from its settings and the planner's verdict (and
+        the GPUs' reservations it planned with)."""
         return cls(
             gpu=settings.gpu,
             gpu_total_bytes=gpu_total_bytes,
             gpu_memory_cap=settings.gpu_memory_cap,
+            gpu_reserved_bytes=gpu_reserved_bytes or [],
             services={
                 svc.name: AppliedService(
                     name=svc.name,

@@ -27,7 +27,7 @@ from pyinfra.facts.files import FileContents, FindDirectories
 from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import LinuxDistribution
 
-from llmhost.applied_plan import AppliedPlan
+from llmhost.applied_plan import AppliedPlan, AppliedPlanError
 from llmhost.checked import Checked
 from llmhost.facts.batch import FactCall, FactReader, reader_for_run
 from llmhost.facts.host import (
@@ -117,7 +117,7 @@ def check_host(settings: Settings) -> Checked:
         metas=metas,
         gpu_total_bytes=gpu_total,
         plan=plan,
-        applied=AppliedPlan.of(settings, plan, gpu_total),
+        applied=AppliedPlan.of(settings, plan, gpu_total, [g.reserved_bytes for g in gpus]),
         account_ready=account_ready,
         facts=facts,
         owned=dict(zip(owned, facts.get(PathStates, paths=owned), strict=False)),
@@ -141,6 +141,7 @@ def _every_run(settings: Settings) -> list[FactCall]:
         (FileContents, {"path": layout.release_stamp}),
         *((FileContents, {"path": layout.model_marker(svc)}) for svc in settings.services),
         (FileContents, {"path": layout.tools_stamp}),
+        (FileContents, {"path": layout.plan}),
         (Memory, {}),
         (DebPackages, {}),
         (PathStates, {"paths": layout.owned_paths}),
@@ -442,10 +443,31 @@ def _check_ram(
         )
 
 
-def _reserved(gpu: NvidiaGpu) -> int:
-    """The driver's reservation as the host reports it, else the planner's model of it."""
+# How far the driver's reservation may read from the applied plan's before it is taken as new
+# (another card, another driver): far above the drift seen, far below a plan's margins.
+RESERVED_DRIFT = 64 << 20
+
+
+def _reserved(gpu: NvidiaGpu, applied: list[int]) -> int:
+    """The driver's reservation as the host reports it, else the planner's model of it. The
+    reading drifts by a few MiB once processes hold memory (4 MiB seen on an H200 between an
+    idle card and the same card serving both services), which moved the plan's KV tokens and
+    made a second deploy rewrite the applied plan: the reservation the applied plan used stays
+    while the reading is within ``RESERVED_DRIFT`` of it."""
     found = reserved_bytes(gpu)
-    return DRIVER_RESERVED_BYTES if found is None else found
+    if found is None:
+        return DRIVER_RESERVED_BYTES
+    kept = applied[gpu["index"]] if gpu["index"] < len(applied) else None
+    return kept if kept is not None and abs(found - kept) <= RESERVED_DRIFT else found
+
+
+def _applied_reservations(facts: FactReader, settings: Settings) -> list[int]:
+    """Each GPU's reservation in the plan the host runs (none when it has none or cannot say)."""
+    lines = facts.get(FileContents, path=Layout(settings).plan)
+    try:
+        return AppliedPlan.from_json("\n".join(lines or []), "").gpu_reserved_bytes
+    except AppliedPlanError:
+        return []
 
 
 def _check_gpus(settings: Settings, facts: FactReader, problems: list[str]) -> list[Gpu]:
@@ -458,6 +480,7 @@ def _check_gpus(settings: Settings, facts: FactReader, problems: list[str]) -> l
             f">= {settings.min_nvidia_driver}, or set llmhost_gpu = False for a CPU host"
         )
         return []
+    applied = _applied_reservations(facts, settings)
     # One driver serves every GPU of a host.
     driver = found[0]["driver_version"] or "unknown"
     if not version_at_least(driver, settings.min_nvidia_driver):
@@ -477,7 +500,7 @@ def _check_gpus(settings: Settings, facts: FactReader, problems: list[str]) -> l
         if total is None:
             problems.append(f"GPU {gpu['index']} {gpu['name']}: nvidia-smi reports no total memory")
             continue
-        gpus.append(Gpu(gpu["index"], total, _reserved(gpu), gpu["uuid"] or None))
+        gpus.append(Gpu(gpu["index"], total, _reserved(gpu, applied), gpu["uuid"] or None))
     return gpus if len(gpus) == len(found) else []
 
 

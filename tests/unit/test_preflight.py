@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from llmhost import preflight
+from llmhost.applied_plan import AppliedPlan
 from llmhost.facts.batch import Batch
+from llmhost.facts.nvidia import reserved_bytes
 from llmhost.layout import NOLOGIN, USER_COMMENT, Layout
 from llmhost.settings import Settings
 
@@ -80,11 +82,18 @@ class FakeHost:
     )
 
     reads: list[str] = field(default_factory=list)
+    # FileContents by path, where a test gives one (else the fact's own value: None).
+    files: dict[str, list[str]] = field(default_factory=dict)
 
     def get_fact(self, fact: type, **kwargs: Any) -> Any:
         self.reads.append(fact.__name__)
         if fact is Batch:
-            return [self.facts[cls.__name__] for cls, _ in kwargs["facts"]]
+            return [self._value(cls, args) for cls, args in kwargs["facts"]]
+        return self._value(fact, kwargs)
+
+    def _value(self, fact: type, args: dict[str, Any]) -> Any:
+        if fact.__name__ == "FileContents" and args.get("path") in self.files:
+            return self.files[args["path"]]
         return self.facts[fact.__name__]
 
 
@@ -325,3 +334,32 @@ def test_each_gpu_is_checked(
 ) -> None:
     problems = _run(monkeypatch, {"NvidiaGpus": [TWO[0], {**TWO[1], **second}]})
     assert problems and problems[0].startswith(expect), problems
+
+
+def _checked_with(
+    monkeypatch: pytest.MonkeyPatch, gpu: dict[str, Any], applied: str | None
+) -> AppliedPlan:
+    fake = FakeHost()
+    fake.facts["NvidiaGpus"] = [gpu]
+    settings = Settings.from_host_data({"llmhost_stack": "single-vendor"}, "gpu-01")
+    if applied is not None:
+        fake.files[Layout(settings).plan] = applied.splitlines()
+    monkeypatch.setattr(preflight, "host", fake)
+    return preflight.check_host(settings).applied
+
+
+def test_a_second_deploy_plans_with_the_reservation_the_host_runs_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Seen on an H200: idle, total - used - free read 615 MiB; serving both services, 619 MiB.
+    first = _checked_with(monkeypatch, H200, None)
+    serving = {**H200, "memory_used_bytes": 128465 * 1024**2, "memory_free_bytes": 14687 * 1024**2}
+    assert reserved_bytes(serving) == reserved_bytes(H200) + 4 * 1024**2
+    assert _checked_with(monkeypatch, serving, first.to_json()) == first
+    # Without the applied plan, the drifted reading plans other KV numbers: what made a second
+    # run rewrite the plan on the host.
+    assert _checked_with(monkeypatch, serving, None) != first
+    # Another card (or driver) reads far off: the new reading is planned with.
+    other = {**H200, "memory_free_bytes": 142156 * 1024**2}
+    moved = _checked_with(monkeypatch, other, first.to_json())
+    assert moved.gpu_reserved_bytes == [reserved_bytes(other)] != first.gpu_reserved_bytes
