@@ -62,7 +62,7 @@ fi
 journals deploy1; nvml deploy1
 G "systemctl show llmhost-gpu-exporter -p SubState -p NRestarts -p ExecMainStartTimestamp; journalctl -u llmhost-gpu-exporter --no-pager -o short-unix | tail -30" > $RUN/exporter.txt 2>&1
 G "cat /etc/llmhost/plan.json" > $RUN/applied-plan.json 2>&1
-G "systemctl cat llmhost-coder llmhost-general; ls /etc/systemd/system" > $RUN/units.txt 2>&1
+G "systemctl cat llmhost-coder llmhost-general; ls /etc/systemd/system; grep -H ^CUDA_ /etc/llmhost/*.env" > $RUN/units.txt 2>&1
 summary
 healthy 8001 && healthy 8002 || step "   not both healthy after the deploy: $(show coder) / $(show general)"
 
