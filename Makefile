@@ -13,9 +13,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Bring up the lab guest, deploy both services onto it, run the post-deploy checks, show status.
+# HUB=1: both models from the lab's hub mirror (`source: hub`, group_data/hub/), as on a real host.
 lab: install
-	$(BIN)/llmhost lab up --name $(GUEST)
-	$(BIN)/pyinfra -y inventories/lab.py deploy.py --limit lab-$(GUEST)
+	$(BIN)/llmhost lab up --name $(GUEST) $(if $(HUB),--mirror)
+	$(BIN)/pyinfra -y inventories/lab.py deploy.py --limit lab-$(GUEST) \
+	  $(if $(HUB),--group-data group_data/hub)
 	$(BIN)/pytest tests/host --inventory inventories/lab.py --limit lab-$(GUEST)
 	$(BIN)/llmhost status inventories/lab.py --limit lab-$(GUEST)
 

@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
 
 def run(lab: ModuleType, args: argparse.Namespace) -> int:
     if args.action == "up":
-        guest = lab.up(args.name, model_store=args.model_store)
+        guest = lab.up(args.name, model_store=args.model_store, mirror=args.mirror)
         print(f"ssh: {' '.join(lab.ssh_command(guest))}")
     elif args.action == "down":
         lab.down(args.name)
@@ -94,6 +94,12 @@ def parser() -> argparse.ArgumentParser:
     actions.choices["up"].add_argument(
         "--model-store",
         help="host directory bound at the guest's model dir (survives `lab down`)",
+    )
+    actions.choices["up"].add_argument(
+        "--mirror",
+        action="store_true",
+        help="also run the lab's hub mirror (Olah) with the lab's models, for `source: hub` "
+        "(`--group-data group_data/hub`); it stops with the last guest that asked for it",
     )
     actions.choices["ssh"].add_argument("command", nargs="*", help="the command to run")
     actions.choices["forward"].add_argument(

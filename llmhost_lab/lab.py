@@ -391,10 +391,33 @@ def _locked() -> Iterator[None]:
         yield
 
 
-def up(name: str = "default", model_store: str | None = None) -> Guest:
-    """Boot the guest NAME unless it runs already; return its connection data."""
+def up(name: str = "default", model_store: str | None = None, mirror: bool = False) -> Guest:
+    """Boot the guest NAME unless it runs already; return its connection data. ``mirror``: the
+    lab's hub mirror runs too, while this guest does (``llmhost_lab.mirror``)."""
     with _locked():
-        return _up(name, model_store)
+        guest = _up(name, model_store)
+        if mirror:
+            from llmhost_lab import mirror as hub_mirror
+
+            hub_mirror.start(name)
+        return guest
+
+
+def mirror_up(name: str) -> None:
+    """The lab's hub mirror up for the guest NAME (idempotent); it stops once no running guest
+    that asked for it is left."""
+    from llmhost_lab import mirror
+
+    with _locked():
+        mirror.start(name)
+
+
+def mirror_release(name: str) -> None:
+    """The guest NAME no longer needs the mirror: it stops if no running guest does."""
+    from llmhost_lab import mirror
+
+    with _locked():
+        mirror.release(name)
 
 
 def _new_guest(name: str, model_store: str | None) -> Guest:
@@ -633,6 +656,9 @@ def _down(name: str, quiet: bool) -> bool:
         _teardown_network(guest, last=not others)
     shutil.rmtree(gdir, ignore_errors=True)
     _write_ssh_config()
+    from llmhost_lab import mirror
+
+    mirror.release(name)
     if not quiet:
         print(f"lab: guest {name!r} removed", flush=True)
     return True

@@ -15,6 +15,8 @@ from llmhost.facts.jobs import Job
 from llmhost.operations import jobs
 from llmhost.operations.digests import tree_digest
 from llmhost.operations.marks import written_last
+from llmhost.remote import run as remote
+from llmhost.remote import snapshot
 
 # What vLLM reads from a checkpoint; the rest of a hub repo (other formats, images) is skipped.
 HUB_PATTERNS = ("*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja")
@@ -62,19 +64,24 @@ def local(src: str, dest: str, marker: str):
     yield written_last(marker, digest)
 
 
-# Run as: sh -c FETCH fetch LOCK DEST MARKER REVISION USER HF REPO PATTERN... (values never
-# enter the script's text). The download runs as the service user; ``hf download`` resumes what
-# an interrupted one left. It holds the tools venv's lock shared, so a new hub client pin waits
-# for running downloads before it rebuilds that venv.
+# Run as: sh -c FETCH fetch LOCK DEST MARKER REVISION USER TOOLS VERIFY REPO PATTERN... (values
+# never enter the script's text). The download runs as the service user; ``hf download`` resumes
+# what an interrupted one left, and checks only sizes: VERIFY (``llmhost.remote.snapshot``'s
+# source) checks every file against the commit's hashes before the marker is written. It holds
+# the tools venv's lock shared, so a new hub client pin waits for running downloads before it
+# rebuilds that venv.
 FETCH = """\
 set -eu
-lock=$1 dest=$2 marker=$3 revision=$4 user=$5 hf=$6 repo=$7; shift 7
+lock=$1 dest=$2 marker=$3 revision=$4 user=$5 tools=$6 verify=$7 repo=$8; shift 8
 t0=$(date +%s)
 n=$#; for p do set -- "$@" --include "$p"; done; shift "$n"
 exec 9>>"$lock"; flock -s 9
 install -d -o "$user" -m 755 "$dest"
 echo "llmhost: downloading $repo@$revision into $dest"
-runuser -u "$user" -- "$hf" download "$repo" --revision "$revision" --local-dir "$dest" "$@"
+as_user() { runuser -u "$user" -- "$@"; }
+as_user "$tools/bin/hf" download "$repo" --revision "$revision" --local-dir "$dest" "$@"
+as_user "$tools/bin/hf" models ls "$repo" --revision "$revision" -R --format json \\
+  | as_user "$tools/bin/python" -B -c "$verify" "$dest" "$@"
 echo "$revision" > "$marker.tmp" && mv "$marker.tmp" "$marker"
 size=$(du -sb "$dest" | cut -f 1)
 echo "llmhost: downloaded $((size / 1048576)) MiB in $(($(date +%s) - t0)) s"
@@ -145,7 +152,8 @@ def hub(
         env["HF_TOKEN_PATH"] = token_file
     if endpoint:
         env["HF_ENDPOINT"] = endpoint
-    args = [f"{tools}.lock", dest, marker, revision, user, f"{tools}/bin/hf", repo, *patterns]
+    verify = remote.source(snapshot)
+    args = [f"{tools}.lock", dest, marker, revision, user, tools, verify, repo, *patterns]
     yield from jobs.start(
         unit,
         f"llmhost: download {repo}@{revision[:12]} into {dest}",

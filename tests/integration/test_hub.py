@@ -1,0 +1,235 @@
+"""The hub path for real (issue 29): coder's model downloaded on the guest by the deploy's hub
+job, from the lab's hub mirror (Olah serving local git repositories, ``llmhost_lab.mirror``).
+
+One converge from the mirror starts the module; the drills after it change coder's model only
+(general keeps the lab's local one), and the refused revision and the corrupted file change
+nothing at all, so the module costs three coder starts (the mirror converge, the gated repo,
+and the lab's data put back at the end). Each drill prints its key
+number; the module prints its own wall time.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import secrets
+import shlex
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import guest_scan
+import pytest
+from lab_guest import GUEST, LAYOUT, DeployRun, deploy, on_guest, unit
+from test_bad_input import MARKER, UNITS, WATCHED, _problems
+from test_secrets import SEARCHED
+
+from llmhost.layout import fetch_job
+from llmhost.operations.models import HUB_PATTERNS
+from llmhost.remote import run as remote
+from llmhost.settings import ModelSpec
+from llmhost_lab import lab, mirror
+
+TINY = "tiny-coder"
+REPO = f"{mirror.ORG}/{TINY}"
+WEIGHTS = "model.safetensors"
+MIB = 1024**2
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Coder's model from the mirror: its --data and where the deploy puts it."""
+
+    model: dict[str, object]
+    data: tuple[str, ...]
+    dest: str
+    marker: str
+    unit: str
+
+
+def _snapshot(repo: str, revision: str, token_file: Path | None = None) -> Snapshot:
+    model = {"source": "hub", "repo": repo, "revision": revision, "path": None}
+    data = ["--data", f"llmhost_hf_endpoint={json.dumps(mirror.ENDPOINT)}"]
+    if token_file:
+        model["gated"] = True
+        data += ["--data", f"llmhost_hf_token_file={json.dumps(str(token_file))}"]
+    data += ["--data", f"llmhost_service_overrides={json.dumps({'coder': {'model': model}})}"]
+    dest = f"{LAYOUT.settings.model_dir}/{ModelSpec.model_validate(model).dirname}"
+    return Snapshot(model, tuple(data), dest, f"{dest}/.llmhost-complete", fetch_job(dest))
+
+
+def _served_since(mark: int) -> list[dict]:
+    """What the mirror's front sent since the byte log was ``mark`` bytes long."""
+    with mirror.served_log().open() as log:
+        log.seek(mark)
+        return [json.loads(line) for line in log]
+
+
+def _log_mark() -> int:
+    return mirror.served_log().stat().st_size if mirror.served_log().exists() else 0
+
+
+def _weights_sent(served: list[dict], repo: str) -> list[dict]:
+    return [s for s in served if s["method"] == "GET" and s["path"].endswith(f"/{WEIGHTS}")
+            and f"/{repo}/resolve/" in s["path"]]  # fmt: skip
+
+
+def _coder_pid() -> str:
+    return on_guest(f"systemctl show -p MainPID --value {unit('coder')}").strip()
+
+
+def _published(repo: str) -> str:
+    return mirror.publish(repo, lab.model_path(TINY))
+
+
+@pytest.fixture(scope="module")
+def hub(converged: DeployRun) -> Iterator[None]:
+    """The mirror up for this guest; afterwards the lab's data again, the mirror released."""
+    began = time.monotonic()
+    lab.mirror_up(GUEST)
+    yield
+    try:
+        restored = deploy()
+        assert restored.returncode == 0, restored.output[-3000:]
+    finally:
+        lab.mirror_release(GUEST)
+        mirror.ungate(f"{REPO}-gated")
+        for extra in ("next", "gated", "corrupted"):
+            mirror.unpublish(f"{REPO}-{extra}")
+        print(f"\ntest_hub.py: the module took {time.monotonic() - began:.0f} s (wall)")
+
+
+@pytest.fixture(scope="module")
+def from_mirror(hub: None) -> Snapshot:
+    """Coder's model from the mirror, deployed: the start of every later drill."""
+    snap = _snapshot(REPO, mirror.revision(REPO))
+    mark = _log_mark()
+    run = deploy(*snap.data)
+    assert run.returncode == 0, run.output[-5000:]
+    sent = _weights_sent(_served_since(mark), REPO)
+    assert len(sent) == 1 and sent[0]["status"] == 200, sent
+    size, seconds = sent[0]["bytes"], sent[0]["s"]
+    summary = on_guest(f"journalctl -u {snap.unit} -o cat --no-pager | grep '^llmhost: ' | tail -2")
+    print(f"\ndrill hub deploy: the mirror sent {WEIGHTS} ({size / MIB:.1f} MiB) in {seconds} s "
+          f"({size / MIB / max(seconds, 0.001):.0f} MiB/s) over the guest's veth (no limit); "
+          f"the job said: {' / '.join(summary.splitlines())}")  # fmt: skip
+    return snap
+
+
+def _host_digests(dest: str) -> dict[str, str]:
+    out = on_guest(f"cd {dest} && find . -maxdepth 1 -type f ! -name '.*' -exec sha256sum {{}} +")
+    return {line.split()[1].removeprefix("./"): line.split()[0] for line in out.splitlines()}
+
+
+def _commit_digests(repo: str, revision: str) -> dict[str, str]:
+    """sha256 of each file of the commit the download takes (an LFS file's from its pointer)."""
+    root = mirror.repo_dir(repo)
+    git = ["git", "-C", str(root)]
+    names = subprocess.run([*git, "ls-tree", "-r", "--name-only", revision], check=True,
+                           capture_output=True, text=True).stdout.split()  # fmt: skip
+    found = {}
+    for name in names:
+        if not any(fnmatch.fnmatch(name, p) for p in HUB_PATTERNS):
+            continue
+        blob = subprocess.run([*git, "show", f"{revision}:{name}"], check=True,
+                              capture_output=True).stdout  # fmt: skip
+        pointer = blob.decode(errors="replace")
+        lfs = pointer.startswith("version https://git-lfs") and "oid sha256:" in pointer
+        found[name] = pointer.split("oid sha256:")[1].split()[0] if lfs else _sha256(blob)
+    return found
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_a_deploy_from_the_mirror_serves_the_commit(from_mirror: Snapshot) -> None:
+    revision = str(from_mirror.model["revision"])
+    assert on_guest(f"cat {from_mirror.marker}").strip() == revision
+    host, commit = _host_digests(from_mirror.dest), _commit_digests(REPO, revision)
+    same = sum(host.get(name) == digest for name, digest in commit.items())
+    print(f"drill hub deploy: {REPO}@{revision[:12]}: {len(host)} files on the host, {same} of "
+          f"the commit's {len(commit)} equal to it (sha256)")  # fmt: skip
+    assert host == commit
+    exec_start = on_guest(f"systemctl show -p ExecStart --value {unit('coder')}")
+    assert from_mirror.dest in exec_start, exec_start
+
+
+def _nothing_changed(*data: str) -> tuple[DeployRun, str]:
+    """A deploy that must change nothing: its run, and the files it wrote (none)."""
+    pids = on_guest(f"touch {MARKER} && systemctl show -p MainPID --value {UNITS}")
+    run = deploy(*data)
+    after = on_guest(
+        f"systemctl show -p MainPID --value {UNITS} && echo -- && "
+        f"find {' '.join(WATCHED)} -xdev -newer {MARKER} -print"
+    )
+    pids_after, _, written = after.partition("--\n")
+    assert pids_after == pids, f"a service was restarted: {pids.split()} -> {pids_after.split()}"
+    return run, written
+
+
+def test_a_revision_the_mirror_lacks_is_refused_before_any_change(from_mirror: Snapshot) -> None:
+    missing = secrets.token_hex(20)
+    mark = _log_mark()
+    run, written = _nothing_changed(*_snapshot(REPO, missing).data)
+    assert run.returncode != 0, run.output[-3000:]
+    problems = _problems(run.output)
+    print("drill missing revision:", *problems, sep="\n  ")
+    assert len(problems) == 1 and f"{REPO}@{missing}: the hub refused" in problems[0], problems
+    assert written == "", f"the refused deploy wrote on the host:\n{written}"
+    # Preflight asked the mirror from the controller; the guest asked nothing.
+    guests = {s["client"] for s in _served_since(mark)}
+    assert guests <= {mirror.ADDRESS, "127.0.0.1"}, guests
+
+
+def test_a_file_corrupted_on_the_mirror_is_never_marked_complete(from_mirror: Snapshot) -> None:
+    repo = f"{REPO}-corrupted"
+    snap = _snapshot(repo, _published(repo))
+    # Bit rot in the mirror's store after publishing: same size, other bytes.
+    store = mirror.lfs_file(repo, WEIGHTS)
+    with store.open("r+b") as f:
+        f.seek(store.stat().st_size // 2)
+        f.write(b"\xde\xad\xbe\xef" * 16)
+    pid = _coder_pid()
+    run = deploy(*snap.data)
+    assert run.returncode != 0, run.output[-3000:]
+    refused = [line.strip() for line in run.output.splitlines() if f"{WEIGHTS}: sha256" in line]
+    print("drill corrupted file:", *refused, sep="\n  ")
+    assert refused, run.output[-3000:]
+    left = on_guest(f"ls -A {snap.dest}").split()
+    assert ".llmhost-complete" not in left and WEIGHTS not in left, left
+    assert _coder_pid() == pid, "coder restarted onto a snapshot that is not complete"
+    assert snap.dest not in on_guest(f"systemctl show -p ExecStart --value {unit('coder')}")
+    print(f"drill corrupted file: left in {snap.dest}: {left}; coder still on {from_mirror.dest}")
+
+
+def test_a_gated_repo_downloads_with_the_token_kept_in_its_file(
+    from_mirror: Snapshot, tmp_path: Path
+) -> None:
+    repo = f"{REPO}-gated"
+    revision = _published(repo)
+    token = f"hf_{secrets.token_hex(17)}"
+    token_file = tmp_path / "hf_token"
+    token_file.write_text(token + "\n")
+    mirror.gate(repo, token)
+    snap = _snapshot(repo, revision, token_file)
+    # The gate is real: without the token the mirror refuses the guest.
+    url = f"{mirror.ENDPOINT}/{repo}/resolve/{revision}/config.json"
+    status = on_guest(f"curl -s -o /dev/null -w '%{{http_code}}' {url}").strip()
+    run = deploy("-vv", *snap.data)
+    assert run.returncode == 0, run.output[-5000:]
+    assert on_guest(f"cat {snap.marker}").strip() == revision
+    command = shlex.join(remote.argv(guest_scan, *SEARCHED))
+    found = json.loads(on_guest(command, stdin=json.dumps({"the HF token": token})))
+    where = {path: (f["secrets"], oct(f["mode"]), f["owner"]) for path, f in found["files"].items()}
+    print(f"drill gated repo: without the token the mirror answered {status}; with it the "
+          f"download completed; the token is in: {where}; on command lines: "
+          f"{found['cmdlines'] or 'none'}; in the journal: {found['journal'] or 'no'}; "
+          f"in the -vv output: {token in run.output}")  # fmt: skip
+    assert status == "401"
+    assert where == {LAYOUT.hf_token: (["the HF token"], "0o600", LAYOUT.settings.user)}, where
+    assert not found["cmdlines"] and not found["journal"] and token not in run.output
+    mirror.ungate(repo)
