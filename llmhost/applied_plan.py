@@ -36,6 +36,13 @@ class AppliedService(_Doc):
     # Defaults: what a plan written before there were several GPUs meant.
     gpus: list[int] = []
     tensor_parallel_size: int = 1
+    # A replica's service (``llmhost-<service>-<n>``); None: the service's one unit.
+    replica_of: str | None = None
+
+    @property
+    def service(self) -> str:
+        """The service (the gateway's backend) this unit serves."""
+        return self.replica_of or self.name
 
 
 class AppliedPlan(_Doc):
@@ -45,7 +52,8 @@ class AppliedPlan(_Doc):
     # Each GPU's driver reservation the plan used (by index): the next deploy plans with it
     # while nvidia-smi's reading stays near it (preflight), so a second run plans the same.
     gpu_reserved_bytes: list[int] = []
-    # In the configured order: the order the services start in.
+    # Each unit (a service, or each of its replicas) in the configured order: the order they
+    # start in.
     services: dict[str, AppliedService]
 
     @classmethod
@@ -76,10 +84,18 @@ class AppliedPlan(_Doc):
                     kv_tokens=plan.services[svc.name].kv_tokens,
                     gpus=list(plan.services[svc.name].gpus),
                     tensor_parallel_size=plan.services[svc.name].tensor_parallel_size,
+                    replica_of=svc.replica_of,
                 )
-                for svc in settings.services
+                for svc in settings.instances
             },
         )
+
+    def by_service(self) -> dict[str, list[AppliedService]]:
+        """Each service's units (its replicas), in order: what the gateway balances."""
+        found: dict[str, list[AppliedService]] = {}
+        for svc in self.services.values():
+            found.setdefault(svc.service, []).append(svc)
+        return found
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2) + "\n"

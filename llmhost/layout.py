@@ -160,12 +160,21 @@ class Layout:
     def unit_path(self, svc: ServiceSpec) -> str:
         return f"{UNIT_DIR}/{self.unit_name(svc)}"
 
+    @property
+    def env_dir(self) -> str:
+        """Where each unit's ``<name>.env`` is."""
+        return self.settings.config_dir
+
     def env_path(self, svc: ServiceSpec) -> str:
-        return f"{self.settings.config_dir}/{svc.name}.env"
+        return f"{self.env_dir}/{svc.name}.env"
+
+    @property
+    def good_root(self) -> str:
+        return f"{self.settings.config_dir}/good"
 
     def good_dir(self, svc: ServiceSpec) -> str:
         """Copies of the unit and env file that last answered /health: what rollback restores."""
-        return f"{self.settings.config_dir}/good/{svc.name}"
+        return f"{self.good_root}/{svc.name}"
 
     def good_config_dir(self, daemon: str) -> str:
         """Copies of a daemon's config files that last took live (``gateway``, ``prometheus``):
@@ -313,7 +322,7 @@ class Layout:
         return [
             s.base_dir, s.model_dir, s.cache_dir, s.config_dir, self.plan, self.api_key_env,
             self.hf_token,
-            *(p for svc in s.services for p in (self.unit_path(svc), self.env_path(svc))),
+            *(p for svc in s.instances for p in (self.unit_path(svc), self.env_path(svc))),
             GATEWAY_DIR, self.gateway_keys_dir, self.gateway_dropin_dir, self.gateway_candidate,
             self.gateway_dropin, self.gateway_cert, self.gateway_pem, self.gateway_lua,
             self.node_exporter_defaults, self.prometheus_defaults, self.gpu_exporter_dir,

@@ -302,7 +302,8 @@ def _check_extra_args(
 ) -> None:
     """No ``extra_args`` overrides a planned flag or carries a secret (``vllm_args``)."""
     for svc in settings.services:
-        planned = units.planned_argv(settings, svc, metas[svc.name], plan)
+        # Replicas differ only in port, cores and GPU: the first stands for them all.
+        planned = units.planned_argv(settings, svc.instances()[0], metas[svc.name], plan)
         flags = {f for f in map(vllm_args.flag_name, planned) if f}
         for problem in vllm_args.problems(svc.extra_args, flags):
             problems.append(f"llmhost_services[{svc.name!r}].extra_args: {problem}")
@@ -424,10 +425,12 @@ def _check_ram(
 ) -> None:
     """The services' processes, and on CPU hosts their weights and KV cache, fit in RAM."""
     memory_mb = facts.get(Memory) or 0
-    parts = {"for their processes": RAM_PER_SERVICE_BYTES * len(settings.services)}
+    parts = {"for their processes": RAM_PER_SERVICE_BYTES * len(settings.instances)}
     fix = "use a host with more RAM"
     if not settings.gpu:
-        parts["of weights"] = sum(m.weights_bytes for m in metas.values())
+        # Each replica holds weights of its own.
+        held = [metas.get(svc.service_name) for svc in settings.instances]
+        parts["of weights"] = sum(m.weights_bytes for m in held if m)
         fix = "use smaller models or a host with more RAM"
         if plan is not None:
             kv_gib = sum(p.cpu_kv_cache_gib or 0 for p in plan.services.values())

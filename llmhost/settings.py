@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     Tag,
     ValidationError,
     field_validator,
@@ -157,6 +158,16 @@ class Workload(Strict):
     concurrency: Annotated[int, Field(ge=1)] = 4
 
 
+# A service's cores: one binding for every replica, or a list of one per replica.
+CpuBind = Annotated[str, Field(pattern=CPU_BIND_RE)]
+CpuBinds = Annotated[
+    Annotated[CpuBind, Tag("plain")] | Annotated[list[CpuBind], Tag("list")],
+    Discriminator(lambda v: "list" if isinstance(v, list) else "plain"),
+]
+# Replica n of a service listens on its port + n - 1 (README, "Hosts with several GPUs").
+REPLICA_PORTS = "replica n listens on the service's port + n - 1"
+
+
 class ServiceSpec(Strict):
     name: Annotated[str, Field(pattern=NAME_RE)]
     served_model_name: Annotated[str, Field(pattern=SERVED_NAME_RE)]
@@ -165,6 +176,9 @@ class ServiceSpec(Strict):
     # Requests in flight through the gateway to this service; beyond it, 429 (None: no cap).
     gateway_max_in_flight: Annotated[int, Field(ge=1)] | None = None
     port: Annotated[int, Field(ge=1024, le=65535)]
+    # Instances of the model behind the gateway, one unit each (llmhost-<name>-<n> when more
+    # than one), replica n on port + n - 1.
+    replicas: Annotated[int, Field(ge=1, le=16)] = 1
     model: ModelSpec
     max_model_len: Annotated[int, Field(ge=16)]
     # How many sequences of max_model_len tokens must fit in the KV cache at once.
@@ -175,10 +189,11 @@ class ServiceSpec(Strict):
     enforce_eager: bool = False
     # Set to fix the fraction yourself; the planner then reports the KV it gives.
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=0.98)] | None = None
-    # Lab (CPU build): the core(s) this instance's OpenMP threads are pinned to.
-    cpu_threads_bind: Annotated[str, Field(pattern=CPU_BIND_RE)] | None = None
-    # GPU hosts: the GPUs it runs on, by nvidia-smi index or UUID (several: tensor parallel);
-    # None: the planner places it.
+    # Lab (CPU build): the core(s) this instance's OpenMP threads are pinned to; with replicas,
+    # a list of one binding per replica (one string: every replica on the same cores).
+    cpu_threads_bind: CpuBinds | None = None
+    # GPU hosts: the GPUs it runs on, by nvidia-smi index or UUID (several: tensor parallel;
+    # with replicas, one GPU per replica); None: the planner places it.
     gpus: Annotated[list[int | str], Field(min_length=1)] | None = None
     extra_args: list[str] = []
     # More environment for this instance (e.g. VLLM_USE_FLASHINFER_SAMPLER=0 where the host's
@@ -189,6 +204,8 @@ class ServiceSpec(Strict):
     # `llmhost bench`: the latency targets and the load of this service's role.
     slo: Slo = Slo()
     workload: Workload = Workload()
+    # Set on a replica's spec (``instances``): the service it is a replica of.
+    _replica_of: str | None = PrivateAttr(default=None)
 
     @field_validator("env")
     @classmethod
@@ -218,6 +235,24 @@ class ServiceSpec(Strict):
         return gpus
 
     @model_validator(mode="after")
+    def _one_per_replica(self) -> ServiceSpec:
+        """Lists of cores and GPU pins give each replica its own."""
+        binds = self.cpu_threads_bind
+        if isinstance(binds, list) and len(binds) != self.replicas:
+            raise ValueError(
+                f"cpu_threads_bind lists {len(binds)} binding(s) for {self.replicas} replica(s); "
+                "list one per replica (e.g. ['0', '1']), or give one string for all"
+            )
+        if self.replicas > 1 and self.gpus is not None and len(self.gpus) != self.replicas:
+            raise ValueError(
+                f"gpus lists {len(self.gpus)} GPU(s) for {self.replicas} replicas; with replicas, "
+                "list one GPU per replica, or remove gpus to have the planner place them"
+            )
+        if self.port + self.replicas - 1 > 65535:
+            raise ValueError(f"port {self.port}: {REPLICA_PORTS}, past 65535; lower it")
+        return self
+
+    @model_validator(mode="after")
     def _workload_fits(self) -> ServiceSpec:
         w = self.workload
         if w.prompt_tokens + w.output_tokens > self.max_model_len:
@@ -231,6 +266,39 @@ class ServiceSpec(Strict):
     def model_names(self) -> list[str]:
         """Every name clients may ask for this model by: the served name, then the aliases."""
         return [self.served_model_name, *self.aliases]
+
+    @property
+    def replica_of(self) -> str | None:
+        """The service this spec is a replica of (``instances``); None for a service's own."""
+        return self._replica_of
+
+    @property
+    def service_name(self) -> str:
+        """The service this unit serves: its own name, or the one it is a replica of."""
+        return self._replica_of or self.name
+
+    def instances(self) -> list[ServiceSpec]:
+        """One spec per systemd unit: the service itself with one replica (its unit keeps its
+        name), else replica n as ``<name>-<n>`` on port + n - 1, with its own cores and GPU."""
+        if self.replicas == 1:
+            return [self._replica(self.name, 0)]
+        return [self._replica(f"{self.name}-{n}", n - 1) for n in range(1, self.replicas + 1)]
+
+    def _replica(self, name: str, i: int) -> ServiceSpec:
+        binds = self.cpu_threads_bind
+        update: dict[str, Any] = {
+            "name": name,
+            "port": self.port + i,
+            "replicas": 1,
+            "cpu_threads_bind": binds[i] if isinstance(binds, list) else binds,
+        }
+        if self.replicas > 1 and self.gpus is not None:
+            update["gpus"] = [self.gpus[i]]
+        if update == {k: getattr(self, k) for k in update}:
+            return self
+        replica = self.model_copy(update=update)
+        replica._replica_of = self.name if self.replicas > 1 else None
+        return replica
 
 
 class GatewayClient(Strict):
@@ -251,7 +319,7 @@ GatewayClientData = Annotated[
     Annotated[str | None, Tag("plain")] | Annotated[GatewayClient, Tag("mapping")],
     Discriminator(lambda v: "mapping" if isinstance(v, dict | GatewayClient) else "plain"),
 ]
-UNION_TAGS = frozenset({"plain", "mapping"})
+UNION_TAGS = frozenset({"plain", "mapping", "list"})
 
 
 def _key(default: Any, description: str) -> Any:
@@ -601,7 +669,7 @@ class Settings(Strict):
     @property
     def listen_ports(self) -> dict[str, int]:
         """Every port the host listens on for llmhost, by the key (or service) that sets it."""
-        ports = {f"service {svc.name!r}": svc.port for svc in self.services}
+        ports = {f"service {svc.name!r}": svc.port for svc in self.instances}
         if self.gateway:
             ports |= {
                 PREFIX + k: getattr(self, k) for k in ("gateway_port", "gateway_metrics_port")
@@ -618,8 +686,11 @@ class Settings(Strict):
         taken: dict[int, str] = {}
         for who, port in self.listen_ports.items():
             if port in taken:
+                several = any(svc.replicas > 1 for svc in self.services)
+                replicas = f" ({REPLICA_PORTS})" if several else ""
                 raise ValueError(
-                    f"{who} {port} is also {taken[port]}'s port; give each a port of its own"
+                    f"{who} {port} is also {taken[port]}'s port{replicas}; give each a port of "
+                    "its own"
                 )
             taken[port] = who
         return self
@@ -652,6 +723,16 @@ class Settings(Strict):
                         "llmhost_service_overrides)"
                     )
                 seen[value] = svc.name
+        # A replica's unit name is another service's (``general-2`` beside ``general`` x 2).
+        units: dict[str, str] = {}
+        for svc in services:
+            for unit in svc.instances():
+                if unit.name in units:
+                    raise ValueError(
+                        f"services {units[unit.name]!r} and {svc.name!r} both run a unit named "
+                        f"llmhost-{unit.name} (replica n of a service is <name>-<n>); rename one"
+                    )
+                units[unit.name] = svc.name
         # Model names (served names and aliases) are one name space: the gateway routes on it.
         named: dict[str, str] = {}
         for svc in services:
@@ -693,6 +774,13 @@ class Settings(Strict):
 
     def service(self, name: str) -> ServiceSpec:
         return next(svc for svc in self.services if svc.name == name)
+
+    @property
+    def instances(self) -> list[ServiceSpec]:
+        """Every service's units in the configured order, replicas in turn
+        (``ServiceSpec.instances``): what the deploy starts, the planner places and the checks,
+        the alerts and ``llmhost status`` judge one by one."""
+        return [unit for svc in self.services for unit in svc.instances()]
 
     @classmethod
     def from_host_data(cls, data: Mapping[str, Any], where: str = "host data") -> Settings:

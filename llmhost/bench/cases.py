@@ -97,7 +97,8 @@ def driver_spec(
     run = cases(names, gateway=client is not None)
     services = {}
     for name in names:
-        svc = settings.service(name)
+        # A replicated service is driven straight at its first replica (the gateway balances).
+        svc = settings.service(name).instances()[0]
         services[name] = {
             "model": svc.served_model_name,
             "tokenizer": layout.model_dir(svc),

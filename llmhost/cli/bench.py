@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     spec = driver_spec(settings, names, args.duration, client)
     where = reach(name, data)
     try:
-        answer = drive(where, release_python(where, unit_name(names[0])), spec)
+        first = settings.service(names[0]).instances()[0]
+        answer = drive(where, release_python(where, unit_name(first.name)), spec)
     except BenchFailed as e:
         print(f"llmhost bench: {name}: {e}", file=sys.stderr)
         return Exit.UNREACHABLE

@@ -46,13 +46,13 @@ def probe_args(name: str, settings: Settings) -> dict[str, Any]:
     layout = Layout(settings)
     args: dict[str, Any] = {
         "plan": layout.plan,
-        "units": {svc.name: layout.unit_name(svc) for svc in settings.services},
+        "units": {svc.name: layout.unit_name(svc) for svc in settings.instances},
     }
     if settings.monitoring is True:
         args["prometheus"] = layout.prometheus_url
         args["queries"] = status.queries(name)
     else:
-        args["metrics"] = {svc.name: layout.url(svc, "/metrics") for svc in settings.services}
+        args["metrics"] = {svc.name: layout.url(svc, "/metrics") for svc in settings.instances}
         if settings.gpu:
             args["smi"] = {"gpus": NvidiaGpus().command().split(), "apps": []}
             args["smi"]["apps"] = NvidiaComputeApps().command().split()

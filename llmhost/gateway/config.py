@@ -41,11 +41,20 @@ API_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/r
 
 
 @dataclass(frozen=True)
+class Server:
+    """One unit of a service (a replica) as the gateway reaches it."""
+
+    name: str
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
 class Backend:
     name: str
     served_model_name: str
-    address: str
-    port: int
+    # The service's units: one, or each of its replicas (balanced by least connections).
+    servers: tuple[Server, ...]
     # Every name the model answers to (served name first), its cap on requests in flight and
     # the 429 body beyond it.
     names: tuple[str, ...]
@@ -103,10 +112,10 @@ def models_json(plan: AppliedPlan, names: dict[str, tuple[str, ...]]) -> str:
             "id": name,
             "object": "model",
             "owned_by": "llmhost",
-            "max_model_len": svc.max_model_len,
+            "max_model_len": units[0].max_model_len,
         }
-        for svc in plan.services.values()
-        for name in names.get(svc.name, ())
+        for service, units in plan.by_service().items()
+        for name in names.get(service, ())
     ]
     return json.dumps({"object": "list", "data": data}, separators=(",", ":"))
 
@@ -185,19 +194,25 @@ def _clients(
     return rules
 
 
+def _backends(settings: Settings, plan: AppliedPlan) -> list[Backend]:
+    """One backend per service, a server per unit: the cap is the model's, whichever replica
+    serves."""
+    backends = []
+    for name, units in plan.by_service().items():
+        spec = settings.service(name)
+        cap = spec.gateway_max_in_flight
+        servers = tuple(Server(u.name, url_host(u.bind_host), u.port) for u in units)
+        busy = _busy(spec.served_model_name, cap) if cap else ""
+        names = tuple(spec.model_names)
+        backends.append(Backend(name, spec.served_model_name, servers, names, cap, busy))
+    return backends
+
+
 def context(settings: Settings, plan: AppliedPlan) -> dict[str, Any]:
     """The variables ``haproxy.cfg.j2`` is rendered with."""
     layout = Layout(settings)
-    specs = {name: settings.service(name) for name in plan.services}
-    names = {name: tuple(spec.model_names) for name, spec in specs.items()}
-    backends = []
-    for svc in plan.services.values():
-        cap = specs[svc.name].gateway_max_in_flight
-        busy = _busy(svc.served_model_name, cap) if cap else ""
-        address = url_host(svc.bind_host)
-        backends.append(
-            Backend(svc.name, svc.served_model_name, address, svc.port, names[svc.name], cap, busy)
-        )
+    backends = _backends(settings, plan)
+    names = {b.name: b.names for b in backends}
     clients = _clients(settings, plan, names)
     largest = max(svc.max_model_len for svc in plan.services.values())
     max_body = max_body_bytes(largest)

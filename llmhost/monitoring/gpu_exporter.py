@@ -41,8 +41,9 @@ PROCESS_MEMORY = f"{PREFIX}process_memory_used_bytes"
 UP = f"{PREFIX}nvml_up"
 GPU_LABELS = ("gpu", "uuid", "name")
 # An llmhost service's unit in a cgroup path: .../system.slice/llmhost-coder.service
-# (layout.unit_name writes the name; this file cannot import llmhost).
-UNIT_RE = re.compile(r"/llmhost-([a-z][a-z0-9-]{0,30})\.service(?:/|$)")
+# (layout.unit_name writes the name; this file cannot import llmhost): a service's name, up to
+# 31 characters, or a replica's (``general-2``, up to ``-16`` more).
+UNIT_RE = re.compile(r"/llmhost-([a-z][a-z0-9-]{0,33})\.service(?:/|$)")
 
 
 @functools.cache

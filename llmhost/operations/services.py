@@ -3,11 +3,13 @@ its last good release when it does not; a daemon restarted or reloaded on what c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.files import FindFiles
 
 from llmhost.facts.batch import fact
 from llmhost.facts.host import UnitState
@@ -83,6 +85,57 @@ fi
 printf '%s\\n' "$u: journal of the failed start:" "$journal" >&2
 exit 1"""
 )
+
+
+@operation()
+def retired(
+    prefix: str, services: list[str], keep: list[str], unit_dir: str, env_dir: str, good_dir: str
+):
+    """
+    Stop, disable and remove the units of ``services`` that are not in ``keep``: a replica
+    removed, or a service's units renamed between one replica and several.
+
+    + prefix: what every unit of the deploy's is named with (``llmhost-``)
+    + services: the services whose units are looked for: ``<prefix><service>.service`` and
+      ``<prefix><service>-<n>.service``
+    + keep: the unit names the deploy runs now
+    + unit_dir: where the unit files are
+    + env_dir: where each unit's ``<name>.env`` is
+    + good_dir: where each unit's last good copies are (``<good_dir>/<name>``)
+
+    Units of other names (exporters, jobs, services no longer in the data) are never touched.
+
+    **Example:**
+
+    .. code:: python
+
+        services.retired(
+            prefix="llmhost-", services=["general"], keep=["llmhost-general-1.service"],
+            unit_dir="/etc/systemd/system", env_dir="/etc/llmhost", good_dir="/etc/llmhost/good",
+        )
+    """
+    mine = re.compile(
+        rf"{re.escape(prefix)}((?:{'|'.join(map(re.escape, services))})(?:-[0-9]+)?)\.service"
+    )
+    found = fact(FindFiles, path=unit_dir, maxdepth=1, fname=f"{prefix}*.service")
+    names = sorted(
+        match[1]
+        for match in (mine.fullmatch(path.rsplit("/", 1)[-1]) for path in found or [])
+        if match and match[0] not in keep
+    )
+    if not names:
+        host.noop("no units of removed replicas")
+        return
+    for name in names:
+        unit = f"{prefix}{name}.service"
+        yield StringCommand("systemctl", "disable", "--now", "-q", QuoteString(unit))
+        files = (f"{unit_dir}/{unit}", f"{env_dir}/{name}.env", f"{good_dir}/{name}")
+        yield StringCommand("rm", "-rf", *map(QuoteString, files))
+        # A unit that failed stays listed until reset; once removed, this may find none.
+        yield StringCommand(
+            "systemctl", "reset-failed", QuoteString(unit), "2>/dev/null", "||", "true"
+        )
+    yield "systemctl daemon-reload"
 
 
 @operation()

@@ -953,13 +953,14 @@ def plan_services(
     if isinstance(gpus, int):
         gpus = [Gpu(index=0, total_bytes=gpus, reserved_bytes=gpu_reserved_bytes)]
     requests = []
-    for svc in settings.services:
-        if svc.name not in metas:
+    # Each replica is a request of its own: placed apart where they fit (spread before packing).
+    for svc in settings.instances:
+        if svc.service_name not in metas:
             raise PlanError(f"{svc.name}: no model metadata for {svc.model.repo or svc.model.path}")
         requests.append(
             ServiceRequest(
                 name=svc.name,
-                meta=metas[svc.name],
+                meta=metas[svc.service_name],
                 max_model_len=svc.max_model_len,
                 concurrency=svc.concurrency,
                 kv_cache_dtype=svc.kv_cache_dtype,
@@ -968,7 +969,9 @@ def plan_services(
                 enforce_eager=svc.enforce_eager,
                 label=svc.model.repo or svc.model.path or "",
                 gpu_memory_utilization=svc.gpu_memory_utilization,
-                gpus=None if svc.gpus is None or not gpus else _pinned(svc.name, svc.gpus, gpus),
+                gpus=None
+                if svc.gpus is None or not gpus
+                else _pinned(svc.service_name, svc.gpus, gpus),
             )
         )
     if not settings.gpu:

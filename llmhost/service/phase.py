@@ -6,7 +6,7 @@ from __future__ import annotations
 from pyinfra.api import deploy
 
 from llmhost.checked import Checked
-from llmhost.layout import DEVICES_UNIT, MODEL_MARKER, VENV_STAMP, Layout
+from llmhost.layout import DEVICES_UNIT, MODEL_MARKER, UNIT_DIR, UNIT_PREFIX, VENV_STAMP, Layout
 from llmhost.operations import paths, secrets, services, snapshots
 from llmhost.render import render
 from llmhost.secret_files import read_secret
@@ -30,10 +30,22 @@ def start_services(settings: Settings, checked: Checked) -> None:
             f"Unit {DEVICES_UNIT} (NVIDIA device nodes before the services)",
             [{"dest": layout.devices_unit_path, "content": units.devices_unit()}],
         )
-    # In the configured order: each instance measures free GPU memory when it starts, and a
-    # failed switch stops the deploy before the next service is touched. The units carry the
-    # same order for systemd (After=/Wants= the previous one) for boots.
-    for svc in settings.services:
+    # Units no service runs any more (replicas removed, or renamed between one replica and
+    # several) go first: their ports and GPU memory may be the new units'.
+    services.retired(
+        name="Stop and remove units of replicas no longer configured",
+        prefix=UNIT_PREFIX,
+        services=[svc.name for svc in settings.services],
+        keep=[layout.unit_name(svc) for svc in settings.instances],
+        unit_dir=UNIT_DIR,
+        env_dir=layout.env_dir,
+        good_dir=layout.good_root,
+    )
+    # In the configured order, replicas one at a time: each instance measures free GPU memory
+    # when it starts, a failed switch stops the deploy before the next unit is touched, and a
+    # service's other replicas serve meanwhile. The units carry the same order for systemd
+    # (After=/Wants= the previous one) for boots.
+    for svc in settings.instances:
         _switch(settings, layout, checked, svc)
     _prune(settings, layout)
 
@@ -61,7 +73,7 @@ def _write_api_key(
 
 def _switch(settings: Settings, layout: Layout, checked: Checked, svc: ServiceSpec) -> None:
     """The service's unit and env file, then its health-gated (re)start with rollback."""
-    ctx = units.context(settings, svc, checked.metas[svc.name], checked.plan)
+    ctx = units.context(settings, svc, checked.metas[svc.service_name], checked.plan)
     checked.files(
         f"Unit {layout.unit_name(svc)}; environment of {svc.name} (0600)",
         [

@@ -69,9 +69,11 @@ def started_after(settings: Settings, svc: ServiceSpec, plan: HostPlan) -> list[
     """The units a service's unit is ordered after (``After=`` + ``Wants=``): on GPU hosts the
     device nodes' oneshot, and the last service before it in the configured order that shares
     a GPU with it (on CPU hosts: the last one), so that systemd too (at boot) starts
-    co-located instances one at a time; services on GPUs of their own start at once."""
-    names = [s.name for s in settings.services]
-    earlier = settings.services[: names.index(svc.name)] if svc.name in names else []
+    co-located instances one at a time; services on GPUs of their own start at once. Each
+    replica is a unit of its own here."""
+    units = settings.instances
+    names = [s.name for s in units]
+    earlier = units[: names.index(svc.name)] if svc.name in names else []
     if settings.gpu:
         mine = set(plan.services[svc.name].gpus)
         earlier = [s for s in earlier if mine & set(plan.services[s.name].gpus)]

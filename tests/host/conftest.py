@@ -1,6 +1,6 @@
 """Post-deploy checks of real hosts, driven by the same pyinfra inventory and data as the deploy.
 
-    pytest tests/host --inventory inventories/lab.py [--limit HOST_OR_GROUP]
+    pytest tests/host --inventory inventories/lab.py [--limit HOST_OR_GROUP] [--data KEY=VALUE]
 
 Each check runs per host (``gpu-01::driver``) or per host and service
 (``gpu-01::coder::health``); ``-k coder`` or ``-m gpu`` select from them. Planned numbers come
@@ -29,6 +29,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from pyinfra_cli.exceptions import UnexpectedExternalError
     from pyinfra_cli.inventory import make_inventory
+    from pyinfra_cli.util import parse_cli_arg
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TARGETS = pytest.StashKey[list[HostTarget]]()
@@ -45,6 +46,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         help="only hosts matching this group name or host glob (repeatable), like pyinfra's",
+    )
+    group.addoption(
+        "--data",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="data the deploy was given with pyinfra's --data (repeatable, the same values), "
+        'e.g. llmhost_service_overrides=\'{"general": {"replicas": 2}}\'',
     )
     group.addoption(
         "--service-pids",
@@ -74,7 +83,7 @@ def _load_targets(config: pytest.Config) -> list[HostTarget]:
     # pyinfra executes inventory and group_data files inside a State context.
     ctx_state.set(State())
     try:
-        inventory = make_inventory(path, cwd=str(REPO_ROOT))
+        inventory = make_inventory(path, _data(config), cwd=str(REPO_ROOT))
     except SystemExit as e:
         # An inventory may refuse on purpose (inventories/lab.py when no guest is up).
         raise pytest.UsageError(str(e.code)) from None
@@ -99,17 +108,26 @@ def _load_targets(config: pytest.Config) -> list[HostTarget]:
         except SettingsError as e:
             raise pytest.UsageError(str(e)) from None
         if pid_override is not None:
-            unknown = set(pid_override) - {svc.name for svc in settings.services}
+            unknown = set(pid_override) - {svc.name for svc in settings.instances}
             if unknown:
                 raise pytest.UsageError(
                     f"--service-pids names {sorted(unknown)}; {host.name}'s services are "
-                    f"{[svc.name for svc in settings.services]}"
+                    f"{[svc.name for svc in settings.instances]}"
                 )
         address = host.data.get("ssh_hostname") or host.name
         if address == "@local":
             address = "127.0.0.1"
         targets.append(HostTarget(host.name, settings, connect(host), pid_override, address))
     return targets
+
+
+def _data(config: pytest.Config) -> dict[str, object]:
+    """``--data KEY=VALUE`` as pyinfra reads it (JSON, numbers and booleans parsed)."""
+    pairs = [item.partition("=") for item in config.getoption("--data")]
+    bad = [key for key, sep, _ in pairs if not sep]
+    if bad:
+        raise pytest.UsageError(f"--data {bad[0]}: write KEY=VALUE, as for the deploy")
+    return {key: parse_cli_arg(value) for key, _, value in pairs}
 
 
 def _limit(inventory: Inventory, patterns: list[str], path: str) -> list[PyinfraHost]:

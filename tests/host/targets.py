@@ -174,7 +174,8 @@ class HostTarget:
         return usable
 
     def services(self) -> list[ServiceTarget]:
-        return [ServiceTarget(self, spec) for spec in self.settings.services]
+        """Each unit: a service, or each of its replicas (``gpu-01::general-2``)."""
+        return [ServiceTarget(self, spec) for spec in self.settings.instances]
 
     def all_service_pids(self) -> list[int]:
         return [pid for svc in self.services() for pid in svc.pids()]

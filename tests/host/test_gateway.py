@@ -127,7 +127,7 @@ def test_gateway_secret_files(target: HostTarget) -> None:
 def test_gateway_lists_every_model(gw: Gateway, target: HostTarget) -> None:
     listed = sorted(model.id for model in gw.client().models.list())
     settings = target.settings
-    want = sorted(n for svc in target.plan.services for n in settings.service(svc).model_names)
+    want = sorted(n for svc in target.plan.by_service() for n in settings.service(svc).model_names)
     if listed != want:
         fail_on([f"{gw.where}: {gw.base_url}/v1/models lists {listed}, want {want}"])
 
@@ -275,7 +275,7 @@ def test_only_the_gateway_port_answers_from_outside(target: HostTarget) -> None:
     if _loopback(target.address):
         # Seen on the GPU test machine, whose controller shares the host's network.
         pytest.skip(f"{target.address} is this machine's loopback: every port answers from here")
-    ports = {svc.name: svc.port for svc in s.services}
+    ports = {svc.name: svc.port for svc in s.instances}
     ports["gateway metrics"] = s.gateway_metrics_port
     open_ = [f"{what} ({port})" for what, port in ports.items() if _connects(target.address, port)]
     problems = [f"{target.name}: {', '.join(open_)} answer(s) from outside the host"] * bool(open_)

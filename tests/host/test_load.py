@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from targets import HostTarget, fail_on
+from targets import HostTarget, ServiceTarget, fail_on
 
 from llmhost.observe.checks import journal_problems, summarise_load
 
@@ -29,9 +29,13 @@ def _requests(target: HostTarget, via: str) -> list[dict[str, Any]]:
     generated = s.gateway and sorted(n for n, path in target.check_clients.items() if not path)
     if not generated:
         pytest.skip(f"{target.name}: no gateway, or no client key generated on the host")
+    # One load per model, whichever replica the gateway picks (its cap is the model's).
+    models: dict[str, ServiceTarget] = {}
+    for svc in target.services():
+        models.setdefault(svc.spec.service_name, svc)
     return [
         {
-            "service": svc.name,
+            "service": name,
             "url": f"{layout.gateway_url}/v1/chat/completions",
             "key_file": layout.gateway_key(generated[0]),
             "cafile": layout.gateway_cert if s.gateway_tls and not s.tls_cert_file else None,
@@ -39,7 +43,7 @@ def _requests(target: HostTarget, via: str) -> list[dict[str, Any]]:
             # Beyond a model's cap the gateway answers 429 by design: load it up to the cap.
             "copies": min(s.load_requests, svc.spec.gateway_max_in_flight or s.load_requests),
         }
-        for svc in target.services()
+        for name, svc in models.items()
     ]
 
 
@@ -57,14 +61,13 @@ def test_load(target: HostTarget, via: str, request_timeout: float, report: list
     )
     report.extend(f"{summary.line(target.name)} ({via})" for summary in summaries.values())
 
-    problems = []
+    problems = [
+        f"{target.name}::{name}: {len(summary.failures)} of {sent[name]} concurrent requests "
+        f"({via}) failed: " + ", ".join(sorted(set(summary.failures)))
+        for name, summary in summaries.items()
+        if summary.failures
+    ]
     for svc in services:
-        failures = summaries[svc.name].failures
-        if failures:
-            problems.append(
-                f"{svc.where}: {len(failures)} of {sent[svc.name]} concurrent requests ({via}) "
-                "failed: " + ", ".join(sorted(set(failures)))
-            )
         restarts = int(svc.show()["NRestarts"]) - int(before[svc.name])
         if restarts:
             problems.append(f"{svc.where}: restarted {restarts} time(s) under load")

@@ -155,14 +155,19 @@ _CLIENT_STOP = "/run/llmhost-drill-client-stop"
 
 
 @contextlib.contextmanager
-def _client(name: str) -> Iterator[dict]:
-    """Requests to one service while the body runs; the counts, once it has."""
+def _client(name: str, gateway: bool = False) -> Iterator[dict]:
+    """Requests to one service (or its model through the gateway, as the lab's client) while
+    the body runs; the counts, once it has."""
     svc = LAYOUT.settings.service(name)
     guest = lab.find(GUEST)
     assert guest is not None
     on_guest(f"rm -f {_CLIENT_STOP}")
     url = LAYOUT.url(svc, "/v1/completions")
     args = (url, svc.served_model_name, LAYOUT.api_key_env, _CLIENT_STOP, "900")
+    if gateway:
+        key = LAYOUT.gateway_key(next(iter(LAYOUT.settings.clients)))
+        url = f"{LAYOUT.gateway_url}/v1/completions"
+        args = (url, svc.served_model_name, key, _CLIENT_STOP, "900", LAYOUT.gateway_cert)
     command = shlex.join(remote.argv(guest_client, *args))
     proc = subprocess.Popen(lab.ssh_command(guest, command), text=True, stdout=subprocess.PIPE)
     counts: dict = {}
@@ -172,6 +177,11 @@ def _client(name: str) -> Iterator[dict]:
         on_guest(f"touch {_CLIENT_STOP}")
         out, _ = proc.communicate(timeout=60)
         counts.update(json.loads(out))
+
+
+def through_gateway(name: str) -> contextlib.AbstractContextManager[dict]:
+    """Requests to a service's model through the gateway while the body runs; the counts."""
+    return _client(name, gateway=True)
 
 
 def started_ops(output: str) -> list[str]:

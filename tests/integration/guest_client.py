@@ -1,21 +1,25 @@
 """Runs on the guest (``llmhost.remote.run``): completions against one service until STOP exists
-(or LIMIT_S seconds), then the counts as JSON. The key is read from the deploy's 0600 file,
-never passed around.
+(or LIMIT_S seconds), then the counts as JSON. The key is read from the deploy's 0600 file
+(or a gateway client's key file), never passed around; CAFILE: the gateway's certificate.
 
-    python3 guest_client.py URL MODEL KEY_FILE STOP LIMIT_S
+    python3 guest_client.py URL MODEL KEY_FILE STOP LIMIT_S [CAFILE]
 """
 
 import json
 import os
+import ssl
 import sys
 import time
 import urllib.request
 
 
-def main(url: str, model: str, key_file: str, stop: str, limit: str) -> None:
+def main(url: str, model: str, key_file: str, stop: str, limit: str, cafile: str = "") -> None:
     with open(key_file) as f:
-        key = f.read().strip().split("=", 1)[1]
-    http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        key = f.read().strip().removeprefix("VLLM_API_KEY=")
+    tls = ssl.create_default_context(cafile=cafile) if cafile else None
+    http = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=tls)
+    )
     body = json.dumps({"model": model, "prompt": "def", "max_tokens": 4}).encode()
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     ok, errors, start = 0, [], time.monotonic()

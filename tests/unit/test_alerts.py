@@ -81,6 +81,33 @@ def test_promtool_checks_the_whole_config(rules_dir: Path) -> None:
     ]
 
 
+def test_each_replica_is_a_target_of_its_own(tmp_path: Path) -> None:
+    replicas = {
+        f"general-{n}": _service(f"general-{n}", 8001 + n, 0.30).model_copy(
+            update={"replica_of": "general"}
+        )
+        for n in (1, 2)
+    }
+    plan = PLAN.model_copy(update={"services": {"coder": PLAN.services["coder"], **replicas}})
+    found = scrape.targets(SETTINGS, plan, HOST)
+    (tmp_path / "rules.yml").write_text(alerts.rules_file(SETTINGS, plan, found))
+    config = scrape.prometheus_config(SETTINGS, found, str(tmp_path / "rules.yml"))
+    (tmp_path / "prometheus.yml").write_text(config)
+    for check in (("check", "rules", "rules.yml"), ("check", "config", "prometheus.yml")):
+        result = _promtool(*check, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+    vllm = next(
+        j for j in yaml.safe_load(config)["scrape_configs"] if j["job_name"] == "llmhost-vllm"
+    )
+    assert [(c["targets"], c["labels"]["service"]) for c in vllm["static_configs"]] == [
+        (["127.0.0.1:8001"], "coder"), (["127.0.0.1:8002"], "general-1"),
+        (["127.0.0.1:8003"], "general-2"),
+    ]  # fmt: skip
+    # A replica's memory is held to its own plan, by its own name.
+    over = [r for r in alerts.gpu_rules(SETTINGS, plan) if r["alert"] == "LLMServiceGPUOverPlan"]
+    assert [r["labels"]["service"] for r in over] == ["coder", "general-1", "general-2"]
+
+
 def test_a_cpu_host_has_no_gpu_target_or_rules() -> None:
     plan = PLAN.model_copy(update={"gpu": False, "gpu_total_bytes": None})
     cpu = scrape.targets(SETTINGS, plan, "lab")
@@ -133,6 +160,15 @@ CASES: dict[str, tuple[str, list[tuple[str, str]], str, list[tuple[dict[str, str
         [(_vllm("process_start_time_seconds"), "1000x4 stale _x80 2000x8")],
         "23m",
         [(SVC, f"{HOST}: coder restarted in the last 900 s")],
+    ),
+    "a replica restarted: fires, naming it": (
+        "LLMServiceRestarted",
+        [
+            (_vllm("process_start_time_seconds", "general-1"), "1000x24"),
+            (_vllm("process_start_time_seconds", "general-2"), "1000x4 2000x20"),
+        ],
+        "3m",
+        [({**SVC, "service": "general-2"}, f"{HOST}: general-2 restarted in the last 900 s")],
     ),
     "first start: quiet": (
         "LLMServiceRestarted",

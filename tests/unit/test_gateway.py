@@ -50,8 +50,9 @@ def _plan(settings: Settings) -> AppliedPlan:
                 gpu_memory_utilization=None,
                 cpu_kv_cache_gib=1,
                 kv_tokens=1024,
+                replica_of=svc.replica_of,
             )
-            for svc in settings.services
+            for svc in settings.instances
         },
     )
 
@@ -99,6 +100,10 @@ ALIASED = [
 ]
 
 
+# The team's services, general in two replicas (its cap is the model's, over both).
+REPLICATED = [ALIASED[0], {**ALIASED[1], "replicas": 2, "cpu_threads_bind": ["1", "0"]}]
+
+
 def _rendered(tmp: Path, **data: Any) -> Path:
     """The lab's config, rendered with its files in ``tmp`` so ``haproxy -c`` can load them."""
     lab = group_settings(ROOT, "lab").model_dump()
@@ -124,8 +129,9 @@ def _rendered(tmp: Path, **data: Any) -> Path:
         {"gateway_rate_limit": 120, "gateway_bind": "::"},
         {"gateway_bind": "192.0.2.10", "gateway_port": 443},
         {"gateway_clients": TEAM, "services": ALIASED},
+        {"gateway_clients": TEAM, "services": REPLICATED},
     ],
-    ids=["lab", "plain-http", "rate-limit-ipv6", "one-address", "team"],
+    ids=["lab", "plain-http", "rate-limit-ipv6", "one-address", "team", "replicas"],
 )
 def test_rendered_config_passes_haproxy_check(tmp_path: Path, data: dict[str, Any]) -> None:
     assert HAPROXY is not None
@@ -150,6 +156,19 @@ def test_config_routes_each_model_and_never_holds_the_key(tmp_path: Path) -> Non
     assert '"Bearer ${VLLM_API_KEY}"' in text
     assert KEY not in text and gateway.key_hash(KEY) not in text
     assert "bind 127.0.0.1:8404" in text and "prometheus-exporter" in text
+
+
+def test_replicas_are_one_backend_balanced_by_least_connections(tmp_path: Path) -> None:
+    text = _rendered(tmp_path, gateway_clients=TEAM, services=REPLICATED).read_text()
+    backend = text.split("backend general\n", 1)[1].split("\n\n", 1)[0]
+    assert "balance leastconn" in backend and "option httpchk GET /health" in backend
+    servers = [line.split()[1:3] for line in backend.splitlines() if "server " in line]
+    assert servers == [["general-1", "127.0.0.1:8002"], ["general-2", "127.0.0.1:8003"]]
+    # The model is routed, capped and listed once, by the service's name.
+    assert text.count("set-var(txn.service) str(general) if") == 1
+    assert "str(general-1)" not in text and "backend general-1" not in text
+    assert "{ var(txn.service) -m str general } { sc_conn_cur(1) gt 3 }" in text
+    assert text.count('"id":"tiny-general"') == 1  # in the full list only (ide's has none)
 
 
 def test_team_config_holds_each_client_and_model_to_its_limits(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from llmhost.settings import Settings, SettingsError, data_defaults, group_data_file, key_table
+from llmhost.stacks import stack_services
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP_DATA = {
@@ -176,3 +177,52 @@ def test_hub_endpoint_is_kept_without_its_trailing_slash() -> None:
     assert settings(llmhost_hf_endpoint="https://mirror.example/").hf_endpoint == (
         "https://mirror.example"
     )
+
+
+# The primary stack's general service, as data.
+_GENERAL = next(svc for svc in stack_services("primary") if svc["name"] == "general")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (_svc(replicas=0), "llmhost_services['coder'].replicas: Input should be greater than"),
+        (
+            _svc(replicas=2, cpu_threads_bind=["0"]),
+            "llmhost_services['coder']: cpu_threads_bind lists 1 binding(s) for 2 replica(s)",
+        ),
+        (_svc(replicas=2, cpu_threads_bind=["0", "x"]), "cpu_threads_bind.1: 'x' is not allowed"),
+        (_svc(replicas=3, gpus=[0, 1]), "gpus lists 2 GPU(s) for 3 replicas; with replicas"),
+        # coder on 8001 x 2 takes 8002, general's port.
+        (
+            _svc(replicas=2),
+            "service 'general' 8002 is also service 'coder-2''s port (replica n listens on the "
+            "service's port + n - 1)",
+        ),
+        (_svc(replicas=2, port=65535), "port 65535: replica n listens on the service's port"),
+        (
+            {"llmhost_services": [
+                {**_GENERAL, "replicas": 2},
+                {**_GENERAL, "name": "general-2", "port": 9000, "served_model_name": "g2"},
+            ]},
+            "services 'general' and 'general-2' both run a unit named llmhost-general-2",
+        ),
+    ],
+    ids=["none", "binds-short", "bind-bad", "gpus-short", "port-clash", "port-past-end",
+         "unit-clash"],
+)  # fmt: skip
+def test_replicas_need_their_own_ports_cores_and_names(changes: dict, message: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        settings(**changes)
+    assert message in str(error.value)
+    assert len(str(error.value).splitlines()) == 1, error.value
+
+
+def test_replicas_are_units_named_apart_on_consecutive_ports() -> None:
+    s = settings(llmhost_service_overrides={"general": {"replicas": 3, "port": 8010}})
+    assert [(u.name, u.port, u.replica_of) for u in s.instances] == [
+        ("coder", 8001, None), ("general-1", 8010, "general"), ("general-2", 8011, "general"),
+        ("general-3", 8012, "general"),
+    ]  # fmt: skip
+    # One replica: the service's own unit, unchanged (an existing host keeps its names).
+    assert settings().instances == settings().services

@@ -8,6 +8,7 @@ from llmhost.applied_plan import AppliedPlan, AppliedService
 from llmhost.cli import status as status_cli
 from llmhost.observe import status
 from llmhost.observe.reach import reach
+from llmhost.settings import Settings
 
 GIB = 1024**3
 
@@ -162,3 +163,13 @@ def test_status_limit_that_matches_nothing(tmp_path, capsys: pytest.CaptureFixtu
     code = cli.main(["status", str(inventory), "--limit", "gpu-9*", "--project-dir", str(tmp_path)])
     assert code == status_cli.Exit.USAGE
     assert "--limit gpu-9*: no host matches (hosts: gpu-01)" in capsys.readouterr().err
+
+
+def test_status_reads_each_replica_by_its_unit() -> None:
+    data = {"llmhost_gpu": False, "llmhost_service_overrides": {"general": {"replicas": 2}}}
+    args = status_cli.probe_args("lab", Settings.from_host_data(data, "lab"))
+    assert args["units"] == {
+        "coder": "llmhost-coder.service",
+        "general-1": "llmhost-general-1.service",
+        "general-2": "llmhost-general-2.service",
+    }

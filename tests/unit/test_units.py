@@ -12,7 +12,7 @@ import pytest
 
 from llmhost.layout import DEVICES_UNIT, UNIT_DIR, Layout
 from llmhost.plan.catalogue import resolve
-from llmhost.plan.planner import HostPlan, plan_services
+from llmhost.plan.planner import Gpu, HostPlan, plan_services
 from llmhost.render import render
 from llmhost.service import units
 from llmhost.settings import DEPLOY_ENV, Settings, group_settings
@@ -225,3 +225,67 @@ def test_a_services_env_goes_into_its_env_file(prod) -> None:
     svc = settings.services[0].model_copy(update={"env": {"VLLM_USE_FLASHINFER_SAMPLER": "0"}})
     env = render("service/vllm.env.j2", units.context(settings, svc, metas[svc.name], plan))
     assert "\nVLLM_USE_FLASHINFER_SAMPLER=0\n" in env
+
+
+def _replicated(settings: Settings, name: str, **spec: object) -> Settings:
+    services = [s.model_copy(update=spec) if s.name == name else s for s in settings.services]
+    return settings.model_validate({**settings.model_dump(), "services": services})
+
+
+def test_replicas_are_units_of_their_own_each_on_its_gpu(prod) -> None:
+    settings, _, metas = prod
+    settings = _replicated(settings, "general", replicas=2)
+    gpus = [Gpu(index=i, total_bytes=48 * GB, uuid=f"GPU-{i}0000000-0000-0000-0000-000000000000")
+            for i in range(3)]  # fmt: skip
+    plan = plan_services(settings, gpus, metas)
+    layout = Layout(settings)
+    general = settings.service("general")
+    found = {}
+    for svc in settings.instances:
+        ctx = units.context(settings, svc, metas[svc.service_name], plan)
+        found[layout.unit_name(svc)] = (
+            render("service/vllm.service.j2", ctx), render("service/vllm.env.j2", ctx)
+        )  # fmt: skip
+    assert list(found) == [
+        "llmhost-coder.service", "llmhost-general-1.service", "llmhost-general-2.service"
+    ]  # fmt: skip
+    for n, devices in ((1, "GPU-10000000"), (2, "GPU-20000000")):
+        unit, env = found[f"llmhost-general-{n}.service"]
+        assert f"--port {general.port + n - 1} " in unit
+        assert f"--served-model-name {general.served_model_name} " in unit
+        assert f"CUDA_VISIBLE_DEVICES={devices}" in env
+        # Each alone on its GPU: started at once, after the device nodes only.
+        assert _directives(unit, "After") == ["network-online.target", DEVICES_UNIT]
+        assert f"{settings.config_dir}/general-{n}.env" in unit
+
+
+def test_lab_replicas_each_bind_their_core_and_start_one_after_the_other(tmp_path) -> None:
+    from llmhost.plan.catalogue import from_local_dir
+    from llmhost_lab import tinymodel
+
+    lab = group_settings(ROOT, "lab")
+    model = str(tinymodel.ensure(tmp_path / "tiny", seed=1))
+    services = [
+        svc.model_copy(update={"model": svc.model.model_copy(update={"path": model})})
+        for svc in lab.services
+    ]
+    settings = _replicated(
+        lab.model_copy(update={"services": services}), "general",
+        replicas=2, cpu_threads_bind=["1", "0"],
+    )  # fmt: skip
+    metas = {s.name: from_local_dir(model) for s in settings.services}
+    plan = plan_services(settings, None, metas)
+    rendered = [
+        (svc, units.context(settings, svc, metas[svc.service_name], plan))
+        for svc in settings.instances
+    ]
+    assert [(s.name, s.port) for s, _ in rendered] == [
+        ("coder", 8001), ("general-1", 8002), ("general-2", 8003)
+    ]  # fmt: skip
+    binds = [
+        render("service/vllm.env.j2", ctx).split("OMP_THREADS_BIND=")[1][0] for _, ctx in rendered
+    ]
+    assert binds == ["0", "1", "0"]
+    # On the CPU each unit waits for the one before it, as the services did.
+    afters = [ctx["after"] for _, ctx in rendered]
+    assert afters == [[], ["llmhost-coder.service"], ["llmhost-general-1.service"]]

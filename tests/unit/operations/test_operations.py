@@ -14,6 +14,9 @@ TestModelsHub = make_operation_tests("llmhost.operations", "models.hub", HERE / 
 TestServicesHealthy = make_operation_tests(
     "llmhost.operations", "services.healthy", HERE / "services.healthy"
 )
+TestServicesRetired = make_operation_tests(
+    "llmhost.operations", "services.retired", HERE / "services.retired"
+)
 TestSnapshotsPruned = make_operation_tests(
     "llmhost.operations", "snapshots.pruned", HERE / "snapshots.pruned"
 )

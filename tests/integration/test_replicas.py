@@ -1,0 +1,109 @@
+"""Two replicas of the general service on the lab guest, behind the gateway: one killed with
+kill -9, then a new pin switching them one at a time, while a client asks the model through the
+gateway all along. No request may fail; the post-deploy suite names the replica that restarted.
+
+One test, in the order that costs the fewest vLLM starts: the replicas come up (two starts), the
+kill (one), the pin rollout from there (three: coder and each replica), and the lab's data put
+back at the end (two: the old release for coder, general's own unit again).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+
+import guest_watch
+from drills import LiveDeploy, op_result, same_pin, started_ops, through_gateway, with_pins
+from lab_guest import HOST, LAYOUT, DeployRun, deploy, host_checks, on_guest
+
+from llmhost.layout import unit_name
+from llmhost.remote import run as remote
+
+GENERAL = LAYOUT.settings.service("general")
+# The lab's second core is general's; its second replica takes the first (coder's) too.
+REPLICAS = {"general": {"replicas": 2, "cpu_threads_bind": [GENERAL.cpu_threads_bind, "0"]}}
+DATA = ("--data", f"llmhost_service_overrides={json.dumps(REPLICAS)}")
+FIRST, SECOND = unit_name("general-1"), unit_name("general-2")
+
+
+def _show(unit: str, *props: str) -> dict[str, str]:
+    out = on_guest(f"systemctl show {' '.join(f'-p {p}' for p in props)} {unit}")
+    return dict(line.split("=", 1) for line in out.splitlines())
+
+
+def _replicas_up() -> None:
+    run = deploy(*DATA)
+    assert run.returncode == 0, run.output[-5000:]
+    assert op_result(run.output, "Stop and remove units of replicas").success == 1
+    gone = on_guest(f"systemctl show -p LoadState --value {unit_name('general')}").strip()
+    assert gone == "not-found", f"{unit_name('general')} is still {gone}"
+    for n, unit in enumerate((FIRST, SECOND)):
+        state = _show(unit, "ActiveState", "ExecStart")
+        assert state["ActiveState"] == "active", (unit, state)
+        assert f"--port {GENERAL.port + n} " in state["ExecStart"], state
+    backend = on_guest(f"cat {LAYOUT.gateway_config}").split("backend general\n", 1)[1]
+    assert "balance leastconn" in backend and "server general-2 " in backend, backend[:800]
+    print(f"\ndrill replicas: {FIRST} and {SECOND} up behind the gateway's general backend")
+
+
+def _kill_one() -> None:
+    url = f"http://127.0.0.1:{GENERAL.port}/health"
+    with through_gateway("general") as counts:
+        time.sleep(5)  # answers from both replicas before the kill
+        victim = _show(FIRST, "MainPID")["MainPID"]
+        args = (FIRST, url, victim, "600")
+        timeline = json.loads(on_guest(shlex.join(remote.argv(guest_watch, *args))))
+        time.sleep(5)  # and after it, from both again
+    healthy_s, final = timeline[-1]
+    assert final["health"] == 200 and final["NRestarts"] == "1", timeline
+    print(
+        f"drill kill -9 {FIRST}: /health 200 again {healthy_s:.1f} s after the kill; through "
+        f"the gateway {counts['ok']} answers in {counts['seconds']} s, {counts['failed']} failed "
+        f"{counts['errors']}"
+    )
+    assert counts["ok"] > 0 and counts["failed"] == 0, counts
+    # The suite names the replica that restarted, and only it.
+    # The suite is given the deploy's --data, as a user who deployed with it would.
+    checks = host_checks(*DATA, "-k", "no_restarts")
+    report = checks.stdout
+    assert checks.returncode != 0, report[-3000:]
+    assert f"{HOST}::general-1: systemd restarted {FIRST} 1 time(s)" in report, report[-3000:]
+    assert set(re.findall(r"::([\w-]+): systemd restarted", report)) == {"general-1"}, report
+
+
+def _roll_out() -> None:
+    new, pins = with_pins(same_pin("idna"))
+    live = LiveDeploy(*DATA, *pins)
+    with through_gateway("general") as counts:
+        returncode = live.wait(1500)
+    assert returncode == 0, live.output[-5000:]
+    for unit in (unit_name("coder"), FIRST, SECOND):
+        assert f"{new.release}/" in _show(unit, "ExecStart")["ExecStart"], unit
+    # One replica at a time: the second restarted only once the first answered /health.
+    ops = started_ops(live.output)
+    order = [next(i for i, op in enumerate(ops) if f"Start {u}" in op) for u in (FIRST, SECOND)]
+    assert order[0] < order[1], ops
+    first_up = int(_show(FIRST, "ActiveEnterTimestampMonotonic")["ActiveEnterTimestampMonotonic"])
+    second = _show(SECOND, "ExecMainStartTimestampMonotonic")
+    assert int(second["ExecMainStartTimestampMonotonic"]) > first_up, (first_up, second)
+    print(
+        f"drill pin rollout over replicas: through the gateway {counts['ok']} answers in "
+        f"{counts['seconds']} s, {counts['failed']} failed {counts['errors']}"
+    )
+    assert counts["ok"] > 0 and counts["failed"] == 0, counts
+
+
+def test_replicas_serve_through_a_kill_and_a_rollout(converged: DeployRun) -> None:
+    start = time.monotonic()
+    try:
+        _replicas_up()
+        _kill_one()
+        _roll_out()
+    finally:
+        # Later modules on this guest find the lab's data: general's own unit, the lab's pins.
+        restored = deploy()
+    assert restored.returncode == 0, restored.output[-5000:]
+    assert _show(unit_name("general"), "ActiveState")["ActiveState"] == "active"
+    print(f"drill replicas: {time.monotonic() - start:.0f} s, the lab's data back on the guest")
