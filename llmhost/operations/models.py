@@ -65,11 +65,11 @@ def local(src: str, dest: str, marker: str):
 
 
 # Run as: sh -c FETCH fetch LOCK DEST MARKER REVISION USER TOOLS VERIFY REPO PATTERN... (values
-# never enter the script's text). The download runs as the service user; ``hf download`` resumes
-# what an interrupted one left, and checks only sizes: VERIFY (``llmhost.remote.snapshot``'s
-# source) checks every file against the commit's hashes before the marker is written. It holds
-# the tools venv's lock shared, so a new hub client pin waits for running downloads before it
-# rebuilds that venv.
+# never enter the script's text). The download runs as the service user; ``hf download`` keeps
+# the files an interrupted one completed (not a partial one: it fetches that whole), and checks
+# only sizes: VERIFY (``llmhost.remote.snapshot``'s source) checks every file against the
+# commit's hashes before the marker is written. It holds the tools venv's lock shared, so a new
+# hub client pin waits for running downloads before it rebuilds that venv.
 FETCH = """\
 set -eu
 lock=$1 dest=$2 marker=$3 revision=$4 user=$5 tools=$6 verify=$7 repo=$8; shift 8
@@ -117,8 +117,9 @@ def hub(
     + patterns: the files to download
 
     The job goes on when the controller is lost and runs beside the venv install.
-    ``hf download`` resumes an interrupted download; the marker is written only after it
-    finished, so a partial snapshot is never served.
+    ``hf download`` keeps the files an interrupted download completed; the marker is written
+    only after it finished and the files matched the commit, so a partial snapshot is never
+    served.
 
     **Example:**
 
