@@ -7,7 +7,9 @@ the controller's data says today.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from llmhost.layout import unit_name
 from llmhost.plan.planner import HostPlan
@@ -45,10 +47,21 @@ class AppliedService(_Doc):
         return self.replica_of or self.name
 
 
+class AppliedGpu(_Doc):
+    """One GPU the plan was made for; the units on it are those whose ``gpus`` name it."""
+
+    index: int
+    # nvidia-smi's UUID; None where the plan was made without one (an older plan).
+    uuid: str | None = None
+    # nvidia-smi's total, which the checks, alerts and status multiply the fractions by.
+    total_bytes: int
+
+
 class AppliedPlan(_Doc):
     gpu: bool
-    gpu_total_bytes: int | None
     gpu_memory_cap: float
+    # GPU hosts: every GPU of the host, by index (those no unit uses too).
+    gpus: list[AppliedGpu] = []
     # Each GPU's driver reservation the plan used (by index): the next deploy plans with it
     # while nvidia-smi's reading stays near it (preflight), so a second run plans the same.
     gpu_reserved_bytes: list[int] = []
@@ -56,20 +69,35 @@ class AppliedPlan(_Doc):
     # start in.
     services: dict[str, AppliedService]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_gpu_before(cls, data: Any) -> Any:
+        """A plan written before there were several GPUs: its ``gpu_total_bytes`` was GPU 0's,
+        and every unit of a GPU host ran there."""
+        if not isinstance(data, dict) or "gpu_total_bytes" not in data:
+            return data
+        doc = {k: v for k, v in data.items() if k != "gpu_total_bytes"}
+        total = data["gpu_total_bytes"]
+        doc.setdefault("gpus", [{"index": 0, "total_bytes": total}] if total else [])
+        if doc.get("gpu") and isinstance(doc.get("services"), dict):
+            doc["services"] = {
+                name: {**svc, "gpus": svc.get("gpus") or [0]} if isinstance(svc, dict) else svc
+                for name, svc in doc["services"].items()
+            }
+        return doc
+
     @classmethod
     def of(
-        cls,
-        settings: Settings,
-        plan: HostPlan,
-        gpu_total_bytes: int | None,
-        gpu_reserved_bytes: list[int] | None = None,
+        cls, settings: Settings, plan: HostPlan, gpu_reserved_bytes: list[int] | None = None
     ) -> AppliedPlan:
         """What the deploy applies to a host from its settings and the planner's verdict (and
         the GPUs' reservations it planned with)."""
         return cls(
             gpu=settings.gpu,
-            gpu_total_bytes=gpu_total_bytes,
             gpu_memory_cap=settings.gpu_memory_cap,
+            gpus=[
+                AppliedGpu(index=g.index, uuid=g.uuid, total_bytes=g.total_bytes) for g in plan.gpus
+            ],
             gpu_reserved_bytes=gpu_reserved_bytes or [],
             services={
                 svc.name: AppliedService(
@@ -113,7 +141,28 @@ class AppliedPlan(_Doc):
                 "re-run the deploy to rewrite it"
             ) from None
 
-    @property
-    def gpu_fraction(self) -> float:
-        """Sum of the services' --gpu-memory-utilization: the share of the GPU planned in use."""
-        return sum(svc.gpu_memory_utilization or 0.0 for svc in self.services.values())
+    def on_gpu(self, index: int) -> list[AppliedService]:
+        """The units planned on GPU ``index`` (a tensor-parallel one is on each of its GPUs)."""
+        return [svc for svc in self.services.values() if index in svc.gpus]
+
+    def used_gpus(self) -> list[AppliedGpu]:
+        """The GPUs some unit is planned on."""
+        return [gpu for gpu in self.gpus if self.on_gpu(gpu.index)]
+
+    def gpu_fraction(self, index: int) -> float:
+        """The share of GPU ``index`` its units' --gpu-memory-utilization reserve together."""
+        return sum(svc.gpu_memory_utilization or 0.0 for svc in self.on_gpu(index))
+
+    def gpu_planned_bytes(self, index: int) -> float | None:
+        """What GPU ``index``'s units may hold of it (None: no such GPU in the plan)."""
+        total = next((g.total_bytes for g in self.gpus if g.index == index), None)
+        return None if total is None else self.gpu_fraction(index) * total
+
+    def service_planned_bytes(self, name: str) -> float | None:
+        """What a GPU unit may hold over all its GPUs (its fraction is of each); None for a
+        unit without a GPU share."""
+        svc = self.services[name]
+        if not self.gpu or not svc.gpu_memory_utilization:
+            return None
+        totals = {g.index: g.total_bytes for g in self.gpus}
+        return sum(svc.gpu_memory_utilization * totals.get(i, 0) for i in svc.gpus)

@@ -26,7 +26,6 @@ class Checked:
     that let a phase skip what it shows complete."""
 
     metas: dict[str, ModelMeta]
-    gpu_total_bytes: int | None
     plan: HostPlan
     # The plan as the host keeps it (written by the services phase, read by gateway and monitoring).
     applied: AppliedPlan

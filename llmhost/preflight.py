@@ -67,6 +67,11 @@ VENV_BYTES = {True: 12 * GIB, False: 5 * GIB}
 RAM_PER_SERVICE_BYTES = 3 * GIB
 # awq_marlin, the kernel vLLM serves AWQ with, needs Ampere (8.0) or newer.
 MIN_COMPUTE_CAP = (8, 0)
+# Tensor parallel ranks exchange through shared memory (NCCL's SHM transport, vLLM's message
+# queue between its workers): a container's 64 MB /dev/shm is the known failure ("NCCL WARN
+# ... failed to extend /dev/shm/nccl-..."). A floor far above what two to eight ranks take.
+SHM = "/dev/shm"
+MIN_SHM_TP_BYTES = GIB
 
 
 class PreflightError(Exception):
@@ -94,8 +99,6 @@ def check_host(settings: Settings) -> Checked:
         )
     metas = _model_metas(settings, token, problems)
     gpus = _check_gpus(settings, facts, problems) if settings.gpu else []
-    # The applied plan's figure for the alerts and `llmhost status`: GPU 0's (they read one).
-    gpu_total = gpus[0].total_bytes if gpus else None
     _check_disks(settings, facts, metas, problems)
     if secrets_ok and not token:
         _check_gated(settings, problems)
@@ -107,6 +110,7 @@ def check_host(settings: Settings) -> Checked:
             problems.append(f"plan: {e}")
     if plan is not None:
         _check_extra_args(settings, metas, plan, problems)
+        _check_shm(facts, plan, problems)
     _check_ram(settings, facts, metas, plan, problems)
     if settings.gateway:
         problems += gateway_checks.problems(settings)
@@ -115,9 +119,8 @@ def check_host(settings: Settings) -> Checked:
     owned = Layout(settings).owned_paths
     return Checked(
         metas=metas,
-        gpu_total_bytes=gpu_total,
         plan=plan,
-        applied=AppliedPlan.of(settings, plan, gpu_total, [g.reserved_bytes for g in gpus]),
+        applied=AppliedPlan.of(settings, plan, [g.reserved_bytes for g in gpus]),
         account_ready=account_ready,
         facts=facts,
         owned=dict(zip(owned, facts.get(PathStates, paths=owned), strict=False)),
@@ -145,7 +148,7 @@ def _every_run(settings: Settings) -> list[FactCall]:
         (Memory, {}),
         (DebPackages, {}),
         (PathStates, {"paths": layout.owned_paths}),
-        *([(NvidiaGpus, {})] if settings.gpu else []),
+        *([(NvidiaGpus, {}), (FreeDiskBytes, {"path": SHM})] if settings.gpu else []),
         (Listeners, {"python": settings.python}),
         (FreeDiskBytes, {"path": settings.model_dir}),
         (FreeDiskBytes, {"path": settings.base_dir}),
@@ -505,6 +508,18 @@ def _check_gpus(settings: Settings, facts: FactReader, problems: list[str]) -> l
             continue
         gpus.append(Gpu(gpu["index"], total, _reserved(gpu, applied), gpu["uuid"] or None))
     return gpus if len(gpus) == len(found) else []
+
+
+def _check_shm(facts: FactReader, plan: HostPlan, problems: list[str]) -> None:
+    """A service split over GPUs needs room in /dev/shm (a host's default is half its RAM)."""
+    split = [n for n, s in plan.services.items() if s.tensor_parallel_size > 1]
+    free = facts.get(FreeDiskBytes, path=SHM) if split else None
+    if split and (free is None or free < MIN_SHM_TP_BYTES):
+        problems.append(
+            f"{SHM} has {(free or 0) >> 20} MiB free; {', '.join(split)} run tensor parallel, "
+            f"which needs {MIN_SHM_TP_BYTES >> 20} MiB there for the ranks' shared memory: "
+            "enlarge it (a tmpfs size= in /etc/fstab; a container's --shm-size or --ipc=host)"
+        )
 
 
 def _check_disk(facts: FactReader, path: str, need: int, what: str, problems: list[str]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from llmhost.applied_plan import AppliedPlan, AppliedService
+from llmhost.applied_plan import AppliedGpu, AppliedPlan, AppliedService
 from llmhost.layout import unit_name
 
 
@@ -24,12 +24,14 @@ def main(config_dir: str, total: str, *fractions: str) -> None:
             gpu_memory_utilization=float(fraction),
             cpu_kv_cache_gib=None,
             kv_tokens=0,
+            gpus=[0],
         )
         for (name, port), fraction in zip(
             (("coder", 8001), ("general", 8002)), fractions, strict=True
         )
     }
-    plan = AppliedPlan(gpu=True, gpu_total_bytes=int(total), gpu_memory_cap=0.90, services=services)
+    gpus = [AppliedGpu(index=0, total_bytes=int(total))]
+    plan = AppliedPlan(gpu=True, gpus=gpus, gpu_memory_cap=0.90, services=services)
     (Path(config_dir) / "plan.json").write_text(plan.to_json())
 
 

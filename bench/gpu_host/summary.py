@@ -128,7 +128,7 @@ def main() -> int:
     except (json.JSONDecodeError, KeyError):
         planned = {}
     out["kv"], out["nvml_mib"] = {}, {}
-    gpu_total = (plan.get("gpu_total_bytes") or 0) / 2**20 or num(
+    gpu_total = ((plan.get("gpus") or [{}])[0].get("total_bytes") or 0) / 2**20 or num(
         r",\s*(\d+),", text(run, "gpu-deploy1.txt")
     )
     deployed = planned_kv(text(run, "deploy1b.log") or text(run, "deploy1.log"))

@@ -2,8 +2,9 @@
 (``llmhost_alert_*``; pure: no pyinfra). ``promtool test rules`` covers each alert both ways
 (tests/unit/test_alerts.py).
 
-The per-service GPU limit is the plan's own number: ``gpu_memory_utilization`` x the GPU total
-the plan was made for, plus the tolerance; so a re-plan moves the alert with it.
+The GPU limits are the plan's own numbers, per GPU: a service's ``gpu_memory_utilization`` x
+the total of each GPU it was planned on, and the sum of its services' on each GPU, plus the
+tolerance; so a re-plan moves the alerts with it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from llmhost.applied_plan import AppliedPlan
+from llmhost.applied_plan import AppliedGpu, AppliedPlan
 from llmhost.monitoring import gpu_exporter
 from llmhost.monitoring.scrape import HEADER, JOB_VLLM, Target
 from llmhost.settings import Settings
@@ -28,6 +29,8 @@ WAITING = "vllm:num_requests_waiting"
 RUNNING = "vllm:num_requests_running"
 # prometheus-client's process collector in vLLM's API server: a new value is a new process.
 START_TIME = "process_start_time_seconds"
+# How a summary names a GPU, from the GPU exporter's labels.
+GPU_NAME = "{{ $labels.name }}, {{ $labels.uuid }}"
 
 
 def _rule(
@@ -87,39 +90,65 @@ def service_rules(settings: Settings) -> list[dict[str, Any]]:
 
 
 def gpu_rules(settings: Settings, plan: AppliedPlan) -> list[dict[str, Any]]:
-    """GPU memory against the plan (GPU hosts: the GPU exporter's series)."""
-    if not plan.gpu or not plan.gpu_total_bytes:
+    """GPU memory against the plan, per GPU a service is planned on (GPU hosts: the GPU
+    exporter's series, whose ``gpu`` label is NVML's index: PCI bus order, as nvidia-smi's
+    and so the plan's are)."""
+    used = plan.used_gpus() if plan.gpu else []
+    if not used:
         return []
-    s = settings
+    rules = [rule for gpu in used for rule in _gpu_rules(settings, plan, gpu)]
+    return [*rules, _headroom_rule(settings, [gpu.index for gpu in used])]
+
+
+def _gpu_rules(s: Settings, plan: AppliedPlan, gpu: AppliedGpu) -> list[dict[str, Any]]:
+    """Each unit on ``gpu`` within its fraction of it, and the GPU within its units' sum."""
     tolerance = s.alert_gpu_tolerance_mib * MIB
+    over = f"+ {s.alert_gpu_tolerance_mib} MiB"
+    on_gpu = f'gpu="{gpu.index}"'
     rules = []
-    for name, svc in plan.services.items():
-        limit = int((svc.gpu_memory_utilization or 0) * plan.gpu_total_bytes) + tolerance
+    for svc in plan.on_gpu(gpu.index):
+        fraction = svc.gpu_memory_utilization or 0
         rules.append(
             _rule(
                 "LLMServiceGPUOverPlan",
-                f'sum by (host, service) ({gpu_exporter.PROCESS_MEMORY}{{service="{name}"}}) '
-                f"> {limit}",
+                f"sum by (host, service, {', '.join(gpu_exporter.GPU_LABELS)}) "
+                f'({gpu_exporter.PROCESS_MEMORY}{{service="{svc.name}", {on_gpu}}}) '
+                f"> {int(fraction * gpu.total_bytes) + tolerance}",
                 s.alert_gpu_for_s,
                 "warning",
-                f"{{{{ $labels.host }}}}: {name} uses {{{{ $value | humanize1024 }}}}B of GPU "
-                f"memory, over its plan ({svc.gpu_memory_utilization or 0:.3f} of the GPU) + "
-                f"{s.alert_gpu_tolerance_mib} MiB",
-                service=name,
+                f"{{{{ $labels.host }}}}: {svc.name} uses {{{{ $value | humanize1024 }}}}B "
+                f"of GPU {gpu.index} ({GPU_NAME}), over its plan ({fraction:.3f} of it) {over}",
+                service=svc.name,
             )
         )
-    headroom = int(s.gpu_headroom_gib * GIB)
+    fractions = plan.gpu_fraction(gpu.index)
     rules.append(
         _rule(
-            "LLMGPUHeadroomLow",
-            f"{gpu_exporter.MEMORY_FREE} < {headroom}",
+            "LLMGPUOverPlan",
+            f"{gpu_exporter.MEMORY_USED}{{{on_gpu}}} "
+            f"> {int(fractions * gpu.total_bytes) + tolerance}",
             s.alert_gpu_for_s,
             "warning",
-            "{{ $labels.host }}: GPU {{ $labels.gpu }} has {{ $value | humanize1024 }}B free, "
-            f"below llmhost_gpu_headroom_gib ({s.gpu_headroom_gib} GiB)",
+            f"{{{{ $labels.host }}}}: GPU {gpu.index} ({GPU_NAME}) has "
+            f"{{{{ $value | humanize1024 }}}}B in use, over the plan of its services "
+            f"({fractions:.3f} of it) {over}",
         )
     )
     return rules
+
+
+def _headroom_rule(s: Settings, gpus: Sequence[int]) -> dict[str, Any]:
+    """Free memory on the GPUs the services are planned on (another GPU is not theirs)."""
+    used = "|".join(map(str, gpus))
+    return _rule(
+        "LLMGPUHeadroomLow",
+        f'{gpu_exporter.MEMORY_FREE}{{gpu=~"{used}"}} < {int(s.gpu_headroom_gib * GIB)}',
+        s.alert_gpu_for_s,
+        "warning",
+        f"{{{{ $labels.host }}}}: GPU {{{{ $labels.gpu }}}} ({GPU_NAME}) has "
+        f"{{{{ $value | humanize1024 }}}}B free, below llmhost_gpu_headroom_gib "
+        f"({s.gpu_headroom_gib} GiB)",
+    )
 
 
 def target_rules(settings: Settings, found: Sequence[Target]) -> list[dict[str, Any]]:

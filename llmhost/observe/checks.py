@@ -18,6 +18,7 @@ from llmhost.monitoring.gpu_exporter import service_pid_pairs
 
 if TYPE_CHECKING:
     # Types only: this module stays importable without pyinfra.
+    from llmhost.applied_plan import AppliedGpu
     from llmhost.facts.nvidia import NvidiaComputeApp, NvidiaGpu
 
 GIB = 1024**3
@@ -132,27 +133,80 @@ def apps_of(apps: Iterable[NvidiaComputeApp], pids: Iterable[int]) -> list[Nvidi
     return [app for app in apps if app["pid"] in wanted]
 
 
-def service_vram_problems(
+def gpu_label(gpu: NvidiaGpu) -> str:
+    """How the checks name a GPU: ``GPU 1 (NVIDIA L40S, GPU-...)``."""
+    return f"GPU {gpu['index']} ({gpu['name']}, {gpu['uuid']})"
+
+
+def service_gpu_problems(
     where: str,
     service_apps: Sequence[NvidiaComputeApp],
+    gpus: Sequence[NvidiaGpu],
+    planned: Sequence[int],
     fraction: float | None,
-    total_bytes: int,
     tolerance_bytes: int,
 ) -> list[str]:
-    """A service's GPU memory (all its processes) ≤ fraction x total + tolerance.
-
-    vLLM reserves its whole fraction at start (weights, activations, KV cache, CUDA context),
-    so a process above it means the plan and the running service disagree.
-    """
-    if fraction is None:
+    """A service's processes against its plan: each on a GPU planned for it (nvidia-smi names
+    the GPU a process runs on; the unit's CUDA_VISIBLE_DEVICES chose it), and on each planned
+    GPU (``planned``: indices) within its fraction of that GPU."""
+    if fraction is None or not planned:
         if service_apps:
             used = sum(app["used_memory_bytes"] or 0 for app in service_apps)
             return [f"{where}: planned without a GPU share, yet holds {gib(used)} on the GPU"]
         return []
+    by_index = {gpu["index"]: gpu for gpu in gpus}
+    problems = misplaced_problems(where, service_apps, gpus, planned)
+    for index in planned:
+        gpu = by_index.get(index)
+        if gpu is None:
+            problems.append(f"{where}: planned on GPU {index}, which nvidia-smi does not list")
+            continue
+        on_it = [app for app in service_apps if app["gpu_uuid"] == gpu["uuid"]]
+        problems += service_vram_problems(where, gpu, on_it, fraction, tolerance_bytes)
+    return problems
+
+
+def misplaced_problems(
+    where: str,
+    service_apps: Iterable[NvidiaComputeApp],
+    gpus: Sequence[NvidiaGpu],
+    planned: Sequence[int],
+) -> list[str]:
+    """Each of a service's processes runs on one of its planned GPUs."""
+    by_uuid = {gpu["uuid"]: gpu for gpu in gpus}
+    wanted = ", ".join(gpu_label(g) for g in gpus if g["index"] in planned) or "none listed"
+    problems = []
+    for app in service_apps:
+        gpu = by_uuid.get(app["gpu_uuid"])
+        if gpu is None or gpu["index"] not in planned:
+            problems.append(
+                f"{where}: PID {app['pid']} runs on "
+                f"{gpu_label(gpu) if gpu else app['gpu_uuid']}, not on its planned {wanted}; "
+                "check CUDA_VISIBLE_DEVICES in its env file and re-run the deploy"
+            )
+    return problems
+
+
+def service_vram_problems(
+    where: str,
+    gpu: NvidiaGpu,
+    service_apps: Sequence[NvidiaComputeApp],
+    fraction: float,
+    tolerance_bytes: int,
+) -> list[str]:
+    """A service's GPU memory on one GPU (its processes there) ≤ fraction x its total +
+    tolerance.
+
+    vLLM reserves its whole fraction at start (weights, activations, KV cache, CUDA context),
+    so a process above it means the plan and the running service disagree.
+    """
+    label, total = gpu_label(gpu), gpu["memory_total_bytes"]
+    if total is None:
+        return [f"{where}: nvidia-smi gives no memory total for {label}; is the driver loaded?"]
     if not service_apps:
         return [
-            f"{where}: no process of the service holds GPU memory (planned "
-            f"{fraction:.2f} x {gib(total_bytes)}); is it running on the CPU or another GPU?"
+            f"{where}: no process of the service holds memory on {label} (planned "
+            f"{fraction:.2f} x {gib(total)}); is it running on the CPU or another GPU?"
         ]
     unknown = [str(app["pid"]) for app in service_apps if app["used_memory_bytes"] is None]
     if unknown:
@@ -161,12 +215,12 @@ def service_vram_problems(
             "([N/A] or [Insufficient Permissions]); run the checks as root on the host"
         ]
     used = sum(app["used_memory_bytes"] or 0 for app in service_apps)
-    allowed = fraction * total_bytes
+    allowed = fraction * total
     if used <= allowed + tolerance_bytes:
         return []
     return [
-        f"{where}: uses {gib(used)} of GPU memory, over its plan of {gib(allowed)} "
-        f"({fraction:.2f} x {gib(total_bytes)}) + {gib(tolerance_bytes)} tolerance by "
+        f"{where}: uses {gib(used)} on {label}, over its plan of {gib(allowed)} "
+        f"({fraction:.2f} x {gib(total)}) + {gib(tolerance_bytes)} tolerance by "
         f"{gib(used - allowed)}; PIDs {', '.join(str(a['pid']) for a in service_apps)}"
     ]
 
@@ -174,13 +228,14 @@ def service_vram_problems(
 def gpu_total_problems(
     where: str, gpu: NvidiaGpu, planned_fraction: float, tolerance_bytes: int, headroom_bytes: int
 ) -> list[str]:
-    """One GPU's used ≤ the planned share of it + tolerance, and free ≥ the headroom."""
+    """One GPU's used ≤ the share its services' plans take of it + tolerance, and free ≥ the
+    headroom."""
     total, used, free = (
         gpu["memory_total_bytes"],
         gpu["memory_used_bytes"],
         gpu["memory_free_bytes"],
     )
-    label = f"{where}: GPU {gpu['index']} ({gpu['name']})"
+    label = f"{where}: {gpu_label(gpu)}"
     if total is None or used is None or free is None:
         return [f"{label}: nvidia-smi gives no memory figures ([N/A]); cannot check the plan"]
     problems = []
@@ -200,20 +255,74 @@ def gpu_total_problems(
 
 
 def plan_gpu_problems(
-    where: str, gpus: Sequence[NvidiaGpu], planned_total: int | None
+    where: str, gpus: Sequence[NvidiaGpu], planned: Sequence[AppliedGpu]
 ) -> list[str]:
-    """The plan's fractions only mean what was planned on a GPU of the planned size."""
+    """The plan's fractions only mean what was planned on each GPU: the same index, size and
+    (where the plan knows it) UUID."""
     if not gpus:
         return [f"{where}: nvidia-smi lists no GPU; is the driver loaded?"]
-    sizes = {gpu["memory_total_bytes"] for gpu in gpus}
-    if planned_total is None or planned_total not in sizes:
-        found = ", ".join(gib(s) if s is not None else "[N/A]" for s in sorted(sizes, key=str))
-        planned = gib(planned_total) if planned_total is not None else "none"
-        return [
-            f"{where}: plan.json was made for a GPU of {planned}, the host has {found}; "
-            "re-run the deploy so the plan matches this GPU"
-        ]
-    return []
+    if not planned:
+        return [f"{where}: plan.json names no GPU; re-run the deploy to plan this host's GPUs"]
+    by_index = {gpu["index"]: gpu for gpu in gpus}
+    problems = []
+    for want in planned:
+        found = by_index.get(want.index)
+        made_for = f"plan.json was made for GPU {want.index} of {gib(want.total_bytes)}" + (
+            f" ({want.uuid})" if want.uuid else ""
+        )
+        if found is None:
+            problems.append(
+                f"{where}: {made_for}, which nvidia-smi does not list (it lists "
+                f"{', '.join(gpu_label(g) for g in gpus)}); re-run the deploy"
+            )
+        elif found["memory_total_bytes"] != want.total_bytes or want.uuid not in (
+            None,
+            found["uuid"],
+        ):
+            size = found["memory_total_bytes"]
+            problems.append(
+                f"{where}: {made_for}, the host's is {gpu_label(found)} of "
+                f"{gib(size) if size is not None else '[N/A]'}; re-run the deploy so the plan "
+                "matches this GPU"
+            )
+    return problems
+
+
+def exporter_gpu_problems(
+    where: str,
+    exported: Iterable[tuple[Mapping[str, str], float]],
+    service_apps: Iterable[NvidiaComputeApp],
+    gpus: Sequence[NvidiaGpu],
+    tolerance_bytes: int,
+) -> list[str]:
+    """The GPU exporter's samples of a service's memory (labels, bytes) against nvidia-smi's,
+    GPU by GPU, each under nvidia-smi's index: the alerts select a GPU by that index."""
+    by_uuid = {gpu["uuid"]: gpu for gpu in gpus}
+    said: dict[str, float] = {}
+    index: dict[str, str] = {}
+    for labels, value in exported:
+        uuid = labels.get("uuid", "")
+        said[uuid] = said.get(uuid, 0.0) + value
+        index[uuid] = labels.get("gpu", "")
+    problems = [
+        f"{where}: the GPU exporter calls {gpu_label(gpu)} GPU {index[uuid]}; the alerts "
+        "select GPUs by nvidia-smi's index"
+        for uuid, gpu in by_uuid.items()
+        if uuid in index and index[uuid] != str(gpu["index"])
+    ]
+    seen: dict[str, float] = {}
+    for app in service_apps:
+        seen[app["gpu_uuid"]] = seen.get(app["gpu_uuid"], 0.0) + (app["used_memory_bytes"] or 0)
+    for uuid in sorted(said.keys() | seen.keys()):
+        apart = abs(said.get(uuid, 0.0) - seen.get(uuid, 0.0))
+        if apart > tolerance_bytes:
+            gpu = by_uuid.get(uuid)
+            problems.append(
+                f"{where}: on {gpu_label(gpu) if gpu else uuid} the GPU exporter says "
+                f"{gib(said.get(uuid, 0.0))}, nvidia-smi {gib(seen.get(uuid, 0.0))}: more apart "
+                f"than the {gib(tolerance_bytes)} tolerance"
+            )
+    return problems
 
 
 def driver_problems(where: str, gpus: Sequence[NvidiaGpu], minimum: str) -> list[str]:

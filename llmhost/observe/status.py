@@ -34,6 +34,8 @@ class ServiceStatus:
     memory_kind: str  # "GPU" or "RSS"
     memory_bytes: float | None
     planned_bytes: float | None
+    # GPU hosts: the GPUs (indices) the plan put it on.
+    gpus: list[int] = field(default_factory=list)
     kv_usage: float | None = None
     running: float | None = None
     waiting: float | None = None
@@ -123,11 +125,9 @@ def _by(answer: dict[str, Any], label: str) -> dict[str, float]:
 
 
 def _planned(plan: AppliedPlan, name: str) -> float | None:
-    svc = plan.services.get(name)
-    if svc is None:
-        return None
-    if plan.gpu and plan.gpu_total_bytes and svc.gpu_memory_utilization:
-        return svc.gpu_memory_utilization * plan.gpu_total_bytes
+    svc = plan.services[name]
+    if plan.gpu:
+        return plan.service_planned_bytes(name)
     return svc.cpu_kv_cache_gib * GIB if svc.cpu_kv_cache_gib else None
 
 
@@ -146,6 +146,7 @@ def _base(host: str, plan: AppliedPlan, units: dict[str, Any]) -> list[ServiceSt
                 memory_kind="GPU" if plan.gpu else "RSS",
                 memory_bytes=None if plan.gpu else unit.get("rss_bytes"),
                 planned_bytes=_planned(plan, name),
+                gpus=list(plan.services[name].gpus),
             )
         )
     return found
@@ -171,8 +172,8 @@ def from_prometheus(host: str, plan: AppliedPlan, probe: dict[str, Any]) -> Host
     used, free, total = (_by(q[k], "gpu") for k in ("gpu_used", "gpu_free", "gpu_total"))
     names = {m.get("gpu", ""): m.get("name", "") for m, _ in _vector(q["gpu_total"])}
     status.gpus = [
-        GpuStatus(i, names[i], used.get(i), free.get(i), total.get(i), _gpu_plan(plan))
-        for i in sorted(total)
+        GpuStatus(i, names[i], used.get(i), free.get(i), total.get(i), _gpu_plan(plan, i))
+        for i in sorted(total, key=_index)
     ]
     status.alerts = sorted(
         f"{m.get('alertname')}{' ' + m['service'] if m.get('service') else ''}"
@@ -190,8 +191,14 @@ def _by_pair(answer: dict[str, Any]) -> dict[tuple[str, str], float]:
     return {(m.get("client", ""), m.get("model", "")): v for m, v in _vector(answer)}
 
 
-def _gpu_plan(plan: AppliedPlan) -> float | None:
-    return plan.gpu_fraction * plan.gpu_total_bytes if plan.gpu_total_bytes else None
+def _index(gpu: str) -> int:
+    """A GPU's index from its label; GPU 10 after GPU 9."""
+    return int(gpu) if gpu.isdigit() else -1
+
+
+def _gpu_plan(plan: AppliedPlan, gpu: str) -> float | None:
+    """What the plan gives the units on this GPU (None: a GPU the plan does not know)."""
+    return plan.gpu_planned_bytes(_index(gpu))
 
 
 def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
@@ -258,7 +265,7 @@ def from_metrics(host: str, plan: AppliedPlan, probe: dict[str, Any]) -> HostSta
                 g["memory_used_bytes"],
                 g["memory_free_bytes"],
                 g["memory_total_bytes"],
-                _gpu_plan(plan),
+                _gpu_plan(plan, str(g["index"])),
             )
             for g in gpus
         ]
@@ -273,15 +280,21 @@ def _num(value: float | None, fmt: str = "{:.0f}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def _service_row(s: ServiceStatus) -> list[str]:
+def _memory(s: ServiceStatus, several: bool) -> str:
+    """Used against planned; on a host of several GPUs, GPU memory names the service's GPUs."""
+    if s.memory_kind != "GPU":
+        return f"RSS {_gib(s.memory_bytes)} (KV {_gib(s.planned_bytes)})"
+    kind = f"GPU {','.join(map(str, s.gpus))}" if several and s.gpus else "GPU"
+    return f"{kind} {_gib(s.memory_bytes)} / {_gib(s.planned_bytes)}"
+
+
+def _service_row(s: ServiceStatus, several: bool) -> list[str]:
     state = s.active if s.up is not False else f"{s.active} (not scraped)"
     return [
         s.name,
         state,
         _num(s.restarts),
-        f"{s.memory_kind} {_gib(s.memory_bytes)} / {_gib(s.planned_bytes)}"
-        if s.memory_kind == "GPU"
-        else f"RSS {_gib(s.memory_bytes)} (KV {_gib(s.planned_bytes)})",
+        _memory(s, several),
         _num(None if s.kv_usage is None else s.kv_usage * 100, "{:.1f}%"),
         f"{_num(s.running)}/{_num(s.waiting)}",
         f"{_num(s.prompt_tps, '{:.1f}')}/{_num(s.gen_tps, '{:.1f}')}",
@@ -306,7 +319,8 @@ def render(status: HostStatus) -> str:
     lines = [f"== {status.host} (from {status.source}) =="]
     if status.error:
         lines.append(f"!! {status.error}")
-    rows = [HEADINGS, *(_service_row(s) for s in status.services)]
+    several = len(status.gpus) > 1
+    rows = [HEADINGS, *(_service_row(s, several) for s in status.services)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADINGS))]
     lines += [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from targets import HostTarget, ServiceTarget, fail_on
 
-from llmhost.facts.nvidia import NvidiaGpu
 from llmhost.observe.checks import (
     GIB,
     apps_of,
@@ -14,7 +13,7 @@ from llmhost.observe.checks import (
     gib,
     gpu_total_problems,
     plan_gpu_problems,
-    service_vram_problems,
+    service_gpu_problems,
 )
 
 pytestmark = pytest.mark.gpu
@@ -25,13 +24,6 @@ def _require_gpu(target: HostTarget) -> None:
         pytest.skip(f"{target.name}: llmhost_gpu is false, no GPU to check")
 
 
-def _service_gpus(target: HostTarget) -> list[NvidiaGpu]:
-    """The GPUs the services run on (all GPUs when none of their processes is on one)."""
-    gpus = target.gpus()
-    used = {app["gpu_uuid"] for app in apps_of(target.compute_apps(), target.all_service_pids())}
-    return [gpu for gpu in gpus if gpu["uuid"] in used] or gpus
-
-
 def test_driver(target: HostTarget) -> None:
     _require_gpu(target)
     fail_on(driver_problems(target.name, target.gpus(), target.settings.min_nvidia_driver))
@@ -39,40 +31,44 @@ def test_driver(target: HostTarget) -> None:
 
 def test_plan_matches_gpu(target: HostTarget) -> None:
     _require_gpu(target)
-    fail_on(plan_gpu_problems(target.name, target.gpus(), target.plan.gpu_total_bytes))
+    fail_on(plan_gpu_problems(target.name, target.gpus(), target.plan.gpus))
 
 
 def test_gpu_memory(service: ServiceTarget, gpu_tolerance: int, report: list[str]) -> None:
+    """On each of its planned GPUs within its share of it, and on no other GPU."""
     target = service.target
     _require_gpu(target)
     apps = apps_of(target.compute_apps(), service.pids())
-    gpus = {gpu["uuid"]: gpu for gpu in target.gpus()}
-    # A service's share is of the GPU it runs on; GPU 0 when none of its processes is on one.
-    gpu = gpus.get(apps[0]["gpu_uuid"]) if apps else next(iter(gpus.values()), None)
-    total = gpu["memory_total_bytes"] if gpu else None
-    if not total:
-        fail_on([f"{service.where}: nvidia-smi gives no GPU memory total; is the driver loaded?"])
-        return
-    fraction = service.planned.gpu_memory_utilization
+    planned = service.planned
+    fraction = planned.gpu_memory_utilization
     report.append(
-        f"{service.where}: GPU memory {gib(sum(a['used_memory_bytes'] or 0 for a in apps))}, "
-        f"plan {fraction or 0:.2f} x {gib(total)} = {gib((fraction or 0) * total)} "
-        f"(PIDs {', '.join(str(a['pid']) for a in apps) or 'none on the GPU'})"
+        f"{service.where}: GPU memory {gib(sum(a['used_memory_bytes'] or 0 for a in apps))} "
+        f"on GPU {', '.join(str(i) for i in planned.gpus) or '-'}, plan {fraction or 0:.2f} of "
+        f"each = {gib(target.plan.service_planned_bytes(service.name) or 0)} "
+        f"(PIDs {', '.join(str(a['pid']) for a in apps) or 'none on a GPU'})"
     )
-    fail_on(service_vram_problems(service.where, apps, fraction, total, gpu_tolerance))
+    fail_on(
+        service_gpu_problems(
+            service.where, apps, target.gpus(), planned.gpus, fraction, gpu_tolerance
+        )
+    )
 
 
 def test_gpu_memory_total(target: HostTarget, gpu_tolerance: int, report: list[str]) -> None:
+    """Each GPU a service is planned on: in use within its services' plans, headroom free."""
     _require_gpu(target)
     headroom = int(target.settings.gpu_headroom_gib * GIB)
-    planned = target.plan.gpu_fraction
+    found = {gpu["index"]: gpu for gpu in target.gpus()}
     problems = []
-    for gpu in _service_gpus(target):
+    # A planned GPU nvidia-smi does not list is test_plan_matches_gpu's failure.
+    for gpu in (found[g.index] for g in target.plan.used_gpus() if g.index in found):
+        planned = target.plan.gpu_fraction(gpu["index"])
+        on_it = ", ".join(svc.name for svc in target.plan.on_gpu(gpu["index"]))
         report.append(
             f"{target.name}: GPU {gpu['index']} ({gpu['name']}, driver {gpu['driver_version']}) "
             f"used {gib(gpu['memory_used_bytes'] or 0)}, free {gib(gpu['memory_free_bytes'] or 0)}"
-            f" of {gib(gpu['memory_total_bytes'] or 0)}; plan {planned:.2f} of it, headroom "
-            f"{gib(headroom)}"
+            f" of {gib(gpu['memory_total_bytes'] or 0)}; plan {planned:.2f} of it ({on_it}), "
+            f"headroom {gib(headroom)}"
         )
         problems += gpu_total_problems(target.name, gpu, planned, gpu_tolerance, headroom)
     fail_on(problems)

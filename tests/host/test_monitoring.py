@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from targets import HostTarget, ServiceTarget, fail_on
 
 from llmhost.monitoring import alerts, gpu_exporter, scrape
-from llmhost.observe.checks import apps_of, gib
+from llmhost.observe.checks import apps_of, exporter_gpu_problems, gib
 
 
 def _require_monitoring(target: HostTarget) -> None:
@@ -93,18 +93,15 @@ def test_gpu_exporter_agrees_with_nvml(
     answer = target.probe("http", url=url, max_body=1_000_000, timeout=10)
     if answer["status"] != 200:
         fail_on([f"{target.name}: GPU exporter {url}: {answer['status']} {answer['error']}"])
-    exported = sum(
-        s.value
+    exported = [
+        (s.labels, s.value)
         for family in text_string_to_metric_families(answer["body"])
         for s in family.samples
         if s.name == gpu_exporter.PROCESS_MEMORY and s.labels.get("service") == service.name
+    ]
+    apps = apps_of(target.compute_apps(), service.pids())
+    report.append(
+        f"{service.where}: GPU exporter {gib(sum(v for _, v in exported))}, nvidia-smi "
+        f"{gib(sum(a['used_memory_bytes'] or 0 for a in apps))}"
     )
-    nvml = sum(a["used_memory_bytes"] or 0 for a in apps_of(target.compute_apps(), service.pids()))
-    report.append(f"{service.where}: GPU exporter {gib(exported)}, nvidia-smi {gib(nvml)}")
-    if abs(exported - nvml) > gpu_tolerance:
-        fail_on(
-            [
-                f"{service.where}: the GPU exporter says {gib(exported)}, nvidia-smi "
-                f"{gib(nvml)}: more apart than the {gib(gpu_tolerance)} tolerance"
-            ]
-        )
+    fail_on(exporter_gpu_problems(service.where, exported, apps, target.gpus(), gpu_tolerance))

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from llmhost.applied_plan import AppliedPlan, AppliedService
+from llmhost.applied_plan import AppliedGpu, AppliedPlan, AppliedService
 from llmhost.monitoring import alerts, scrape
 from llmhost.settings import Settings
 
@@ -28,7 +28,7 @@ GIB = 1024**3
 TOTAL = 100 * GIB
 
 
-def _service(name: str, port: int, fraction: float) -> AppliedService:
+def _service(name: str, port: int, fraction: float, gpu: int = 0) -> AppliedService:
     return AppliedService(
         name=name,
         unit=f"llmhost-{name}.service",
@@ -39,12 +39,13 @@ def _service(name: str, port: int, fraction: float) -> AppliedService:
         gpu_memory_utilization=fraction,
         cpu_kv_cache_gib=None,
         kv_tokens=100_000,
+        gpus=[gpu],
     )
 
 
 PLAN = AppliedPlan(
     gpu=True,
-    gpu_total_bytes=TOTAL,
+    gpus=[AppliedGpu(index=0, uuid="GPU-1", total_bytes=TOTAL)],
     gpu_memory_cap=0.9,
     services={"coder": _service("coder", 8001, 0.55), "general": _service("general", 8002, 0.30)},
 )
@@ -109,11 +110,11 @@ def test_each_replica_is_a_target_of_its_own(tmp_path: Path) -> None:
 
 
 def test_a_cpu_host_has_no_gpu_target_or_rules() -> None:
-    plan = PLAN.model_copy(update={"gpu": False, "gpu_total_bytes": None})
+    plan = PLAN.model_copy(update={"gpu": False, "gpus": []})
     cpu = scrape.targets(SETTINGS, plan, "lab")
     assert "llmhost-gpu" not in {t.job for t in cpu}
     names = {r["alert"] for r in alerts.rules(SETTINGS, plan, cpu)["groups"][0]["rules"]}
-    assert not names & {"LLMServiceGPUOverPlan", "LLMGPUHeadroomLow"}
+    assert not names & {"LLMServiceGPUOverPlan", "LLMGPUOverPlan", "LLMGPUHeadroomLow"}
 
 
 def test_export_mode_scrapes_the_services_and_the_gateway_given() -> None:
@@ -137,11 +138,26 @@ def _labels(alert: str, **labels: str) -> dict[str, str]:
     return {"severity": severity, **labels}
 
 
+def _selector(labels: dict[str, str]) -> str:
+    return ", ".join(f'{k}="{v}"' for k, v in labels.items())
+
+
+def _process(gpu: dict[str, str], pid: int, service: str) -> str:
+    """The GPU exporter's series for one process."""
+    labels = {"host": HOST, **gpu, "pid": str(pid), "service": service}
+    return f"llmhost_gpu_process_memory_used_bytes{{{_selector(labels)}}}"
+
+
+def _gpu(metric: str, gpu: dict[str, str]) -> str:
+    return f"llmhost_gpu_memory_{metric}_bytes{{{_selector({'host': HOST, **gpu})}}}"
+
+
 SVC = {"job": "llmhost-vllm", "host": HOST, "service": "coder"}
 GPU0 = {"gpu": "0", "uuid": "GPU-1", "name": "NVIDIA H200"}
-GPU0_SEL = 'gpu="0", uuid="GPU-1", name="NVIDIA H200"'
+H200 = "GPU 0 (NVIDIA H200, GPU-1)"
 # (alert, input series, eval time, expected alerts as (labels, summary)).
-CASES: dict[str, tuple[str, list[tuple[str, str]], str, list[tuple[dict[str, str], str]]]] = {
+Case = tuple[str, list[tuple[str, str]], str, list[tuple[dict[str, str], str]]]
+CASES: dict[str, Case] = {
     "down 2 min: fires": (
         "LLMServiceDown",
         [(_vllm("up"), "0x10"), (_vllm("up", "general"), "1x10")],
@@ -221,52 +237,55 @@ CASES: dict[str, tuple[str, list[tuple[str, str]], str, list[tuple[dict[str, str
     "coder 60 GiB of 55 planned: fires": (
         "LLMServiceGPUOverPlan",
         [
-            (
-                f'llmhost_gpu_process_memory_used_bytes{{host="{HOST}", {GPU0_SEL}, pid="7", '
-                f'service="coder"}}',
-                f"{60 * GIB}x20",
-            ),
-            (
-                f'llmhost_gpu_process_memory_used_bytes{{host="{HOST}", {GPU0_SEL}, pid="8", '
-                f'service="general"}}',
-                f"{30 * GIB}x20",
-            ),
+            (_process(GPU0, 7, "coder"), f"{60 * GIB}x20"),
+            (_process(GPU0, 8, "general"), f"{30 * GIB}x20"),
         ],
         "3m",
         [
             (
-                {"host": HOST, "service": "coder"},
-                f"{HOST}: coder uses 60GiB of GPU memory, over its plan (0.550 of the GPU) + "
-                "512 MiB",
+                {"host": HOST, "service": "coder", **GPU0},
+                f"{HOST}: coder uses 60GiB of {H200}, over its plan (0.550 of it) + 512 MiB",
             )
         ],
     ),
     "coder within plan + tolerance: fine": (
         "LLMServiceGPUOverPlan",
+        [(_process(GPU0, 7, "coder"), f"{int(55.3 * GIB)}x20")],
+        "3m",
+        [],
+    ),
+    "GPU 0 90 GiB in use of 85 planned: fires": (
+        "LLMGPUOverPlan",
+        [(_gpu("used", GPU0), f"{90 * GIB}x20")],
+        "3m",
         [
             (
-                f'llmhost_gpu_process_memory_used_bytes{{host="{HOST}", {GPU0_SEL}, pid="7", '
-                f'service="coder"}}',
-                f"{int(55.3 * GIB)}x20",
-            ),
+                {"host": HOST, **GPU0},
+                f"{HOST}: {H200} has 90GiB in use, over the plan of its services (0.850 of it) "
+                "+ 512 MiB",
+            )
         ],
+    ),
+    "GPU 0 at its plan: fine": (
+        "LLMGPUOverPlan",
+        [(_gpu("used", GPU0), f"{85 * GIB}x20")],
         "3m",
         [],
     ),
     "1 GiB free: fires": (
         "LLMGPUHeadroomLow",
-        [(f'llmhost_gpu_memory_free_bytes{{host="{HOST}", {GPU0_SEL}}}', f"{GIB}x20")],
+        [(_gpu("free", GPU0), f"{GIB}x20")],
         "3m",
         [
             (
                 {"host": HOST, **GPU0},
-                f"{HOST}: GPU 0 has 1GiB free, below llmhost_gpu_headroom_gib (2.0 GiB)",
+                f"{HOST}: {H200} has 1GiB free, below llmhost_gpu_headroom_gib (2.0 GiB)",
             )
         ],
     ),
     "3 GiB free: fine": (
         "LLMGPUHeadroomLow",
-        [(f'llmhost_gpu_memory_free_bytes{{host="{HOST}", {GPU0_SEL}}}', f"{3 * GIB}x20")],
+        [(_gpu("free", GPU0), f"{3 * GIB}x20")],
         "3m",
         [],
     ),
@@ -313,8 +332,8 @@ CASES["GPU exporter not scraped: fires"] = (
 CASES["every target scraped: fine"] = ("LLMTargetMissing", _all_up_but("none"), "2m", [])
 
 
-def _test_doc(case: str) -> dict[str, Any]:
-    alert, series, eval_time, expected = CASES[case]
+def _test_doc(case: str, cases: dict[str, Case]) -> dict[str, Any]:
+    alert, series, eval_time, expected = cases[case]
     return {
         "rule_files": ["rules.yml"],
         "evaluation_interval": "15s",
@@ -350,6 +369,106 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_promtool_test_rules(rules_dir: Path, case: str) -> None:
-    (rules_dir / "test.yml").write_text(yaml.safe_dump(_test_doc(case), sort_keys=False))
+    (rules_dir / "test.yml").write_text(yaml.safe_dump(_test_doc(case, CASES), sort_keys=False))
     result = _promtool("test", "rules", "test.yml", cwd=rules_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Two GPUs of other sizes: coder and general-1 on GPU 0 (the H200 of 100 GiB), general-2 on
+# GPU 1 (an L40S of 48 GiB); GPU 2 holds no service.
+TWO_GPUS = AppliedPlan(
+    gpu=True,
+    gpus=[
+        AppliedGpu(index=0, uuid="GPU-1", total_bytes=TOTAL),
+        AppliedGpu(index=1, uuid="GPU-2", total_bytes=48 * GIB),
+        AppliedGpu(index=2, uuid="GPU-3", total_bytes=48 * GIB),
+    ],
+    gpu_memory_cap=0.9,
+    services={
+        "coder": _service("coder", 8001, 0.55),
+        "general-1": _service("general-1", 8002, 0.30).model_copy(update={"replica_of": "general"}),
+        "general-2": _service("general-2", 8003, 0.85, gpu=1).model_copy(
+            update={"replica_of": "general"}
+        ),
+    },
+)
+GPU1 = {"gpu": "1", "uuid": "GPU-2", "name": "NVIDIA L40S"}
+L40S = "GPU 1 (NVIDIA L40S, GPU-2)"
+# 42 GiB is over 0.85 of the L40S (40.8 GiB), far under 0.85 of the H200 or the fractions' sum.
+TWO_GPU_CASES: dict[str, Case] = {
+    "general-2 over its share of GPU 1: fires": (
+        "LLMServiceGPUOverPlan",
+        [
+            (_process(GPU0, 7, "coder"), f"{55 * GIB}x20"),
+            (_process(GPU0, 8, "general-1"), f"{30 * GIB}x20"),
+            (_process(GPU1, 9, "general-2"), f"{42 * GIB}x20"),
+        ],
+        "3m",
+        [
+            (
+                {"host": HOST, "service": "general-2", **GPU1},
+                f"{HOST}: general-2 uses 42GiB of {L40S}, over its plan (0.850 of it) + 512 MiB",
+            )
+        ],
+    ),
+    "each replica within its own GPU's plan: fine": (
+        "LLMServiceGPUOverPlan",
+        [
+            (_process(GPU0, 8, "general-1"), f"{30 * GIB}x20"),
+            (_process(GPU1, 9, "general-2"), f"{40 * GIB}x20"),
+        ],
+        "3m",
+        [],
+    ),
+    "GPU 1 over its services' plan: fires": (
+        "LLMGPUOverPlan",
+        [(_gpu("used", GPU0), f"{85 * GIB}x20"), (_gpu("used", GPU1), f"{42 * GIB}x20")],
+        "3m",
+        [
+            (
+                {"host": HOST, **GPU1},
+                f"{HOST}: {L40S} has 42GiB in use, over the plan of its services (0.850 of it) "
+                "+ 512 MiB",
+            )
+        ],
+    ),
+    "a GPU without a service, full: not ours": (
+        "LLMGPUHeadroomLow",
+        [(_gpu("free", {"gpu": "2", "uuid": "GPU-3", "name": "NVIDIA L40S"}), f"{GIB}x20")],
+        "3m",
+        [],
+    ),
+    "GPU 1 short of headroom: fires": (
+        "LLMGPUHeadroomLow",
+        [(_gpu("free", GPU1), f"{GIB}x20")],
+        "3m",
+        [
+            (
+                {"host": HOST, **GPU1},
+                f"{HOST}: {L40S} has 1GiB free, below llmhost_gpu_headroom_gib (2.0 GiB)",
+            )
+        ],
+    ),
+}
+
+
+def test_two_gpus_have_rules_per_gpu_and_unit() -> None:
+    rules = alerts.gpu_rules(SETTINGS, TWO_GPUS)
+    assert [(r["alert"], r["labels"].get("service")) for r in rules] == [
+        ("LLMServiceGPUOverPlan", "coder"),
+        ("LLMServiceGPUOverPlan", "general-1"),
+        ("LLMGPUOverPlan", None),
+        ("LLMServiceGPUOverPlan", "general-2"),
+        ("LLMGPUOverPlan", None),
+        ("LLMGPUHeadroomLow", None),
+    ]
+
+
+@pytest.mark.parametrize("case", list(TWO_GPU_CASES))
+def test_promtool_test_rules_on_two_gpus(tmp_path: Path, case: str) -> None:
+    found = scrape.targets(SETTINGS, TWO_GPUS, HOST)
+    (tmp_path / "rules.yml").write_text(alerts.rules_file(SETTINGS, TWO_GPUS, found))
+    doc = _test_doc(case, TWO_GPU_CASES)
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = _promtool("test", "rules", "test.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -37,7 +37,6 @@ KEY = "k3y-0f-a11ce-0123456789abcdef"
 def _plan(settings: Settings) -> AppliedPlan:
     return AppliedPlan(
         gpu=False,
-        gpu_total_bytes=None,
         gpu_memory_cap=0.9,
         services={
             svc.name: AppliedService(

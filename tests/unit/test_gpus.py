@@ -348,7 +348,7 @@ def test_cli_one_size_per_gpu_each_with_a_unit(capsys: pytest.CaptureFixture[str
 def test_the_applied_plan_keeps_each_services_gpus() -> None:
     settings = _settings()
     plan = _plan([24 * GB] * 4, settings)
-    applied = AppliedPlan.of(settings, plan, 24 * GB)
+    applied = AppliedPlan.of(settings, plan)
     again = AppliedPlan.from_json(applied.to_json(), "gpu-01: plan.json")
     assert [(s.gpus, s.tensor_parallel_size) for s in again.services.values()] == [
         ([0, 1], 2),

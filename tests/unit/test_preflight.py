@@ -82,8 +82,8 @@ class FakeHost:
     )
 
     reads: list[str] = field(default_factory=list)
-    # FileContents by path, where a test gives one (else the fact's own value: None).
-    files: dict[str, list[str]] = field(default_factory=dict)
+    # A fact's value for one path, where a test gives one (else the fact's value above).
+    at_path: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def get_fact(self, fact: type, **kwargs: Any) -> Any:
         self.reads.append(fact.__name__)
@@ -92,9 +92,7 @@ class FakeHost:
         return self._value(fact, kwargs)
 
     def _value(self, fact: type, args: dict[str, Any]) -> Any:
-        if fact.__name__ == "FileContents" and args.get("path") in self.files:
-            return self.files[args["path"]]
-        return self.facts[fact.__name__]
+        return self.at_path.get((fact.__name__, args.get("path", "")), self.facts[fact.__name__])
 
 
 def _run(monkeypatch: pytest.MonkeyPatch, facts: dict[str, Any], **data: Any) -> list[str]:
@@ -343,7 +341,7 @@ def _checked_with(
     fake.facts["NvidiaGpus"] = [gpu]
     settings = Settings.from_host_data({"llmhost_stack": "single-vendor"}, "gpu-01")
     if applied is not None:
-        fake.files[Layout(settings).plan] = applied.splitlines()
+        fake.at_path["FileContents", Layout(settings).plan] = applied.splitlines()
     monkeypatch.setattr(preflight, "host", fake)
     return preflight.check_host(settings).applied
 
@@ -363,3 +361,34 @@ def test_a_second_deploy_plans_with_the_reservation_the_host_runs_on(
     other = {**H200, "memory_free_bytes": 142156 * 1024**2}
     moved = _checked_with(monkeypatch, other, first.to_json())
     assert moved.gpu_reserved_bytes == [reserved_bytes(other)] != first.gpu_reserved_bytes
+
+
+# Four 24 GB cards: the primary stack's coder and general each split over two (tensor parallel).
+L4 = {**H200, "name": "NVIDIA L4", "memory_total_bytes": 23034 * 1024**2,
+      "memory_free_bytes": 22700 * 1024**2, "compute_cap": (8, 9)}  # fmt: skip
+FOUR = [{**L4, "index": i, "uuid": f"GPU-{i}"} for i in range(4)]
+
+
+@pytest.mark.parametrize(("shm_mib", "refused"), [(64, True), (2048, False)])
+def test_tensor_parallel_needs_room_in_dev_shm(
+    monkeypatch: pytest.MonkeyPatch, shm_mib: int, refused: bool
+) -> None:
+    fake = FakeHost()
+    fake.facts["NvidiaGpus"] = FOUR
+    fake.at_path["FreeDiskBytes", preflight.SHM] = shm_mib * 1024**2
+    monkeypatch.setattr(preflight, "host", fake)
+    settings = Settings.from_host_data({"llmhost_stack": "primary"}, "gpu-01")
+    try:
+        checked = preflight.check_host(settings)
+        problems = []
+    except preflight.PreflightError as e:
+        problems = str(e).splitlines()
+    if refused:
+        assert problems == [
+            "gpu-01: /dev/shm has 64 MiB free; coder, general run tensor parallel, which needs "
+            "1024 MiB there for the ranks' shared memory: enlarge it (a tmpfs size= in "
+            "/etc/fstab; a container's --shm-size or --ipc=host)"
+        ]
+    else:
+        assert problems == []
+        assert [s.tensor_parallel_size for s in checked.plan.services.values()] == [2, 2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmhost.applied_plan import AppliedPlan, AppliedService
+from llmhost.applied_plan import AppliedGpu, AppliedPlan, AppliedService
 from llmhost.cli import status as status_cli
 from llmhost.observe import status
 from llmhost.observe.reach import reach
@@ -13,7 +13,9 @@ from llmhost.settings import Settings
 GIB = 1024**3
 
 
-def _svc(name: str, port: int, fraction: float | None, kv_gib: int | None) -> AppliedService:
+def _svc(
+    name: str, port: int, fraction: float | None, kv_gib: int | None, gpus: list[int] | None = None
+) -> AppliedService:
     return AppliedService(
         name=name,
         unit=f"llmhost-{name}.service",
@@ -24,12 +26,13 @@ def _svc(name: str, port: int, fraction: float | None, kv_gib: int | None) -> Ap
         gpu_memory_utilization=fraction,
         cpu_kv_cache_gib=kv_gib,
         kv_tokens=1000,
+        gpus=[0] if gpus is None and fraction else gpus or [],
     )
 
 
 GPU_PLAN = AppliedPlan(
     gpu=True,
-    gpu_total_bytes=100 * GIB,
+    gpus=[AppliedGpu(index=0, uuid="GPU-0", total_bytes=100 * GIB)],
     gpu_memory_cap=0.9,
     services={
         "coder": _svc("coder", 8001, 0.55, None),
@@ -83,9 +86,90 @@ def test_from_prometheus() -> None:
     assert not got.healthy
     screen = status.render(got)
     assert "GPU 55.00 GiB / 55.00 GiB" in screen and "42.0%" in screen
-    assert "GPU 0 NVIDIA H200: used 60.00 GiB, free 40.00 GiB of 100.00 GiB" in screen
+    assert (
+        "GPU 0 NVIDIA H200: used 60.00 GiB, free 40.00 GiB of 100.00 GiB; services' plan "
+        "85.00 GiB" in screen
+    )
     assert "alerts firing: LLMServiceDown general" in screen
     assert "  ide deepseek-coder 3 120/45" in screen
+
+
+# Two GPUs: coder and general-1 on GPU 0 (80 GiB), general-2 on GPU 1 (48 GiB).
+TWO_GPUS = AppliedPlan(
+    gpu=True,
+    gpus=[
+        AppliedGpu(index=0, uuid="GPU-0", total_bytes=80 * GIB),
+        AppliedGpu(index=1, uuid="GPU-1", total_bytes=48 * GIB),
+    ],
+    gpu_memory_cap=0.9,
+    services={
+        "coder": _svc("coder", 8001, 0.55, None, [0]),
+        "general-1": _svc("general-1", 8002, 0.3, None, [0]),
+        "general-2": _svc("general-2", 8003, 0.85, None, [1]),
+    },
+)
+
+
+def test_each_gpu_against_the_plan_of_its_own_services() -> None:
+    probe = _prometheus_probe()
+    probe["units"] = {name: UNITS["coder"] for name in TWO_GPUS.services}
+    q = probe["queries"]
+    q["up"] = _vector(*(({"service": name}, 1) for name in TWO_GPUS.services))
+    q["gpu_service"] = _vector(
+        ({"service": "coder"}, 44 * GIB),
+        ({"service": "general-1"}, 24 * GIB),
+        ({"service": "general-2"}, 40 * GIB),
+    )
+    gpus = [({"gpu": "0", "name": "NVIDIA A100"}, 80), ({"gpu": "1", "name": "NVIDIA L40S"}, 48)]
+    q["gpu_total"] = _vector(*((g, size * GIB) for g, size in gpus))
+    q["gpu_used"] = _vector((gpus[0][0], 68 * GIB), (gpus[1][0], 41 * GIB))
+    q["gpu_free"] = _vector((gpus[0][0], 12 * GIB), (gpus[1][0], 7 * GIB))
+    got = status.from_prometheus("gpu-01", TWO_GPUS, probe)
+    assert [(s.name, s.gpus) for s in got.services] == [
+        ("coder", [0]),
+        ("general-1", [0]),
+        ("general-2", [1]),
+    ]
+    assert got.services[2].planned_bytes == pytest.approx(0.85 * 48 * GIB)
+    assert [(g.index, g.planned_bytes) for g in got.gpus] == [
+        ("0", pytest.approx(0.85 * 80 * GIB)),
+        ("1", pytest.approx(0.85 * 48 * GIB)),
+    ]
+    screen = status.render(got)
+    assert "GPU 0 44.00 GiB / 44.00 GiB" in screen
+    assert "GPU 1 40.00 GiB / 40.80 GiB" in screen
+    assert (
+        "GPU 0 NVIDIA A100: used 68.00 GiB, free 12.00 GiB of 80.00 GiB; services' plan 68.00 GiB"
+        in screen
+    )
+    assert (
+        "GPU 1 NVIDIA L40S: used 41.00 GiB, free 7.00 GiB of 48.00 GiB; services' plan 40.80 GiB"
+        in screen
+    )
+
+
+def test_nvidia_smi_per_gpu_when_monitoring_is_off() -> None:
+    gpus = (
+        "0, GPU-0, NVIDIA A100, 81920, 69632, 12288, 8.0, 580.65.06\n"
+        "1, GPU-1, NVIDIA L40S, 49152, 41984, 7168, 8.9, 580.65.06\n"
+    )
+    apps = "7, GPU-0, 45056, python3\n8, GPU-0, 24576, python3\n9, GPU-1, 40960, python3\n"
+    units = {
+        name: {**UNITS["coder"], "pids": [pid]}
+        for name, pid in (("coder", 7), ("general-1", 8), ("general-2", 9))
+    }
+    probe = {
+        "units": units,
+        "metrics": {},
+        "smi": {"gpus": {"rc": 0, "out": gpus}, "apps": {"rc": 0, "out": apps}},
+    }
+    got = status.from_metrics("gpu-01", TWO_GPUS, probe)
+    assert [s.memory_bytes for s in got.services] == [44 * GIB, 24 * GIB, 40 * GIB]
+    assert [(g.index, g.name, g.planned_bytes) for g in got.gpus] == [
+        ("0", "NVIDIA A100", pytest.approx(0.85 * 80 * GIB)),
+        ("1", "NVIDIA L40S", pytest.approx(0.85 * 48 * GIB)),
+    ]
+    assert "general-2  active/running  0         GPU 1 40.00 GiB / 40.80 GiB" in status.render(got)
 
 
 def test_prometheus_down_is_an_error_not_a_crash() -> None:
@@ -116,7 +200,7 @@ def test_from_metrics_on_a_cpu_host() -> None:
     plan = GPU_PLAN.model_copy(
         update={
             "gpu": False,
-            "gpu_total_bytes": None,
+            "gpus": [],
             "services": {"coder": _svc("coder", 8001, None, 1)},
         }
     )
