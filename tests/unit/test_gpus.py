@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_planner import SEVEN_B_CONFIG
 
 from llmhost.applied_plan import AppliedPlan
 from llmhost.cli import plan as plan_cli
@@ -173,16 +174,8 @@ def test_tensor_parallel_over_unequal_cards_is_planned_on_the_smallest() -> None
 
 
 def _meta(**config: int) -> ModelMeta:
-    base = {
-        "hidden_size": 4096,
-        "intermediate_size": 14336,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "num_hidden_layers": 32,
-        "vocab_size": 32000,
-        "max_position_embeddings": 32768,
-    }
-    return ModelMeta.from_config({**base, **config}, 4 * GiB)
+    """test_planner's 7B-like model with ``config`` changed."""
+    return ModelMeta.from_config({**SEVEN_B_CONFIG, **config}, 4 * GiB)
 
 
 def test_fewer_kv_heads_than_gpus_are_replicated() -> None:

@@ -102,18 +102,16 @@ def test_fractions_never_exceed_the_cap(stack: str, card: int, concurrency: int)
 
 
 # A 7B-like model with round numbers: 128 KiB of KV per token, 4 GiB of weights.
-META = ModelMeta.from_config(
-    {
-        "hidden_size": 4096,
-        "intermediate_size": 14336,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "num_hidden_layers": 32,
-        "vocab_size": 32000,
-        "max_position_embeddings": 32768,
-    },
-    4 * GiB,
-)
+SEVEN_B_CONFIG = {
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "num_hidden_layers": 32,
+    "vocab_size": 32000,
+    "max_position_embeddings": 32768,
+}
+META = ModelMeta.from_config(SEVEN_B_CONFIG, 4 * GiB)
 
 
 def _req(name: str = "svc", **knobs: Any) -> ServiceRequest:
