@@ -112,6 +112,44 @@ def failed_checks(*select: str) -> str:
     return result.stdout
 
 
+# Where a deploy writes; -xdev keeps find off the lab's bind mounts, so the model store (a host
+# directory bound at the model dir) is named on its own.
+WATCHED = ("/etc", "/opt", "/srv", LAYOUT.settings.model_dir, LAYOUT.settings.cache_dir, "/usr")
+_WATCH_MARKER = "/run/llmhost-watched-deploy.marker"
+
+
+@dataclass(frozen=True)
+class WatchedDeploy:
+    """A deploy, the services' main PIDs around it, and every file under ``WATCHED`` it wrote."""
+
+    run: DeployRun
+    pids_before: str
+    pids_after: str
+    written: str
+
+
+def watched_deploy(*extra: str) -> WatchedDeploy:
+    """The deploy with ``extra``, watched for what it changed on the guest (a refused deploy
+    must change nothing)."""
+    units = " ".join(map(unit, SERVICES))
+    before = on_guest(f"touch {_WATCH_MARKER} && systemctl show -p MainPID --value {units}")
+    run = deploy(*extra)
+    # One round trip: the services' PIDs, then every file written since the marker.
+    after = on_guest(
+        f"systemctl show -p MainPID --value {units} && echo -- && "
+        f"find {' '.join(WATCHED)} -xdev -newer {_WATCH_MARKER} -print"
+    )
+    pids_after, _, written = after.partition("--\n")
+    return WatchedDeploy(run, before, pids_after, written)
+
+
+def refusals(output: str) -> list[str]:
+    """The lines of llmhost's refusal: one per problem, each starting with the host's name."""
+    _, found, rest = output.partition("llmhost: nothing was changed.\n")
+    assert found, f"no llmhost error in the output:\n{output[-3000:]}"
+    return [line for line in rest.splitlines() if line.startswith(f"{HOST}: ")]
+
+
 def services_state() -> str:
     units = " ".join(map(unit, SERVICES))
     return on_guest(f"systemctl show -p MainPID -p ActiveEnterTimestamp -p NRestarts {units}")

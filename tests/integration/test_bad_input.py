@@ -18,17 +18,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from lab_guest import HOST, LAYOUT, SERVICES, DeployRun, deploy, on_guest, unit
+from lab_guest import DeployRun, on_guest, refusals, watched_deploy
 
 from llmhost_lab import lab
 
 GIB = 1024**3
-# Where a deploy writes; -xdev keeps find off the lab's bind mounts, so the model store (a host
-# directory bound at the model dir) is named on its own.
-_S = LAYOUT.settings
-WATCHED = ("/etc", "/opt", "/srv", _S.model_dir, _S.cache_dir, "/usr")
-MARKER = "/run/llmhost-bad-input.marker"
-UNITS = " ".join(map(unit, SERVICES))
 FAKE_SMI = "/usr/local/bin/nvidia-smi"
 # A pinned, catalogued repo: planning it needs no hub.
 QWEN_7B = {
@@ -480,13 +474,6 @@ def fake_gpu(driver: str | None) -> Iterator[None]:
         on_guest(f"rm -f {FAKE_SMI}")
 
 
-def _problems(output: str) -> list[str]:
-    """The lines of llmhost's error: one per problem, each starting with the host's name."""
-    _, found, rest = output.partition("llmhost: nothing was changed.\n")
-    assert found, f"no llmhost error in the output:\n{output[-3000:]}"
-    return [line for line in rest.splitlines() if line.startswith(f"{HOST}: ")]
-
-
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input_changes_nothing(
     case: Case, inputs: Inputs, monkeypatch: pytest.MonkeyPatch
@@ -498,17 +485,16 @@ def test_bad_input_changes_nothing(
             monkeypatch.setenv(name, value)
     args = [a for k, v in case.data(inputs).items() for a in ("--data", f"{k}={json.dumps(v)}")]
     with fake_gpu(case.gpu_driver):
-        pids = on_guest(f"touch {MARKER} && systemctl show -p MainPID --value {UNITS}")
-        run = deploy(*args)
-        # One round trip: the services' PIDs, then every file written since the marker.
-        after = on_guest(
-            f"systemctl show -p MainPID --value {UNITS} && echo -- && "
-            f"find {' '.join(WATCHED)} -xdev -newer {MARKER} -print"
-        )
-        pids_after, _, changed = after.partition("--\n")
+        watched = watched_deploy(*args)
+    run, pids, pids_after, changed = (
+        watched.run,
+        watched.pids_before,
+        watched.pids_after,
+        watched.written,
+    )
 
     assert run.returncode != 0, run.output[-3000:]
-    problems = _problems(run.output)
+    problems = refusals(run.output)
     print("\n".join(problems))
     assert len(problems) == 1, "\n".join(problems)
     missing = [text for text in case.expect if text not in problems[0]]

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import guest_scan
 import pytest
-from lab_guest import GUEST, LAYOUT, DeployRun, deploy, on_guest, unit
-from test_bad_input import MARKER, UNITS, WATCHED, _problems
+from lab_guest import GUEST, LAYOUT, DeployRun, deploy, on_guest, refusals, unit, watched_deploy
 from test_secrets import SEARCHED
 
 from llmhost.layout import fetch_job
@@ -158,25 +157,16 @@ def test_a_deploy_from_the_mirror_serves_the_commit(from_mirror: Snapshot) -> No
     assert from_mirror.dest in exec_start, exec_start
 
 
-def _nothing_changed(*data: str) -> tuple[DeployRun, str]:
-    """A deploy that must change nothing: its run, and the files it wrote (none)."""
-    pids = on_guest(f"touch {MARKER} && systemctl show -p MainPID --value {UNITS}")
-    run = deploy(*data)
-    after = on_guest(
-        f"systemctl show -p MainPID --value {UNITS} && echo -- && "
-        f"find {' '.join(WATCHED)} -xdev -newer {MARKER} -print"
-    )
-    pids_after, _, written = after.partition("--\n")
-    assert pids_after == pids, f"a service was restarted: {pids.split()} -> {pids_after.split()}"
-    return run, written
-
-
 def test_a_revision_the_mirror_lacks_is_refused_before_any_change(from_mirror: Snapshot) -> None:
     missing = secrets.token_hex(20)
     mark = _log_mark()
-    run, written = _nothing_changed(*_snapshot(REPO, missing).data)
+    watched = watched_deploy(*_snapshot(REPO, missing).data)
+    run, written, pids = watched.run, watched.written, watched.pids_before
+    assert watched.pids_after == pids, f"a service was restarted: {pids.split()} -> " + (
+        f"{watched.pids_after.split()}"
+    )
     assert run.returncode != 0, run.output[-3000:]
-    problems = _problems(run.output)
+    problems = refusals(run.output)
     print("drill missing revision:", *problems, sep="\n  ")
     assert len(problems) == 1 and f"{REPO}@{missing}: the hub refused" in problems[0], problems
     assert written == "", f"the refused deploy wrote on the host:\n{written}"
