@@ -27,7 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from llmhost_lab import lab
+from llmhost_lab import lab, tinymodel
 
 # In the lab's subnet, outside every guest's /30 (guests are 10.231.<index>.0/30, index >= 1).
 ADDRESS = "10.231.0.1"
@@ -46,6 +46,11 @@ GIT_ENV = {
 }
 LFS_PATTERN = "*.safetensors"
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n"
+# Published besides the lab's models, for the drill of a download killed half-way: tiny-coder's
+# architecture and tokenizer with a wide MLP, ≈ 47 MiB of weights. huggingface_hub writes a
+# download in 10 MiB pieces, so only a file this big is cut with bytes on disk.
+WIDE = "tiny-coder-wide"
+WIDE_INTERMEDIATE = 14336
 READY_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 10
 
@@ -160,8 +165,8 @@ def start(user: str) -> None:
     state_dir().mkdir(parents=True, exist_ok=True)
     (state_dir() / "users").mkdir(exist_ok=True)
     (state_dir() / "users" / user).touch()
-    for name in lab.MODELS:
-        publish(f"{ORG}/{name}", lab.model_path(name))
+    for name, src in _models().items():
+        publish(f"{ORG}/{name}", src)
     if _running("olah") and _running("front") and _answers():
         return
     _stop_processes()
@@ -187,8 +192,16 @@ def release(user: str) -> None:
         print("lab: hub mirror stopped", flush=True)
 
 
+def _models() -> dict[str, Path]:
+    """What the mirror publishes: the lab's models, and the wide one (generated once)."""
+    wide = lab.CACHE_DIR / "models" / WIDE
+    seed = len(lab.MODELS) + 1
+    tinymodel.ensure(wide, seed=seed, name=WIDE, intermediate=WIDE_INTERMEDIATE)
+    return {**{name: lab.model_path(name) for name in lab.MODELS}, WIDE: wide}
+
+
 def _served() -> list[str]:
-    return [f"{ORG}/{name}@{revision(f'{ORG}/{name}')[:12]}" for name in lab.MODELS]
+    return [f"{ORG}/{name}@{revision(f'{ORG}/{name}')[:12]}" for name in _models()]
 
 
 def _olah_config(port: int) -> str:

@@ -69,8 +69,13 @@ _CODE = (
 )
 
 
-def generate(dest: Path, *, seed: int = 0, name: str = "tiny-llama") -> Path:
+def generate(
+    dest: Path, *, seed: int = 0, name: str = "tiny-llama", intermediate: int = INTERMEDIATE
+) -> Path:
     """Build the model into ``dest`` (replacing whatever is there) and return ``dest``.
+
+    ``intermediate`` (the MLP's width) makes a bigger model of the same architecture and
+    tokenizer: 14336 makes ≈ 47 MiB of weights, for a download big enough to be cut half-way.
 
     Files are written into a temporary sibling directory that is renamed into place only when
     complete, so a crash never leaves a half-written model under ``dest``. Not meant for two
@@ -80,7 +85,7 @@ def generate(dest: Path, *, seed: int = 0, name: str = "tiny-llama") -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
     try:
-        _write_model(staging, seed=seed, name=name)
+        _write_model(staging, seed=seed, name=name, intermediate=intermediate)
         staging.chmod(0o755)  # mkdtemp makes 0700; the model must be readable like any dir
         if dest.exists():
             # Move the old model aside first: rename() cannot replace a non-empty directory.
@@ -96,19 +101,26 @@ def generate(dest: Path, *, seed: int = 0, name: str = "tiny-llama") -> Path:
     return dest
 
 
-def ensure(dest: Path, *, seed: int = 0, name: str = "tiny-llama") -> Path:
+def ensure(
+    dest: Path, *, seed: int = 0, name: str = "tiny-llama", intermediate: int = INTERMEDIATE
+) -> Path:
     """Return ``dest`` at once if it holds this model complete, else ``generate`` it."""
     dest = Path(dest)
-    if is_complete(dest, seed=seed, name=name):
+    if is_complete(dest, seed=seed, name=name, intermediate=intermediate):
         return dest
-    return generate(dest, seed=seed, name=name)
+    return generate(dest, seed=seed, name=name, intermediate=intermediate)
 
 
-def is_complete(dest: Path, *, seed: int = 0, name: str = "tiny-llama") -> bool:
-    """Whether ``dest`` holds every file of this recipe, seed and name, at its recorded size."""
+def is_complete(
+    dest: Path, *, seed: int = 0, name: str = "tiny-llama", intermediate: int = INTERMEDIATE
+) -> bool:
+    """Whether ``dest`` holds every file of this recipe, seed, name and size, at its recorded
+    sizes."""
     try:
         marker = json.loads((Path(dest) / MARKER).read_text(encoding="utf-8"))
         if (marker.get("recipe"), marker.get("seed"), marker.get("name")) != (RECIPE, seed, name):
+            return False
+        if marker.get("intermediate", INTERMEDIATE) != intermediate:
             return False
         sizes: dict[str, int] = marker["files"]
         return sizes.keys() == set(FILES) and all(
@@ -118,13 +130,17 @@ def is_complete(dest: Path, *, seed: int = 0, name: str = "tiny-llama") -> bool:
         return False
 
 
-def _write_model(out: Path, *, seed: int, name: str) -> None:
-    _write_json(out / "config.json", _config())
+def _write_model(out: Path, *, seed: int, name: str, intermediate: int) -> None:
+    _write_json(out / "config.json", _config(intermediate))
     _write_json(out / "generation_config.json", _generation_config())
-    _write_weights(out / "model.safetensors", seed)
+    _write_weights(out / "model.safetensors", seed, intermediate)
     _write_tokenizer(out)
     sizes = {f: (out / f).stat().st_size for f in FILES}
-    _write_json(out / MARKER, {"recipe": RECIPE, "seed": seed, "name": name, "files": sizes})
+    marker: dict[str, Any] = {"recipe": RECIPE, "seed": seed, "name": name, "files": sizes}
+    if intermediate != INTERMEDIATE:
+        # Only then: the lab's models keep their marker's bytes, hence their hub revisions.
+        marker["intermediate"] = intermediate
+    _write_json(out / MARKER, marker)
     for path in out.iterdir():
         path.chmod(0o644)  # safetensors writes 0600; the service user must read every file
 
@@ -133,7 +149,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _config() -> dict[str, Any]:
+def _config(intermediate: int = INTERMEDIATE) -> dict[str, Any]:
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -142,7 +158,7 @@ def _config() -> dict[str, Any]:
         "num_attention_heads": HEADS,
         "num_key_value_heads": KV_HEADS,
         "head_dim": HEAD_DIM,
-        "intermediate_size": INTERMEDIATE,
+        "intermediate_size": intermediate,
         "vocab_size": VOCAB,
         "max_position_embeddings": MAX_POSITIONS,
         "hidden_act": "silu",
@@ -167,7 +183,7 @@ def _generation_config() -> dict[str, Any]:
     }
 
 
-def _shapes() -> dict[str, tuple[int, ...]]:
+def _shapes(intermediate: int = INTERMEDIATE) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {
         "model.embed_tokens.weight": (VOCAB, HIDDEN),
         "model.norm.weight": (HIDDEN,),
@@ -182,9 +198,9 @@ def _shapes() -> dict[str, tuple[int, ...]]:
             p + "self_attn.k_proj.weight": (KV_HEADS * HEAD_DIM, HIDDEN),
             p + "self_attn.v_proj.weight": (KV_HEADS * HEAD_DIM, HIDDEN),
             p + "self_attn.o_proj.weight": (HIDDEN, HEADS * HEAD_DIM),
-            p + "mlp.gate_proj.weight": (INTERMEDIATE, HIDDEN),
-            p + "mlp.up_proj.weight": (INTERMEDIATE, HIDDEN),
-            p + "mlp.down_proj.weight": (HIDDEN, INTERMEDIATE),
+            p + "mlp.gate_proj.weight": (intermediate, HIDDEN),
+            p + "mlp.up_proj.weight": (intermediate, HIDDEN),
+            p + "mlp.down_proj.weight": (HIDDEN, intermediate),
         }
     return shapes
 
@@ -197,14 +213,14 @@ def _to_bf16_bits(x: np.ndarray) -> np.ndarray:
     return ((bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
 
 
-def _write_weights(path: Path, seed: int) -> None:
+def _write_weights(path: Path, seed: int, intermediate: int = INTERMEDIATE) -> None:
     import numpy as np
     from safetensors import TensorSpec, serialize_file
 
     rng = np.random.Generator(np.random.PCG64(seed))
     # Sorted names: the draw order, hence every byte, must not depend on dict construction.
     arrays: dict[str, np.ndarray] = {}
-    for key, shape in sorted(_shapes().items()):
+    for key, shape in sorted(_shapes(intermediate).items()):
         if key.endswith("norm.weight"):
             values = np.ones(shape, dtype=np.float32)
         else:

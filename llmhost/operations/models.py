@@ -15,8 +15,8 @@ from llmhost.facts.jobs import Job
 from llmhost.operations import jobs
 from llmhost.operations.digests import tree_digest
 from llmhost.operations.marks import written_last
+from llmhost.remote import hub_resume, snapshot
 from llmhost.remote import run as remote
-from llmhost.remote import snapshot
 
 # What vLLM reads from a checkpoint; the rest of a hub repo (other formats, images) is skipped.
 HUB_PATTERNS = ("*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt", "*.jinja")
@@ -64,21 +64,27 @@ def local(src: str, dest: str, marker: str):
     yield written_last(marker, digest)
 
 
-# Run as: sh -c FETCH fetch LOCK DEST MARKER REVISION USER TOOLS VERIFY REPO PATTERN... (values
-# never enter the script's text). The download runs as the service user; ``hf download`` keeps
-# the files an interrupted one completed (not a partial one: it fetches that whole), and checks
-# only sizes: VERIFY (``llmhost.remote.snapshot``'s source) checks every file against the
-# commit's hashes before the marker is written. It holds the tools venv's lock shared, so a new
-# hub client pin waits for running downloads before it rebuilds that venv.
+# Run as: sh -c FETCH fetch LOCK DEST MARKER REVISION USER TOOLS VERIFY RESUME REPO PATTERN...
+# (values never enter the script's text). The download runs as the service user. ``hf download``
+# does not resume what a killed one left (huggingface_hub 2.x downloads into a file of its own
+# process): RESUME (``llmhost.remote.hub_resume``'s source) continues such partial files first,
+# only when there are any. ``hf download`` checks only sizes: VERIFY
+# (``llmhost.remote.snapshot``'s source) checks every file against the commit's hashes before
+# the marker is written. It holds the tools venv's lock shared, so a new hub client pin waits
+# for running downloads before it rebuilds that venv.
 FETCH = """\
 set -eu
-lock=$1 dest=$2 marker=$3 revision=$4 user=$5 tools=$6 verify=$7 repo=$8; shift 8
+lock=$1 dest=$2 marker=$3 revision=$4 user=$5 tools=$6 verify=$7 resume=$8 repo=$9; shift 9
 t0=$(date +%s)
 n=$#; for p do set -- "$@" --include "$p"; done; shift "$n"
 exec 9>>"$lock"; flock -s 9
 install -d -o "$user" -m 755 "$dest"
 echo "llmhost: downloading $repo@$revision into $dest"
 as_user() { runuser -u "$user" -- "$@"; }
+if find "$dest/.cache/huggingface/download" -name '*.incomplete' 2>/dev/null | grep -q .; then
+  as_user "$tools/bin/hf" models ls "$repo" --revision "$revision" -R --format json \\
+    | as_user "$tools/bin/python" -B -c "$resume" "$dest" "$repo" "$revision"
+fi
 as_user "$tools/bin/hf" download "$repo" --revision "$revision" --local-dir "$dest" "$@"
 as_user "$tools/bin/hf" models ls "$repo" --revision "$revision" -R --format json \\
   | as_user "$tools/bin/python" -B -c "$verify" "$dest" "$@"
@@ -117,9 +123,8 @@ def hub(
     + patterns: the files to download
 
     The job goes on when the controller is lost and runs beside the venv install.
-    ``hf download`` keeps the files an interrupted download completed; the marker is written
-    only after it finished and the files matched the commit, so a partial snapshot is never
-    served.
+    A download killed half-way resumes: the next run fetches only the rest of the file it
+    left. The marker is written only after it finished, so a partial snapshot is never served.
 
     **Example:**
 
@@ -154,7 +159,8 @@ def hub(
     if endpoint:
         env["HF_ENDPOINT"] = endpoint
     verify = remote.source(snapshot)
-    args = [f"{tools}.lock", dest, marker, revision, user, tools, verify, repo, *patterns]
+    resume = remote.source(hub_resume)
+    args = [f"{tools}.lock", dest, marker, revision, user, tools, verify, resume, repo, *patterns]
     yield from jobs.start(
         unit,
         f"llmhost: download {repo}@{revision[:12]} into {dest}",

@@ -3,10 +3,12 @@ commands on it and the product's post-deploy suite (one guest per pytest-xdist w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,3 +187,19 @@ class FreshConverge:
     services_after: str
     # The model store's files after the first.
     store: dict[str, tuple[int, int, int]]
+
+
+@contextlib.contextmanager
+def link_rate(rate: str | None) -> Iterator[None]:
+    """Limit what the controller sends the guest (the guest's veth, on this side) to ``rate``."""
+    if rate is None:
+        yield
+        return
+    guest = lab.find(GUEST)
+    assert guest is not None
+    tc = ["tc", "qdisc", "replace", "dev", guest.veth, "root", "tbf", "rate", rate]
+    subprocess.run([*tc, "burst", "32kbit", "latency", "400ms"], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["tc", "qdisc", "del", "dev", guest.veth, "root"], check=True)

@@ -7,15 +7,13 @@ promise: a plain re-run converges and the post-deploy suite passes.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import re
 import shlex
 import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import guest_watch
@@ -32,7 +30,6 @@ from drills import (
     with_pins,
 )
 from lab_guest import (
-    GUEST,
     HOST,
     LAYOUT,
     MODEL_STORE,
@@ -41,6 +38,7 @@ from lab_guest import (
     deploy,
     host_checks,
     keep_data,
+    link_rate,
     on_guest,
     unit,
 )
@@ -203,22 +201,6 @@ def _steps() -> dict[str, Step]:
     }
 
 
-@contextlib.contextmanager
-def _link_rate(rate: str | None) -> Iterator[None]:
-    """Limit what the controller sends the guest (the guest's veth, on this side) to ``rate``."""
-    if rate is None:
-        yield
-        return
-    guest = lab.find(GUEST)
-    assert guest is not None
-    tc = ["tc", "qdisc", "replace", "dev", guest.veth, "root", "tbf", "rate", rate]
-    subprocess.run([*tc, "burst", "32kbit", "latency", "400ms"], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["tc", "qdisc", "del", "dev", guest.veth, "root"], check=True)
-
-
 def _on_guest_ok(command: str) -> bool:
     return bool(on_guest(f"{command} && echo yes", check=False).strip())
 
@@ -270,7 +252,7 @@ def test_interrupted_deploys_converge_on_a_plain_rerun(
     before = {name: _show(name)["MainPID"] for name in SERVICES}
     began = on_guest("date +%s").strip()
     on_guest(f"rm -rf {step.path}")
-    with _link_rate(step.link_rate):
+    with link_rate(step.link_rate):
         # kill -9 cuts the step off half-way: it is never marked complete.
         _interrupt(step, signal.SIGKILL)
         assert not _on_guest_ok(f"test -e {step.done}"), f"{step.done} survived SIGKILL"

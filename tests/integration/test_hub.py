@@ -3,8 +3,8 @@ job, from the lab's hub mirror (Olah serving local git repositories, ``llmhost_l
 
 One converge from the mirror starts the module; the drills after it change coder's model only
 (general keeps the lab's local one), and the refused revision and the corrupted file change
-nothing at all, so the module costs three coder starts (the mirror converge, the gated repo,
-and the lab's data put back at the end). Each drill prints its key
+nothing at all, so the module costs four coder starts (the mirror converge, the gated repo,
+the resumed download, and the lab's data put back at the end). Each drill prints its key
 number; the module prints its own wall time.
 """
 
@@ -23,7 +23,18 @@ from pathlib import Path
 
 import guest_scan
 import pytest
-from lab_guest import GUEST, LAYOUT, DeployRun, deploy, on_guest, refusals, unit, watched_deploy
+from drills import LiveDeploy
+from lab_guest import (
+    GUEST,
+    LAYOUT,
+    DeployRun,
+    deploy,
+    link_rate,
+    on_guest,
+    refusals,
+    unit,
+    watched_deploy,
+)
 from test_secrets import SEARCHED
 
 from llmhost.layout import fetch_job
@@ -36,6 +47,9 @@ TINY = "tiny-coder"
 REPO = f"{mirror.ORG}/{TINY}"
 WEIGHTS = "model.safetensors"
 MIB = 1024**2
+# The killed download's repo: ≈ 47 MiB of weights, at this rate ≈ 25 s over the guest's veth.
+WIDE = f"{mirror.ORG}/{mirror.WIDE}"
+WIDE_RATE = "16mbit"
 
 
 @dataclass(frozen=True)
@@ -223,3 +237,46 @@ def test_a_gated_repo_downloads_with_the_token_kept_in_its_file(
     assert where == {LAYOUT.hf_token: (["the HF token"], "0o600", LAYOUT.settings.user)}, where
     assert not found["cmdlines"] and not found["journal"] and token not in run.output
     mirror.ungate(repo)
+
+
+def _partial_bytes(dest: str) -> int:
+    """The largest partial download hf left in ``dest`` (0: none)."""
+    sizes = on_guest(f"find {dest}/.cache/huggingface/download -name '*.incomplete' -printf "
+                     "'%s\\n' 2>/dev/null || true").split()  # fmt: skip
+    return max(map(int, sizes), default=0)
+
+
+def test_a_download_killed_half_way_resumes_with_only_the_rest(from_mirror: Snapshot) -> None:
+    revision = mirror.revision(WIDE)
+    snap = _snapshot(WIDE, revision)
+    total = mirror.lfs_file(WIDE, WEIGHTS).stat().st_size
+    partial = f"{snap.dest}/.cache/huggingface/download"
+    mark = _log_mark()
+    with link_rate(WIDE_RATE):
+        live = LiveDeploy(*snap.data)
+        # hf writes a download in 10 MiB pieces: past a third, the kill leaves bytes on disk.
+        third = f"find {partial} -name '*.incomplete' -size +{total // 3 // 1024}k | grep -q ."
+        live.wait_on_guest(third, "a third of the weights on the guest", 300)
+        on_guest(f"systemctl kill -s KILL {snap.unit}")
+        live.proc.kill()
+        live.wait(60)
+    assert on_guest(f"test -e {snap.marker} || echo absent").strip() == "absent"
+    kept = _partial_bytes(snap.dest)
+    cut = _weights_sent(_served_since(mark), WIDE)
+    assert kept > total // 3, kept
+
+    mark = _log_mark()
+    run = deploy(*snap.data)
+    assert run.returncode == 0, run.output[-5000:]
+    sent = _weights_sent(_served_since(mark), WIDE)
+    said = on_guest(f"journalctl -u {snap.unit} -o cat --no-pager | grep 'resumed' | tail -1")
+    print(f"\ndrill killed download: {WEIGHTS} is {total} bytes; the killed job had been sent "
+          f"{sum(s['bytes'] for s in cut)} and kept {kept} ({kept / MIB:.0f} MiB); the re-run "
+          f"fetched {sum(s['bytes'] for s in sent)} ({[(s['status'], s['from']) for s in sent]}); "
+          f"the job said: {said.strip()}")  # fmt: skip
+    # hf download by itself would GET all of it again (huggingface_hub 2.4.0 never reads the
+    # partial file of a killed process); the job's resume step asks from its last byte.
+    assert [(s["status"], s["from"], s["bytes"]) for s in sent] == [(206, kept, total - kept)]
+    assert on_guest(f"cat {snap.marker}").strip() == revision
+    assert _host_digests(snap.dest) == _commit_digests(WIDE, revision)
+    assert _partial_bytes(snap.dest) == 0, "a partial download was left behind"
