@@ -253,6 +253,18 @@ class ServiceSpec(Strict):
         return self
 
     @model_validator(mode="after")
+    def _batch_holds_seqs(self) -> ServiceSpec:
+        """vLLM's scheduler refuses to start otherwise (each running sequence takes at least
+        one token of every step's batch)."""
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(
+                f"max_num_batched_tokens {self.max_num_batched_tokens} is below max_num_seqs "
+                f"{self.max_num_seqs} (vLLM refuses to start); raise max_num_batched_tokens to "
+                f"{self.max_num_seqs} or lower max_num_seqs"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _workload_fits(self) -> ServiceSpec:
         w = self.workload
         if w.prompt_tokens + w.output_tokens > self.max_model_len:
@@ -848,18 +860,19 @@ def group_data_file() -> str:
             lines.append("")
             lines += textwrap.wrap(description.replace("`", ""), 98, initial_indent="# ",
                                    subsequent_indent="# ")  # fmt: skip
-            lines.append(f"{PREFIX}{key} = {_literal(default)}")
+            lines.append(f"{PREFIX}{key} = {python_literal(default)}")
     return "\n".join(lines) + "\n"
 
 
-def _literal(value: Any) -> str:
+def python_literal(value: Any) -> str:
     """``value`` as Python source in the repository's style (double quotes)."""
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, list):
-        return "[" + ", ".join(map(_literal, value)) + "]"
+        return "[" + ", ".join(map(python_literal, value)) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in value.items()) + "}"
+        items = (f"{python_literal(k)}: {python_literal(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
     return repr(value)
 
 

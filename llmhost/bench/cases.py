@@ -14,6 +14,9 @@ from llmhost.observe.checks import JOURNAL_PATTERNS
 from llmhost.settings import ServiceSpec, Settings
 
 ALONE, CO_LOADED = "alone", "co-loaded"
+# ``--sweep``: the other services' load while the swept one's unit is switched, held until the
+# switch is over (the driver's stdin closes), not for a duration.
+HELD = "held during the switch"
 DIRECT, GATEWAY = "direct", "gateway"
 # Prompts sampled per service: enough that few repeat within a run (a repeat's prefill comes
 # from vLLM's prefix cache), assuming up to 4 requests per second per client, capped since
@@ -29,9 +32,13 @@ NO_CLIENT = (
 
 @dataclass(frozen=True)
 class Case:
-    load: str  # ALONE or CO_LOADED
+    load: str  # ALONE, CO_LOADED or HELD
     via: str  # DIRECT or GATEWAY
     services: tuple[str, ...]
+
+    @property
+    def held(self) -> bool:
+        return self.load == HELD
 
     @property
     def name(self) -> str:
@@ -90,11 +97,16 @@ def prompt_count(svc: ServiceSpec, duration_s: float, n_cases: int) -> int:
 
 
 def driver_spec(
-    settings: Settings, names: list[str], duration_s: float, client: str | None
+    settings: Settings,
+    names: list[str],
+    duration_s: float,
+    client: str | None,
+    run: list[Case] | None = None,
 ) -> dict[str, Any]:
-    """The driver's one argument (``llmhost.bench.driver``): paths and numbers, no secret."""
+    """The driver's one argument (``llmhost.bench.driver``): paths and numbers, no secret.
+    ``run``: these cases (of ``names``) instead of every one."""
     layout = Layout(settings)
-    run = cases(names, gateway=client is not None)
+    run = run or cases(names, gateway=client is not None)
     services = {}
     for name in names:
         # A replicated service is driven straight at its first replica (the gateway balances).
@@ -117,7 +129,13 @@ def driver_spec(
         ),
         "services": services,
         "cases": [
-            {"name": c.name, "load": c.load, "via": c.via, "services": list(c.services)}
+            {
+                "name": c.name,
+                "load": c.load,
+                "via": c.via,
+                "services": list(c.services),
+                "until_stdin": c.held,
+            }
             for c in run
         ],
     }

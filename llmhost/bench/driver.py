@@ -21,10 +21,14 @@ import re
 import ssl
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 PROGRESS = "llmhost-bench:"
+# In the progress line that starts each case's load.
+CASE = " case "
 # How often /metrics is read during a case, for the KV cache peak.
 SAMPLE_S = 0.5
 METRIC_RE = re.compile(r"^(vllm:[a-z_]+)(?:\{[^}]*\})? ([0-9.eE+-]+|NaN)$", re.M)
@@ -106,8 +110,8 @@ def _target(svc: dict[str, Any], via: str) -> tuple[dict[str, str], Any]:
     return headers, tls
 
 
-async def _load(svc: dict[str, Any], via: str, pool: Any, deadline: float) -> list[Any]:
-    """``concurrency`` clients, each sending its next request until ``deadline``."""
+async def _load(svc: dict[str, Any], via: str, pool: Any, over: Callable[[], bool]) -> list[Any]:
+    """``concurrency`` clients, each sending its next request until ``over()``."""
     import aiohttp
     from vllm.benchmarks.lib.endpoint_request_func import (
         ASYNC_REQUEST_FUNCS,
@@ -120,7 +124,7 @@ async def _load(svc: dict[str, Any], via: str, pool: Any, deadline: float) -> li
     done: list[Any] = []
 
     async def client(session: Any) -> None:
-        while time.monotonic() < deadline:
+        while not over():
             sample = next(pool)
             request = RequestFuncInput(
                 prompt=sample.prompt, api_url=target["url"], prompt_len=sample.prompt_len,
@@ -143,6 +147,24 @@ def _record(out: Any) -> list[Any]:
     return [out.success, out.ttft, out.latency, out.output_tokens, itl, error]
 
 
+def _after(seconds: float) -> Callable[[], bool]:
+    deadline = time.monotonic() + seconds
+    return lambda: time.monotonic() >= deadline
+
+
+def _until_stdin_closes() -> Callable[[], bool]:
+    """A load held for as long as the controller needs it (``llmhost bench --sweep`` while it
+    restarts the other service): over when our stdin, the SSH channel's, is closed."""
+    closed = threading.Event()
+
+    def read() -> None:
+        sys.stdin.read()
+        closed.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    return closed.is_set
+
+
 async def _case(spec: dict[str, Any], case: dict[str, Any], pool: dict[str, Any]) -> Any:
     import aiohttp
 
@@ -155,8 +177,8 @@ async def _case(spec: dict[str, Any], case: dict[str, Any], pool: dict[str, Any]
         watch = {n: asyncio.create_task(_watch(session, s["metrics_url"], stop)) for n, s in
                  services.items()}  # fmt: skip
         start = time.monotonic()
-        deadline = start + spec["duration_s"]
-        runs = [_load(svc, case["via"], pool[name], deadline) for name, svc in services.items()]
+        over = _until_stdin_closes() if case.get("until_stdin") else _after(spec["duration_s"])
+        runs = [_load(svc, case["via"], pool[name], over) for name, svc in services.items()]
         outputs = await asyncio.gather(*runs)
         elapsed = time.monotonic() - start
         stop.set()
@@ -180,7 +202,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     pool = prompts(spec["services"], spec["prompts_per_service"])
     found = []
     for i, case in enumerate(spec["cases"], 1):
-        print(f"{PROGRESS} case {i}/{len(spec['cases'])}: {case['name']}", file=sys.stderr)
+        print(f"{PROGRESS}{CASE}{i}/{len(spec['cases'])}: {case['name']}", file=sys.stderr)
         found.append({**case, "services": asyncio.run(_case(spec, case, pool))})
     return {"cases": found}
 

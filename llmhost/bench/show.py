@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from llmhost.bench.results import Metrics, Report, Spread
+from llmhost.bench.sweep import Tried
+from llmhost.settings import Slo
 
 HEADINGS = [
     "service", "load", "via", "ok/sent", "TTFT p50/p99 ms", "ITL p50/p99 ms", "TPOT p50/p99 ms",
@@ -32,15 +34,21 @@ def _row(name: str, load: str, via: str, m: Metrics) -> list[str]:
     ]  # fmt: skip
 
 
-def _problems(report: Report) -> list[str]:
-    lines = []
-    for name, load, via, m in report.rows():
-        where = f"{name} {load} {via}"
-        lines += [f"!! {where}: {m.failures} failed: {error}" for error in m.errors]
-        lines += [f"!! {where}: journal: {line}" for line in m.journal]
-        if m.restarts:
-            lines.append(f"!! {where}: restarted {m.restarts} time(s) during the case")
+def _troubles(where: str, m: Metrics) -> list[str]:
+    """A service's failures, journal errors and restarts in one case, a line each."""
+    lines = [f"!! {where}: {m.failures} failed: {error}" for error in m.errors]
+    lines += [f"!! {where}: journal: {line}" for line in m.journal]
+    if m.restarts:
+        lines.append(f"!! {where}: restarted {m.restarts} time(s) during the case")
     return lines
+
+
+def _problems(report: Report) -> list[str]:
+    return [
+        line
+        for name, load, via, m in report.rows()
+        for line in _troubles(f"{name} {load} {via}", m)
+    ]
 
 
 def table(report: Report) -> str:
@@ -113,3 +121,90 @@ def _panel(ax: Any, report: Report, what: str, target: str) -> None:
     ax.set_xlabel("output tokens/s")
     ax.set_ylabel(f"{what.split('_')[0].upper()} p50 (ms), target dashed")
     ax.legend(fontsize=7)
+
+
+SWEEP_HEADINGS = [
+    "config", "ok/sent", "TTFT p50/p99 ms", "TPOT p50/p99 ms", "E2E p50/p99 ms", "out tok/s",
+    "goodput req/s (SLO met)", "KV peak", "preempt", "others co-loaded", "others in the switch",
+]  # fmt: skip
+
+
+def _others(found: dict[str, Metrics], service: str) -> str:
+    shown = [f"{n} {m.completed}/{m.requests}" for n, m in found.items() if n != service]
+    return ", ".join(shown) or "-"
+
+
+def sweep_table(
+    host: str,
+    service: str,
+    duration_s: float,
+    results: list[Tried],
+    winner: Tried | None,
+    line: str | None,
+) -> str:
+    """One row per config tried: the service's numbers with the others loaded beside it, and
+    the others' requests answered while it was switched; then the best and its data line."""
+    rows = [SWEEP_HEADINGS]
+    for t in results:
+        name = f"{t.config}{' (deployed)' if t.deployed else ''}"
+        m = t.measured.get(service)
+        if m is None:
+            rows.append([name, "not switched", *["-"] * 7, "-", _others(t.during_switch, service)])
+            continue
+        rows.append([
+            name, f"{m.completed}/{m.requests}", _spread(m.ttft_ms), _spread(m.tpot_ms),
+            _spread(m.e2el_ms), f"{m.output_tokens_per_s:.1f}",
+            f"{m.goodput_rps:.2f} ({m.slo_met:.0%})", f"{m.kv_cache_peak:.1%}",
+            str(m.preemptions), _others(t.measured, service), _others(t.during_switch, service),
+        ])  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(SWEEP_HEADINGS))]
+    lines = [f"== {host}: {service}'s batching, {duration_s:g} s per config =="]
+    lines += [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    lines += [f"!! {t.config}: {t.error}" for t in results if t.error]
+    for t in results:
+        for load, found in (("co-loaded", t.measured), ("in the switch", t.during_switch)):
+            for name, m in found.items():
+                lines += _troubles(f"{t.config}: {name} {load}", m)
+    if winner is None:
+        lines.append("best: none (no config was served)")
+    else:
+        m = winner.measured[service]
+        lines.append(
+            f"best by goodput: {winner.config} ({m.goodput_rps:.2f} req/s met the targets, "
+            f"{m.output_tokens_per_s:.1f} tokens/s)"
+            + ("; the deployed settings: nothing to change" if winner.deployed else "")
+        )
+        if not winner.deployed:
+            lines.append(f"to deploy it, in the host's group data: {line}")
+    return "\n".join(lines)
+
+
+def sweep_plot(host: str, service: str, results: list[Tried], slo: Slo, path: Path) -> None:
+    """TTFT p50 and TPOT p50 against output tokens/s, one labelled point per config served,
+    the service's targets dashed."""
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for ax, (what, target) in zip(
+        axes, (("ttft_ms", slo.ttft_ms), ("tpot_ms", slo.itl_ms)), strict=True
+    ):
+        for i, t in enumerate(results):
+            m = t.measured.get(service)
+            spread = getattr(m, what) if m else None
+            if m is None or spread is None:
+                continue
+            ax.scatter(m.output_tokens_per_s, spread.p50, color=f"C{i}", label=str(t.config))
+        ax.axhline(target, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_xlabel("output tokens/s")
+        ax.set_ylabel(f"{what.split('_')[0].upper()} p50 (ms), target dashed")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"llmhost bench --sweep {host}: {service}, the others loaded beside it")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

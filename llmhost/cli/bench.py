@@ -1,5 +1,6 @@
 """``llmhost bench [INVENTORY] [--limit HOST] [--service NAME] [--duration S] [--json FILE]
-[--plot FILE.png]``: load one host's services against their latency targets.
+[--plot FILE.png] [--data KEY=VALUE] [--sweep KEY=V1,V2]``: load one host's services against
+their latency targets; with ``--sweep``, try batching values on one (``llmhost.cli.sweep``).
 
 Each service alone, then all of them at once, each straight to the service and through the
 gateway; the load comes from vLLM's own benchmark client, run on the host by the services'
@@ -18,6 +19,7 @@ from llmhost.bench import show
 from llmhost.bench.cases import NO_CLIENT, bench_client, driver_spec
 from llmhost.bench.host import BenchFailed, drive, release_python
 from llmhost.bench.results import Report
+from llmhost.cli import sweep
 from llmhost.cli.common import BadInput, Exit, inventory_hosts
 from llmhost.layout import unit_name
 from llmhost.observe.reach import reach
@@ -51,12 +53,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the numbers as JSON")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="latency vs throughput")
+    parser.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="try these max_num_seqs / max_num_batched_tokens values on the one --service "
+        "(repeatable; restarts that service only, puts its deployed settings back at the end)",
+    )
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="data the host was deployed with (pyinfra's --data, repeatable, the same values)",
+    )
     parser.add_argument("--project-dir", default=".", type=Path, help="holds group_data/")
 
 
 def _host(args: argparse.Namespace) -> tuple[str, dict, Settings, list[str]]:
     """The one host to load, its settings and the services to bench; BadInput otherwise."""
-    hosts = inventory_hosts(args.inventory, args.project_dir, limit=args.limit)
+    pairs = [item.partition("=") for item in args.data]
+    bad = [key for key, sep, _ in pairs if not sep]
+    if bad:
+        raise BadInput(f"--data {bad[0]}: write KEY=VALUE, as for the deploy")
+    from pyinfra_cli.util import parse_cli_arg
+
+    override = {key: parse_cli_arg(value) for key, _, value in pairs}
+    hosts = inventory_hosts(args.inventory, args.project_dir, override, args.limit)
     if len(hosts) != 1:
         names = ", ".join(name for name, _ in hosts)
         raise BadInput(f"bench loads one host at a time: pick it with --limit (hosts: {names})")
@@ -69,6 +93,8 @@ def _host(args: argparse.Namespace) -> tuple[str, dict, Settings, list[str]]:
     unknown = [s for s in args.service if s not in known]
     if unknown:
         raise BadInput(f"--service {unknown[0]}: {name} has no such service (it has {known})")
+    if args.sweep and len(args.service) != 1:
+        raise BadInput(f"--sweep tunes one service: name it with --service (one of {known})")
     return name, data, settings, [s for s in known if not args.service or s in args.service]
 
 
@@ -95,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     except (BadInput, show.PlotUnavailable) as e:
         print(f"llmhost bench: {e}", file=sys.stderr)
         return Exit.USAGE
+    if args.sweep:
+        return sweep.run(args, name, data, settings, names[0])
     client = bench_client(settings)
     notes = [] if client or not settings.gateway else [f"note: {NO_CLIENT}"]
     spec = driver_spec(settings, names, args.duration, client)

@@ -375,7 +375,11 @@ def kv_bytes_per_token(meta: ModelMeta, kv_cache_dtype: str = "auto", tp: int = 
 
 def tokens_per_sequence(meta: ModelMeta, max_model_len: int, block_size: int) -> int:
     """KV slots one full-length sequence holds: a sliding window caps it, blocks round it up."""
-    tokens = min(max_model_len, meta.sliding_window or max_model_len)
+    return rounded_to_blocks(min(max_model_len, meta.sliding_window or max_model_len), block_size)
+
+
+def rounded_to_blocks(tokens: int, block_size: int) -> int:
+    """KV slots ``tokens`` take: whole blocks of ``block_size``."""
     return -(-tokens // block_size) * block_size
 
 

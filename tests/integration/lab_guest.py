@@ -62,6 +62,11 @@ def keep_data(*data: str) -> None:
     _KEPT[:] = data
 
 
+def kept_data() -> list[str]:
+    """The ``--data`` arguments every deploy on this guest carries now (``keep_data``)."""
+    return list(_KEPT)
+
+
 def deploy_command(*extra: str) -> list[str]:
     """The README's deploy against the test guest, as a user would run it."""
     return [str(BIN / "pyinfra"), "-y", "inventories/lab.py", "deploy.py", "--limit", HOST,

@@ -1,15 +1,19 @@
 """``llmhost bench`` on the converged lab guest: real load from vLLM's own benchmark client, each
 service alone and both at once, direct and through the gateway; every number present, nothing
-restarted, no key in the output. (Two seconds a case: the numbers people read are the README's.)
+restarted, no key in the output. Then a sweep of one service's ``max_num_seqs``: only its unit
+restarts (two vLLM starts), the other answers all through, the deployed settings end in place.
+(Two seconds a case: the numbers people read are the README's.)
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import time
 from pathlib import Path
 
-from lab_guest import BIN, HOST, LAYOUT, ROOT, SERVICES, DeployRun, on_guest, unit
+from lab_guest import BIN, HOST, LAYOUT, ROOT, SERVICES, DeployRun, kept_data, on_guest, unit
 
 from llmhost.bench.cases import ALONE, CO_LOADED, DIRECT, GATEWAY
 
@@ -51,3 +55,49 @@ def test_bench_loads_each_service_alone_and_co_loaded(
     client_key = on_guest(f"cat {LAYOUT.gateway_key('lab')}").strip()
     printed = result.stdout + result.stderr
     assert api_key not in printed and client_key not in printed, "a key is in the bench's output"
+
+
+def _flags(name: str) -> list[str]:
+    exec_start = on_guest(f"systemctl show -p ExecStart --value {unit(name)}")
+    return re.findall(r"--max-num-(?:seqs|batched-tokens) \d+", exec_start)
+
+
+def test_sweep_restarts_only_its_service_and_puts_it_back(
+    start_converged: DeployRun, tmp_path: Path
+) -> None:
+    swept, other = SERVICES[-1], SERVICES[0]
+    deployed = LAYOUT.settings.service(swept).max_num_seqs
+    tried = deployed // 2
+    flags, pids = _flags(swept), _main_pids().split()
+    out = tmp_path / "sweep.json"
+    began = time.monotonic()
+    result = subprocess.run(
+        [BIN / "llmhost", "bench", "inventories/lab.py", "--limit", HOST, "--service", swept,
+         "--duration", "2", "--sweep", f"max_num_seqs={deployed},{tried}", "--json", out,
+         *kept_data()],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    print(result.stdout)
+    print(f"the sweep took {time.monotonic() - began:.0f} s (wall)")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    # The deployed value is tried last: the sweep ends on it, with no restart to put it back.
+    assert [(c["max_num_seqs"], c["deployed"], c["switched"]) for c in doc["configs"]] == [
+        (tried, False, True),
+        (deployed, True, True),
+    ], doc["configs"]
+    for config in doc["configs"]:
+        held = config["during_switch"][other]
+        assert held["completed"] > 0 and held["failures"] == 0 and held["restarts"] == 0, held
+        for name in SERVICES:
+            m = config["measured"][name]
+            assert m["completed"] > 0 and m["failures"] == 0, (config["max_num_seqs"], name, m)
+    after = _main_pids().split()
+    assert after[SERVICES.index(other)] == pids[SERVICES.index(other)], "the other restarted"
+    assert after[SERVICES.index(swept)] != pids[SERVICES.index(swept)], "never switched"
+    assert _flags(swept) == flags, "the deployed settings are not back"
+    best = doc["best"]["max_num_seqs"]
+    assert f"best by goodput: max_num_seqs={best} " in result.stdout
+    if best != deployed:
+        assert f'"{swept}": {{"max_num_seqs": {best}, ' in doc["override"], doc["override"]
+        assert doc["override"] in result.stdout

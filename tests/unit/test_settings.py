@@ -94,6 +94,10 @@ def test_readme_key_table_is_the_schemas() -> None:
             {"llmhost_pip_index": False},
             "llmhost_pip_index is False but llmhost_wheelhouse is unset",
         ),
+        (
+            {"llmhost_service_overrides": {"coder": {"max_num_batched_tokens": 16}}},
+            "llmhost_services['coder']: max_num_batched_tokens 16 is below max_num_seqs",
+        ),
     ],
     ids=[
         "typo-key", "monitoring-port-clash", "public-monitoring", "monitoring-mode",
@@ -101,7 +105,7 @@ def test_readme_key_table_is_the_schemas() -> None:
         "env-overrides-the-deploy", "percent-in-dir",
         "gateway-metrics-port-clash", "unknown-stack", "port-clash",
         "same-served-name", "typo-service-key", "unpinned-revision", "unknown-service",
-        "no-index-no-wheelhouse",
+        "no-index-no-wheelhouse", "batch-below-seqs",
     ],
 )  # fmt: skip
 def test_bad_data_is_refused_with_the_key(changes: dict, message: str) -> None:
