@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -37,6 +38,17 @@ from llmhost.settings import OVERRIDES_KEY, Settings
 # The deploy's lines worth showing when a config did not switch: llmhost's own, then its end.
 SAYS = "llmhost"
 SHOWN_LINES = 12
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What every config of one sweep shares: the command's arguments, the host, the service."""
+
+    args: argparse.Namespace
+    where: Reach
+    settings: Settings
+    host: str
+    service: str
 
 
 class Aborted(RuntimeError):
@@ -91,16 +103,11 @@ def _python(where: Reach, settings: Settings) -> str:
 
 
 def _switch(
-    args: argparse.Namespace,
-    where: Reach,
-    settings: Settings,
-    host: str,
-    service: str,
-    config: rules.Config,
-    changed: dict[str, Any],
+    sw: Sweep, config: rules.Config, changed: dict[str, Any]
 ) -> tuple[str | None, dict[str, Any]]:
     """Deploy ``changed`` while the other services are loaded: the deploy's failure (None: it
     switched) and the driver's answer for the others' load."""
+    args, where, settings, host, service = sw.args, sw.where, sw.settings, sw.host, sw.service
     others = [svc.name for svc in settings.services if svc.name != service]
     if not others:
         _say(f"{service} {config}: deploying")
@@ -121,17 +128,9 @@ def _switch(
         raise
 
 
-def _try(
-    args: argparse.Namespace,
-    where: Reach,
-    settings: Settings,
-    host: str,
-    service: str,
-    config: rules.Config,
-    changed: dict[str, Any],
-) -> rules.Tried:
-    """Switch ``service`` to ``config`` under the others' load, then load them all together."""
-
+def _try(sw: Sweep, config: rules.Config, changed: dict[str, Any]) -> rules.Tried:
+    """Switch the service to ``config`` under the others' load, then load them all together."""
+    args, where, settings, service = sw.args, sw.where, sw.settings, sw.service
     layout = Layout(settings)
     names = [svc.name for svc in settings.services]
     others = [layout.unit_name(u) for u in settings.instances if u.service_name != service]
@@ -139,7 +138,7 @@ def _try(
     deployed = config == rules.Config(svc.max_num_seqs, svc.max_num_batched_tokens)
     tried = rules.Tried(config, deployed, switched=False)
     before = main_pids(where, others) if others else {}
-    failed, answer = _switch(args, where, settings, host, service, config, changed)
+    failed, answer = _switch(sw, config, changed)
     for case in answer["cases"]:
         for name, raw in case["services"].items():
             tried.during_switch[name] = metrics(raw, settings.service(name).slo)
@@ -193,7 +192,7 @@ def run(
                 _say(f"config {i}/{len(tried)}")
                 changed = rules.overrides(data, service, config, pins)
                 restored = False
-                last = _try(args, where, settings, host, service, config, changed)
+                last = _try(Sweep(args, where, settings, host, service), config, changed)
                 results.append(last)
                 restored = last.deployed and last.switched and not pins
     except (Aborted, BenchFailed, KeyboardInterrupt) as e:
