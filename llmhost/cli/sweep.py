@@ -80,18 +80,24 @@ def _deploy(args: argparse.Namespace, host: str, overrides: dict[str, Any] | Non
     return " | ".join((ours or lines)[-SHOWN_LINES:])
 
 
+class Stopped(SystemExit):
+    """Ctrl-C or SIGTERM during a sweep. A SystemExit: pyinfra's CLI patches the process with
+    gevent, whose hub hands one to the main greenlet without printing it as a crash."""
+
+
 @contextmanager
-def _terminated_as_interrupt() -> Iterator[None]:
-    """SIGTERM as Ctrl-C while the sweep runs: either way the host gets its settings back."""
+def _stoppable() -> Iterator[None]:
+    """SIGINT and SIGTERM raise Stopped while the sweep runs: the host gets its settings back."""
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise Stopped(f"interrupted by {signal.Signals(signum).name}")
 
-    before = signal.signal(signal.SIGTERM, interrupt)
+    before = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _say(text: str) -> None:
@@ -187,7 +193,7 @@ def run(
     # The host runs the deployed settings when the last deploy was of them, pins aside.
     restored = False
     try:
-        with _terminated_as_interrupt():
+        with _stoppable():
             for i, config in enumerate(tried, 1):
                 _say(f"config {i}/{len(tried)}")
                 changed = rules.overrides(data, service, config, pins)
@@ -195,8 +201,8 @@ def run(
                 last = _try(Sweep(args, where, settings, host, service), config, changed)
                 results.append(last)
                 restored = last.deployed and last.switched and not pins
-    except (Aborted, BenchFailed, KeyboardInterrupt) as e:
-        _say(f"stopped: {e or 'interrupted'}")
+    except (Aborted, BenchFailed, Stopped) as e:
+        _say(f"stopped: {e}")
     finally:
         restored = restored or _restore(args, host, service)
     winner = rules.best(results, service)
@@ -219,10 +225,10 @@ def _restore(args: argparse.Namespace, host: str, service: str) -> bool:
     and we said what to run)."""
     _say(f"putting {service}'s deployed settings back (the deploy with the host's data)")
     try:
-        with _terminated_as_interrupt():
+        with _stoppable():
             failed = _deploy(args, host, None)
-    except KeyboardInterrupt:
-        failed = "interrupted"
+    except Stopped as e:
+        failed = str(e)
     if failed:
         data = " ".join(f"--data {item}" for item in args.data)
         _say(
