@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -86,13 +85,9 @@ def test_every_fraction_is_pinned_on_a_gpu_host_and_none_on_a_cpu_host() -> None
         name: {"gpu_memory_utilization": plan.services[name].gpu_memory_utilization}
         for name in ("coder", "general")
     }
-    lab = group_settings(ROOT, "lab")
-    assert rules.fraction_pins(AppliedPlan.of(lab, _cpu_plan(lab)), lab) == {}
-
-
-def _cpu_plan(settings: Settings) -> Any:
-    metas = {svc.name: resolve(svc.model) for svc in settings.services}
-    return plan_services(settings, None, metas)
+    cpu = Settings.model_validate({**PROD.model_dump(), "gpu": False})
+    metas = {svc.name: resolve(svc.model) for svc in cpu.services}
+    assert rules.fraction_pins(AppliedPlan.of(cpu, plan_services(cpu, None, metas)), cpu) == {}
 
 
 def test_each_deploy_carries_the_hosts_own_overrides_with_the_config_on_top() -> None:
