@@ -55,11 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="latency vs throughput")
     parser.add_argument(
         "--sweep",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=V1,V2",
         help="try these max_num_seqs / max_num_batched_tokens values on the one --service "
-        "(repeatable; restarts that service only, puts its deployed settings back at the end)",
+        "(restarts that service only, puts its deployed settings back at the end)",
     )
     parser.add_argument(
         "--data",

@@ -150,6 +150,13 @@ def test_the_sweep_plot_is_written(tmp_path: Path) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_one_sweep_option_takes_every_key() -> None:
+    args = cli.parser().parse_args(
+        ["bench", "inv.py", "--sweep", "max_num_seqs=8,16", "max_num_batched_tokens=512"]
+    )
+    assert rules.parse(args.sweep) == {"max_num_seqs": [8, 16], "max_num_batched_tokens": [512]}
+
+
 @pytest.mark.parametrize("services", [[], ["coder", "--service", "general"]])
 def test_a_sweep_tunes_exactly_one_named_service(
     services: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
