@@ -40,6 +40,19 @@ nvml() {  # tag: per-process GPU memory on the machine, with each process's unit
   nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader,nounits > "$RUN/gpu-$1.txt"
 }
 
+bench() {  # 3b: one request at a time, then each service's workload
+  step "3b. llmhost bench: one request at a time, then each service's workload"
+  # GPU_HOST_BENCH_C1_S=0: no run at one request at a time.
+  echo skipped > $RUN/bench-c1.rc
+  [ "${GPU_HOST_BENCH_C1_S:-10}" = 0 ] || { GPU_HOST_BENCH_CONCURRENCY=1 timeout 600 llmhost bench "$INV" \
+    --duration "${GPU_HOST_BENCH_C1_S:-10}" --json $RUN/bench-c1.json > $RUN/bench-c1.log 2>&1;
+    echo $? > $RUN/bench-c1.rc; }
+  timeout 900 llmhost bench "$INV" --duration "${GPU_HOST_BENCH_S:-20}" --json $RUN/bench.json \
+    > $RUN/bench.log 2>&1; echo $? > $RUN/bench.rc
+  step "   bench rc $(cat $RUN/bench-c1.rc) / $(cat $RUN/bench.rc)"
+  summary
+}
+
 : > $RUN/progress.log; : > $RUN/events.txt
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > $RUN/gpu.txt
 
@@ -65,6 +78,8 @@ G "cat /etc/llmhost/plan.json" > $RUN/applied-plan.json 2>&1
 G "systemctl cat llmhost-coder llmhost-general; ls /etc/systemd/system; grep -H ^CUDA_ /etc/llmhost/*.env" > $RUN/units.txt 2>&1
 summary
 healthy 8001 && healthy 8002 || step "   not both healthy after the deploy: $(show coder) / $(show general)"
+# A bench-only run (device time is short): the numbers first, then the checks and the re-run.
+[ "${GPU_HOST_ONLY_BENCH:-0}" = 1 ] && bench
 
 step "2. pytest tests/host --inventory $INV"
 timeout 900 python3 -m pytest tests/host --inventory "$INV" -p no:cacheprovider -rA --no-header \
@@ -84,17 +99,8 @@ step "   rc $(cat $RUN/deploy2.rc); $(grep -a 'llmhost phases done' $RUN/deploy2
 G "systemctl show llmhost-gpu-exporter -p SubState -p NRestarts -p ExecMainStartTimestamp; journalctl -u llmhost-gpu-exporter --no-pager -o short-unix | tail -30" > $RUN/exporter2.txt 2>&1
 summary
 
-step "3b. llmhost bench: one request at a time, then each service's workload"
-# GPU_HOST_BENCH_C1_S=0: no run at one request at a time.
-echo skipped > $RUN/bench-c1.rc
-[ "${GPU_HOST_BENCH_C1_S:-10}" = 0 ] || { GPU_HOST_BENCH_CONCURRENCY=1 timeout 600 llmhost bench "$INV" \
-  --duration "${GPU_HOST_BENCH_C1_S:-10}" --json $RUN/bench-c1.json > $RUN/bench-c1.log 2>&1;
-  echo $? > $RUN/bench-c1.rc; }
-timeout 900 llmhost bench "$INV" --duration "${GPU_HOST_BENCH_S:-20}" --json $RUN/bench.json \
-  > $RUN/bench.log 2>&1; echo $? > $RUN/bench.rc
-step "   bench rc $(cat $RUN/bench-c1.rc) / $(cat $RUN/bench.rc)"
-summary
-# A bench-only run (device time is short): the drills below ran in the full one.
+[ "${GPU_HOST_ONLY_BENCH:-0}" = 1 ] || bench
+# A bench-only run: the drills below ran in the full one.
 [ "${GPU_HOST_ONLY_BENCH:-0}" = 1 ] && { journals final; step "done"; exit 0; }
 
 step "4. a change that cannot serve (coder: --tokenizer /nonexistent/tokenizer)"
