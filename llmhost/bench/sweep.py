@@ -69,13 +69,18 @@ def parse(texts: list[str]) -> dict[str, list[int]]:
     return wanted
 
 
+def deployed(svc: ServiceSpec) -> Config:
+    """The config ``svc``'s data gives it: what the host runs."""
+    return Config(svc.max_num_seqs, svc.max_num_batched_tokens)
+
+
 def configs(svc: ServiceSpec, wanted: Mapping[str, list[int]]) -> list[Config]:
     """Every combination of the values (a key not swept keeps the deployed value), the
     deployed config last when it is one of them."""
-    deployed = Config(svc.max_num_seqs, svc.max_num_batched_tokens)
-    values = [wanted.get(k, [getattr(deployed, k)]) for k in KEYS]
+    now = deployed(svc)
+    values = [wanted.get(k, [getattr(now, k)]) for k in KEYS]
     found = [Config(*pair) for pair in itertools.product(*values)]
-    return sorted(found, key=lambda c: c == deployed)
+    return sorted(found, key=lambda c: c == now)
 
 
 def workload_cap(plan: AppliedPlan, svc: ServiceSpec) -> int:

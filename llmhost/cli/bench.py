@@ -20,7 +20,7 @@ from llmhost.bench.cases import NO_CLIENT, bench_client, driver_spec
 from llmhost.bench.host import BenchFailed, drive, release_python
 from llmhost.bench.results import Report
 from llmhost.cli import sweep
-from llmhost.cli.common import BadInput, Exit, inventory_hosts
+from llmhost.cli.common import BadInput, Exit, cli_data, inventory_hosts
 from llmhost.layout import unit_name
 from llmhost.observe.reach import reach
 from llmhost.settings import Settings, SettingsError
@@ -74,14 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _host(args: argparse.Namespace) -> tuple[str, dict, Settings, list[str]]:
     """The one host to load, its settings and the services to bench; BadInput otherwise."""
-    pairs = [item.partition("=") for item in args.data]
-    bad = [key for key, sep, _ in pairs if not sep]
-    if bad:
-        raise BadInput(f"--data {bad[0]}: write KEY=VALUE, as for the deploy")
-    from pyinfra_cli.util import parse_cli_arg
-
-    override = {key: parse_cli_arg(value) for key, _, value in pairs}
-    hosts = inventory_hosts(args.inventory, args.project_dir, override, args.limit)
+    hosts = inventory_hosts(args.inventory, args.project_dir, cli_data(args.data), args.limit)
     if len(hosts) != 1:
         names = ", ".join(name for name, _ in hosts)
         raise BadInput(f"bench loads one host at a time: pick it with --limit (hosts: {names})")

@@ -29,6 +29,18 @@ class BadInput(ValueError):
     """Input a command cannot start from; the message says what to pass instead."""
 
 
+def cli_data(items: list[str]) -> dict[str, Any]:
+    """``--data KEY=VALUE`` arguments as pyinfra reads them (JSON, numbers and booleans parsed),
+    for a command that must see the data the deploy was given."""
+    pairs = [item.partition("=") for item in items]
+    bad = [key for key, sep, _ in pairs if not sep]
+    if bad:
+        raise BadInput(f"--data {bad[0]}: write KEY=VALUE, as for the deploy")
+    from pyinfra_cli.util import parse_cli_arg
+
+    return {key: parse_cli_arg(value) for key, _, value in pairs}
+
+
 def inventory_hosts(
     inventory: str,
     project_dir: Path,

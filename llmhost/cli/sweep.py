@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -55,23 +56,21 @@ class Aborted(RuntimeError):
     """The sweep cannot go on safely; the message says why."""
 
 
-def _deploy(args: argparse.Namespace, host: str, overrides: dict[str, Any] | None) -> str | None:
+def _deploy_argv(
+    args: argparse.Namespace, host: str, overrides: dict[str, Any] | None
+) -> list[str]:
     """The README's deploy of ``host`` with the bench's ``--data`` (and ``overrides`` as
-    ``llmhost_service_overrides``); None when it converged, else its last telling lines."""
+    ``llmhost_service_overrides``), run by this python's pyinfra."""
     data = [a for item in args.data for a in ("--data", item)]
     if overrides is not None:
         data += ["--data", f"{OVERRIDES_KEY}={json.dumps(overrides)}"]
-    argv = [
-        sys.executable,
-        "-m",
-        "pyinfra",
-        "-y",
-        str(args.inventory),
-        "deploy.py",
-        "--limit",
-        host,
-        *data,
-    ]
+    return [sys.executable, "-m", "pyinfra", "-y", str(args.inventory), "deploy.py",
+            "--limit", host, *data]  # fmt: skip
+
+
+def _deploy(args: argparse.Namespace, host: str, overrides: dict[str, Any] | None) -> str | None:
+    """Run ``_deploy_argv``; None when it converged, else its last telling lines."""
+    argv = _deploy_argv(args, host, overrides)
     result = subprocess.run(argv, cwd=args.project_dir, capture_output=True, text=True)
     if result.returncode == 0:
         return None
@@ -140,9 +139,7 @@ def _try(sw: Sweep, config: rules.Config, changed: dict[str, Any]) -> rules.Trie
     layout = Layout(settings)
     names = [svc.name for svc in settings.services]
     others = [layout.unit_name(u) for u in settings.instances if u.service_name != service]
-    svc = settings.service(service)
-    deployed = config == rules.Config(svc.max_num_seqs, svc.max_num_batched_tokens)
-    tried = rules.Tried(config, deployed, switched=False)
+    tried = rules.Tried(config, config == rules.deployed(settings.service(service)), False)
     before = main_pids(where, others) if others else {}
     failed, answer = _switch(sw, config, changed)
     for case in answer["cases"]:
@@ -192,13 +189,14 @@ def run(
     results: list[rules.Tried] = []
     # The host runs the deployed settings when the last deploy was of them, pins aside.
     restored = False
+    sw = Sweep(args, where, settings, host, service)
     try:
         with _stoppable():
             for i, config in enumerate(tried, 1):
                 _say(f"config {i}/{len(tried)}")
                 changed = rules.overrides(data, service, config, pins)
                 restored = False
-                last = _try(Sweep(args, where, settings, host, service), config, changed)
+                last = _try(sw, config, changed)
                 results.append(last)
                 restored = last.deployed and last.switched and not pins
     except (Aborted, BenchFailed, Stopped) as e:
@@ -230,9 +228,6 @@ def _restore(args: argparse.Namespace, host: str, service: str) -> bool:
     except Stopped as e:
         failed = str(e)
     if failed:
-        data = " ".join(f"--data {item}" for item in args.data)
-        _say(
-            f"the deploy that puts them back failed ({failed}); run it: pyinfra "
-            f"{args.inventory} deploy.py --limit {host} {data}".rstrip()
-        )
+        command = shlex.join(["pyinfra", *_deploy_argv(args, host, None)[3:]])
+        _say(f"the deploy that puts them back failed ({failed}); run it: {command}")
     return not failed

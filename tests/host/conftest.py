@@ -21,6 +21,7 @@ from pyinfra.api.inventory import Inventory
 from pyinfra.context import ctx_state
 from targets import HostTarget, connect
 
+from llmhost.cli.common import BadInput, cli_data
 from llmhost.observe.checks import MIB, parse_service_pids
 from llmhost.settings import Settings, SettingsError
 
@@ -29,7 +30,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from pyinfra_cli.exceptions import UnexpectedExternalError
     from pyinfra_cli.inventory import make_inventory
-    from pyinfra_cli.util import parse_cli_arg
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TARGETS = pytest.StashKey[list[HostTarget]]()
@@ -123,11 +123,10 @@ def _load_targets(config: pytest.Config) -> list[HostTarget]:
 
 def _data(config: pytest.Config) -> dict[str, object]:
     """``--data KEY=VALUE`` as pyinfra reads it (JSON, numbers and booleans parsed)."""
-    pairs = [item.partition("=") for item in config.getoption("--data")]
-    bad = [key for key, sep, _ in pairs if not sep]
-    if bad:
-        raise pytest.UsageError(f"--data {bad[0]}: write KEY=VALUE, as for the deploy")
-    return {key: parse_cli_arg(value) for key, _, value in pairs}
+    try:
+        return cli_data(config.getoption("--data"))
+    except BadInput as e:
+        raise pytest.UsageError(str(e)) from None
 
 
 def _limit(inventory: Inventory, patterns: list[str], path: str) -> list[PyinfraHost]:
