@@ -40,6 +40,7 @@ from test_secrets import SEARCHED
 from llmhost.layout import fetch_job
 from llmhost.operations.models import HUB_PATTERNS
 from llmhost.remote import run as remote
+from llmhost.remote.snapshot import HF_METADATA
 from llmhost.settings import ModelSpec
 from llmhost_lab import lab, mirror
 
@@ -241,7 +242,7 @@ def test_a_gated_repo_downloads_with_the_token_kept_in_its_file(
 
 def _partial_bytes(dest: str) -> int:
     """The largest partial download hf left in ``dest`` (0: none)."""
-    sizes = on_guest(f"find {dest}/.cache/huggingface/download -name '*.incomplete' -printf "
+    sizes = on_guest(f"find {dest}/{HF_METADATA} -name '*.incomplete' -printf "
                      "'%s\\n' 2>/dev/null || true").split()  # fmt: skip
     return max(map(int, sizes), default=0)
 
@@ -250,7 +251,7 @@ def test_a_download_killed_half_way_resumes_with_only_the_rest(from_mirror: Snap
     revision = mirror.revision(WIDE)
     snap = _snapshot(WIDE, revision)
     total = mirror.lfs_file(WIDE, WEIGHTS).stat().st_size
-    partial = f"{snap.dest}/.cache/huggingface/download"
+    partial = f"{snap.dest}/{HF_METADATA}"
     mark = _log_mark()
     with link_rate(WIDE_RATE):
         live = LiveDeploy(*snap.data)

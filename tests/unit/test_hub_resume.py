@@ -18,7 +18,7 @@ import pytest
 from huggingface_hub import hf_hub_download
 from huggingface_hub._local_folder import get_local_download_paths
 
-from llmhost.remote import hub_resume
+from llmhost.remote import hub_resume, snapshot
 
 REPO = "org/model"
 REVISION = "a" * 40
@@ -145,3 +145,8 @@ def test_a_failure_leaves_the_file_to_hf_download(
     assert _resume(tmp_path, monkeypatch) == 0
     assert "not resumed" in capsys.readouterr().out
     assert not partial.exists() and not (tmp_path / "model.safetensors").exists()
+
+
+def test_the_resume_step_reads_hfs_metadata_where_the_snapshot_check_does() -> None:
+    # Each runs on the host alone (``python -c SOURCE``), so each names the folder itself.
+    assert hub_resume.HF_METADATA == snapshot.HF_METADATA
