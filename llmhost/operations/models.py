@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
@@ -64,24 +65,25 @@ def local(src: str, dest: str, marker: str):
     yield written_last(marker, digest)
 
 
-# Run as: sh -c FETCH fetch LOCK DEST MARKER REVISION USER TOOLS VERIFY RESUME REPO PATTERN...
-# (values never enter the script's text). The download runs as the service user. ``hf download``
-# does not resume what a killed one left (huggingface_hub 2.x downloads into a file of its own
-# process): RESUME (``llmhost.remote.hub_resume``'s source) continues such partial files first,
-# only when there are any. ``hf download`` checks only sizes: VERIFY
-# (``llmhost.remote.snapshot``'s source) checks every file against the commit's hashes before
-# the marker is written. It holds the tools venv's lock shared, so a new hub client pin waits
-# for running downloads before it rebuilds that venv.
+# Run as: sh -c FETCH fetch LOCK DEST MARKER REVISION USER TOOLS VERIFY RESUME PARTIALS REPO
+# PATTERN... (values never enter the script's text). The download runs as the service user.
+# ``hf download`` does not resume what a killed one left (huggingface_hub 2.x downloads into a
+# file of its own process): RESUME (``llmhost.remote.hub_resume``'s source) continues such
+# partial files first, only when PARTIALS (hf's folder of them) holds any. ``hf download``
+# checks only sizes: VERIFY (``llmhost.remote.snapshot``'s source) checks every file against the
+# commit's hashes before the marker is written. It holds the tools venv's lock shared, so a new
+# hub client pin waits for running downloads before it rebuilds that venv.
 FETCH = """\
 set -eu
-lock=$1 dest=$2 marker=$3 revision=$4 user=$5 tools=$6 verify=$7 resume=$8 repo=$9; shift 9
+lock=$1 dest=$2 marker=$3 revision=$4 user=$5 tools=$6 verify=$7 resume=$8 partials=$9
+repo=${10}; shift 10
 t0=$(date +%s)
 n=$#; for p do set -- "$@" --include "$p"; done; shift "$n"
 exec 9>>"$lock"; flock -s 9
 install -d -o "$user" -m 755 "$dest"
 echo "llmhost: downloading $repo@$revision into $dest"
 as_user() { runuser -u "$user" -- "$@"; }
-if find "$dest/.cache/huggingface/download" -name '*.incomplete' 2>/dev/null | grep -q .; then
+if find "$partials" -name '*.incomplete' 2>/dev/null | grep -q .; then
   as_user "$tools/bin/hf" models ls "$repo" --revision "$revision" -R --format json \\
     | as_user "$tools/bin/python" -B -c "$resume" "$dest" "$repo" "$revision"
 fi
@@ -160,7 +162,10 @@ def hub(
         env["HF_ENDPOINT"] = endpoint
     verify = remote.source(snapshot)
     resume = remote.source(hub_resume)
-    args = [f"{tools}.lock", dest, marker, revision, user, tools, verify, resume, repo, *patterns]
+    # Where hf keeps its metadata and partial downloads in ``dest``.
+    partials = posixpath.join(dest, snapshot.HF_METADATA)
+    args = [f"{tools}.lock", dest, marker, revision, user, tools, verify, resume, partials, repo,
+            *patterns]  # fmt: skip
     yield from jobs.start(
         unit,
         f"llmhost: download {repo}@{revision[:12]} into {dest}",
