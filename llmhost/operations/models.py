@@ -72,11 +72,12 @@ def local(src: str, dest: str, marker: str):
 # partial files first, only when PARTIALS (hf's folder of them) holds any. ``hf download``
 # checks only sizes: VERIFY (``llmhost.remote.snapshot``'s source) checks every file against the
 # commit's hashes before the marker is written. It holds the tools venv's lock shared, so a new
-# hub client pin waits for running downloads before it rebuilds that venv.
+# hub client pin waits for running downloads before it rebuilds that venv. No braced "${N}" in
+# it: systemd-run expands those in its command line as variables of its own.
 FETCH = """\
 set -eu
 lock=$1 dest=$2 marker=$3 revision=$4 user=$5 tools=$6 verify=$7 resume=$8 partials=$9
-repo=${10}; shift 10
+shift 9; repo=$1; shift
 t0=$(date +%s)
 n=$#; for p do set -- "$@" --include "$p"; done; shift "$n"
 exec 9>>"$lock"; flock -s 9
