@@ -156,6 +156,10 @@ class Workload(Strict):
     prompt_tokens: Annotated[int, Field(ge=1)] = 512
     output_tokens: Annotated[int, Field(ge=1)] = 256
     concurrency: Annotated[int, Field(ge=1)] = 4
+    # Requests a second arriving at random (Poisson, as vLLM's bench), at most `concurrency` in
+    # flight: a team's traffic. None: each client sends its next request as soon as it has an
+    # answer (closed loop, the most the service takes).
+    request_rate: Annotated[float, Field(gt=0)] | None = None
 
 
 # A service's cores: one binding for every replica, or a list of one per replica.

@@ -118,6 +118,7 @@ def driver_spec(
             "metrics_url": layout.url(svc, "/metrics"),
             "prompt_tokens": svc.workload.prompt_tokens,
             "output_tokens": svc.workload.output_tokens,
+            "request_rate": svc.workload.request_rate,
             "targets": _targets(settings, svc, client),
         }
     n_cases = max(sum(name in c.services for c in run) for name in names)

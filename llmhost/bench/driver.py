@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import json
 import os
+import random
 import re
 import ssl
 import subprocess
@@ -110,8 +111,26 @@ def _target(svc: dict[str, Any], via: str) -> tuple[dict[str, str], Any]:
     return headers, tls
 
 
+def _arrivals(per_s: float | None) -> Callable[[], Any]:
+    """Waits for the next request's turn: Poisson arrivals at ``per_s`` a second, as vLLM's
+    bench draws them; with no rate, at once. A turn that came while every client was busy goes
+    as soon as one is free, and the next follows it by a draw (no burst to catch up)."""
+    due = time.monotonic()
+
+    async def turn() -> None:
+        nonlocal due
+        if per_s is None:
+            return
+        mine = max(due, time.monotonic())
+        due = mine + random.expovariate(per_s)
+        await asyncio.sleep(mine - time.monotonic())
+
+    return turn
+
+
 async def _load(svc: dict[str, Any], via: str, pool: Any, over: Callable[[], bool]) -> list[Any]:
-    """``concurrency`` clients, each sending its next request until ``over()``."""
+    """``concurrency`` clients, each sending its next request until ``over()``, when its turn
+    comes at the workload's request rate."""
     import aiohttp
     from vllm.benchmarks.lib.endpoint_request_func import (
         ASYNC_REQUEST_FUNCS,
@@ -122,9 +141,13 @@ async def _load(svc: dict[str, Any], via: str, pool: Any, over: Callable[[], boo
     headers, tls = _target(svc, via)
     target = svc["targets"][via]
     done: list[Any] = []
+    turn = _arrivals(svc["request_rate"])
 
     async def client(session: Any) -> None:
         while not over():
+            await turn()
+            if over():
+                break
             sample = next(pool)
             request = RequestFuncInput(
                 prompt=sample.prompt, api_url=target["url"], prompt_len=sample.prompt_len,

@@ -128,7 +128,7 @@ class Report:
                 per_load = found.setdefault(name, {}).setdefault(case["load"], {})
                 per_load[case["via"]] = metrics(raw, slo[name])
         workload = {
-            name: {k: svc[k] for k in ("prompt_tokens", "output_tokens")}
+            name: {k: svc[k] for k in ("prompt_tokens", "output_tokens", "request_rate")}
             | {"concurrency": svc["targets"][DIRECT]["concurrency"]}
             for name, svc in spec["services"].items()
         }

@@ -25,6 +25,10 @@ def _spread(s: Spread | None) -> str:
     return "-" if s is None else f"{s.p50:.0f}/{s.p99:.0f}"
 
 
+def _rate(per_s: float | None) -> str:
+    return f", {per_s:g} requests/s" if per_s else ""
+
+
 def _row(name: str, load: str, via: str, m: Metrics) -> list[str]:
     return [
         name, load, via, f"{m.completed}/{m.requests}", _spread(m.ttft_ms), _spread(m.itl_ms),
@@ -64,8 +68,8 @@ def table(report: Report) -> str:
         slo, work = report.slo[name], report.workload[name]
         lines.append(
             f"{name}: targets TTFT <= {slo.ttft_ms:g} ms, TPOT <= {slo.itl_ms:g} ms; load "
-            f"{work['concurrency']} at once, {work['prompt_tokens']} tokens in, "
-            f"{work['output_tokens']} out"
+            f"{work['concurrency']} at once{_rate(work.get('request_rate'))}, "
+            f"{work['prompt_tokens']} tokens in, {work['output_tokens']} out"
         )
         for load, added in report.gateway_added(name).items():
             shown = ", ".join(f"{k} {v:+.1f} ms" for k, v in added.items() if v is not None)

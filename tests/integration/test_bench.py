@@ -71,10 +71,11 @@ def test_sweep_restarts_only_its_service_and_puts_it_back(
     flags, pids = _flags(swept), _main_pids().split()
     out = tmp_path / "sweep.json"
     began = time.monotonic()
-    # The other service's load at one client, through the switches too: on 2 cores its full
-    # workload made each start (and the test) twice as long. Data the deploy carries, on top of
-    # which the sweep puts its own (it changes nothing on the host: no restart).
-    lighter = {other: {"workload": {"concurrency": 1}}}
+    # The other service's load at one request a second, through the switches too: on 2 cores
+    # its closed-loop workload (even one client: ~1.6 cores busy) starved each start, and the
+    # drill took 900 s and 1,740 CPU-s. Data the deploy carries, on top of which the sweep puts
+    # its own (it changes nothing on the host: no restart).
+    lighter = {other: {"workload": {"concurrency": 1, "request_rate": 1}}}
     result = subprocess.run(
         [BIN / "llmhost", "bench", "inventories/lab.py", "--limit", HOST, "--service", swept,
          "--duration", "2", "--sweep", f"max_num_seqs={deployed},{tried}", "--json", out,

@@ -133,6 +133,44 @@ def test_the_driver_reads_kv_usage_and_preemptions_from_metrics() -> None:
     assert driver.metrics(text) == {driver.KV_USAGE: 0.5, driver.PREEMPTIONS: 4.0}
 
 
+def _turns(turn: Any, clock: list[float], busy_s: list[float]) -> None:
+    """Takes a turn after each busy time (the client's request), the fake clock moving on."""
+    for busy in busy_s:
+        clock[0] += busy
+        step = turn()
+        with pytest.raises(StopIteration):
+            step.send(None)  # the patched sleep never suspends
+
+
+def test_requests_arrive_at_the_workloads_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock, slept = [100.0], []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(driver.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(driver.asyncio, "sleep", sleep)
+    driver.random.seed(7)
+    gaps = [driver.random.expovariate(2.0) for _ in range(400)]
+    driver.random.seed(7)
+    _turns(driver._arrivals(2.0), clock, [0.0] * 401)
+    # The first at once, then each a draw after the one before.
+    assert slept == pytest.approx([0.0, *gaps])
+    # 400 gaps at 2 a second: about 200 s (the draws are Poisson's).
+    assert 180 < clock[0] - 100 < 220
+    # A client busy past its turn goes at once, and the next turn is a gap after that, not
+    # a burst to catch up.
+    slept.clear()
+    driver.random.seed(7)
+    _turns(driver._arrivals(2.0), clock, [0.0, 30.0, 0.0])
+    assert slept == pytest.approx([0.0, 0.0, gaps[1]])
+    # No rate: no wait at all.
+    slept.clear()
+    _turns(driver._arrivals(None), clock, [0.0, 0.0])
+    assert slept == []
+
+
 # --- numbers --------------------------------------------------------------------------------
 
 
@@ -195,7 +233,7 @@ def test_the_json_holds_each_service_alone_and_co_loaded_direct_and_through_the_
             assert service["gateway_added_ms"][load] == {"ttft_p50": 100.0, "e2el_p50": 102.0}
     assert doc["services"]["coder"]["slo"] == {"ttft_ms": 1500, "itl_ms": 50}
     assert doc["services"]["general"]["workload"] == {
-        "prompt_tokens": 128, "output_tokens": 64, "concurrency": 4,
+        "prompt_tokens": 128, "output_tokens": 64, "concurrency": 4, "request_rate": None,
     }  # fmt: skip
 
 
