@@ -32,9 +32,11 @@ unit: install
 	$(BIN)/pytest tests/unit
 
 # Fresh guests: converge, converge again (zero changes), verify, bad input, failure drills,
-# rebuild, destroy. Two guests at once, a worker and a guest each, a module at a time;
+# rebuild, destroy. Two guests at once, a worker and a guest each, a module at a time, the
+# longest first (tests/integration/conftest.py);
 # -rP prints what each drill measured.
 integration: install
-	$(BIN)/pytest tests/integration -n 2 --dist loadfile -rP --durations=0
+	$(BIN)/pytest tests/integration -n 2 --dist loadfile --no-loadscope-reorder -rP \
+	  --durations=0
 
 test: lint unit integration

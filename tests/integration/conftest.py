@@ -6,9 +6,11 @@ the tests' guest is created on the same store. Its first converge is then both t
 and the rebuild's (test_converge.py, test_rebuild.py), one converge instead of two.
 
 `make integration` runs the modules on two guests at once, one pytest-xdist worker each, a
-whole module at a time (``-n 2 --dist loadfile``; xdist hands out the modules with the most
-tests first, each to whichever worker is free): each worker converges its own guest, and no
-module depends on which modules ran before it on either.
+whole module at a time (``-n 2 --dist loadfile --no-loadscope-reorder``): each worker converges
+its own guest, and no module depends on which modules ran before it on either. xdist hands the
+modules out in collection order, each to whichever worker is free; the order is LONGEST_FIRST's,
+so that neither worker is left running a long module alone at the end (xdist's own order, most
+tests first, left the one-test modules that cost the most for last).
 """
 
 from __future__ import annotations
@@ -31,6 +33,30 @@ from lab_guest import (
 )
 
 from llmhost_lab import lab
+
+# Longest first, by what each cost in the last fresh run (the README's table); unlisted
+# modules go last, in file order.
+LONGEST_FIRST = (
+    "test_drills.py",
+    "test_replicas.py",
+    "test_hub.py",
+    "test_bad_input.py",
+    "test_bench.py",
+    "test_secrets.py",
+    "test_gateway.py",
+    "test_rollout.py",
+    "test_converge.py",
+    "test_monitoring.py",
+    "test_rebuild.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: a module's tests keep their order
 
 
 @pytest.fixture(scope="session")

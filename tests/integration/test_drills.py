@@ -44,7 +44,7 @@ from lab_guest import (
 )
 
 from llmhost.applied_plan import AppliedPlan
-from llmhost.layout import MODEL_MARKER, install_job
+from llmhost.layout import MODEL_MARKER, VENV_STAMP, install_job
 from llmhost.operations.models import local_digest
 from llmhost.remote import run as remote
 from llmhost_lab import lab
@@ -250,6 +250,8 @@ def test_interrupted_deploys_converge_on_a_plain_rerun(
 ) -> None:
     step = _steps()[step_name]
     before = {name: _show(name)["MainPID"] for name in SERVICES}
+    # The release the services run now (the lab's, or one a module before left the guest on).
+    previous = runs_on(SERVICES[0])
     began = on_guest("date +%s").strip()
     on_guest(f"rm -rf {step.path}")
     with link_rate(step.link_rate):
@@ -294,7 +296,7 @@ def test_interrupted_deploys_converge_on_a_plain_rerun(
     if step.release:
         assert {runs_on(n) for n in SERVICES} == {step.path}
         # The release they ran before stays, for a rollback.
-        assert _on_guest_ok(f"test -s {LAYOUT.release_stamp}"), "the previous release is gone"
+        assert _on_guest_ok(f"test -s {previous}/{VENV_STAMP}"), "the previous release is gone"
         # It stays the guest's: switching both back would cost the next drill two vLLM starts.
         keep_data(*step.data)
     print(
