@@ -1,7 +1,8 @@
 """``llmhost bench`` on the converged lab guest: real load from vLLM's own benchmark client, each
 service alone and both at once, direct and through the gateway; every number present, nothing
 restarted, no key in the output. Then a sweep of one service's ``max_num_seqs``: only its unit
-restarts (two vLLM starts), the other answers all through, the deployed settings end in place.
+restarts (two vLLM starts), the other answers all through, the deployed settings end in place;
+it is also the suite's drill of a change to one service restarting only that service.
 (Two seconds a case: the numbers people read are the README's.)
 """
 
