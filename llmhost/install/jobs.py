@@ -4,6 +4,7 @@ before any service starts on them."""
 from __future__ import annotations
 
 from pyinfra.api import deploy
+from pyinfra.operations import files
 
 from llmhost.checked import Checked
 from llmhost.layout import VENV_STAMP, Layout, fetch_job, install_job
@@ -20,12 +21,14 @@ def await_jobs(settings: Settings, checked: Checked) -> None:
     # What preflight found complete has no job to wait for.
     if not checked.marked(layout.release_stamp, layout.release_digest):
         await_venv(settings, layout.packages, layout.release, layout.release_digest)
+    downloaded = False
     for svc in settings.services:
         if svc.model.source is not ModelSource.HUB:
             continue
         assert svc.model.repo and svc.model.revision
         if checked.marked(layout.model_marker(svc), svc.model.revision):
             continue
+        downloaded = True
         dest = layout.model_dir(svc)
         jobs.finished(
             name=f"Wait for the model of {svc.name}: {svc.model.repo}@{svc.model.revision[:12]}",
@@ -37,6 +40,15 @@ def await_jobs(settings: Settings, checked: Checked) -> None:
             # The weights are nearly all of it; the tokenizer and configs are megabytes.
             expected_bytes=checked.metas[svc.name].weights_bytes,
             timeout_s=settings.job_timeout_s,
+        )
+    # The HF token is needed on the host only while a download runs, and none does now: it is
+    # not kept at rest (the models phase writes it again from the controller for the next one).
+    # A deploy stopped before this point leaves it for the download still running.
+    if downloaded or checked.owned.get(layout.hf_token) is not None:
+        files.file(
+            name=f"Remove the HF token {layout.hf_token}: no download needs it",
+            path=layout.hf_token,
+            present=False,
         )
 
 
