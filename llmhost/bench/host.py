@@ -93,9 +93,12 @@ def drive(where: Reach, python: str, spec: dict[str, Any]) -> dict[str, Any]:
     load = Driver(where, python, spec)
     try:
         return load.answer()
-    except KeyboardInterrupt:
+    except BaseException as e:
+        # Also a sweep's Stopped (SIGTERM): its put-back deploy must not run under this load.
         load.stop()
-        raise BenchFailed("interrupted; the host finishes at most the case it was in") from None
+        if isinstance(e, KeyboardInterrupt):
+            raise BenchFailed("interrupted; the host finishes at most the case it was in") from None
+        raise
 
 
 def read_host(where: Reach, command: list[str]) -> str:
