@@ -4,15 +4,20 @@ commands on it and the product's post-deploy suite (one guest per pytest-xdist w
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import guest_scan
+
 from llmhost.layout import Layout
+from llmhost.remote import run as remote
 from llmhost.settings import group_settings
 from llmhost_lab import lab
 
@@ -208,3 +213,15 @@ def link_rate(rate: str | None) -> Iterator[None]:
         yield
     finally:
         subprocess.run(["tc", "qdisc", "del", "dev", guest.veth, "root"], check=True)
+
+
+# Where a secret could land on disk; each is searched without crossing into other mounts (the
+# lab's model store and pip cache are controller directories bound into the guest).
+SCANNED = ("/etc", "/opt", "/srv", "/var", "/home", "/root", "/tmp", "/run/systemd")
+
+
+def scan_for(named: dict[str, str]) -> dict:
+    """Where on the guest each secret shows up (guest_scan.py; the values go on its stdin, only
+    their names come back)."""
+    command = shlex.join(remote.argv(guest_scan, *SCANNED))
+    return json.loads(on_guest(command, stdin=json.dumps(named)))

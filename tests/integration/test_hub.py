@@ -14,14 +14,12 @@ import fnmatch
 import hashlib
 import json
 import secrets
-import shlex
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import guest_scan
 import pytest
 from drills import LiveDeploy, op_result
 from lab_guest import (
@@ -32,14 +30,13 @@ from lab_guest import (
     link_rate,
     on_guest,
     refusals,
+    scan_for,
     unit,
     watched_deploy,
 )
-from test_secrets import SEARCHED
 
 from llmhost.layout import fetch_job
 from llmhost.operations.models import HUB_PATTERNS
-from llmhost.remote import run as remote
 from llmhost.remote.snapshot import HF_METADATA
 from llmhost.settings import ModelSpec
 from llmhost_lab import lab, mirror
@@ -227,8 +224,7 @@ def test_a_gated_repo_downloads_with_the_token_from_its_file_not_kept_after(
     run = deploy("-vv", *snap.data)
     assert run.returncode == 0, run.output[-5000:]
     assert on_guest(f"cat {snap.marker}").strip() == revision
-    command = shlex.join(remote.argv(guest_scan, *SEARCHED))
-    found = json.loads(on_guest(command, stdin=json.dumps({"the HF token": token})))
+    found = scan_for({"the HF token": token})
     where = {path: (f["secrets"], oct(f["mode"]), f["owner"]) for path, f in found["files"].items()}
     print(f"drill gated repo: without the token the mirror answered {status}; with it the "
           f"download completed; after the deploy the token is in: {where or 'no file'}; on "

@@ -10,23 +10,17 @@ from __future__ import annotations
 
 import json
 import secrets
-import shlex
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import guest_scan
 import pytest
-from lab_guest import LAYOUT, DeployRun, deploy, on_guest
+from lab_guest import LAYOUT, DeployRun, deploy, on_guest, scan_for
 
 from llmhost.layout import GATEWAY_USER
-from llmhost.remote import run as remote
 
 API_KEY_FILE = LAYOUT.api_key_env
-# Where a secret could land on disk; each is searched without crossing into other mounts (the
-# lab's model store and pip cache are controller directories bound into the guest).
-SEARCHED = ("/etc", "/opt", "/srv", "/var", "/home", "/root", "/tmp", "/run/systemd")
 
 
 @dataclass(frozen=True)
@@ -100,8 +94,7 @@ def _tls_pair(root: Path) -> str:
 @pytest.fixture(scope="module")
 def scan(given: Secrets) -> dict:
     """Where on the guest each secret shows up (names only: no secret is printed)."""
-    command = shlex.join(remote.argv(guest_scan, *SEARCHED))
-    return json.loads(on_guest(command, stdin=json.dumps(given.named())))
+    return scan_for(given.named())
 
 
 def test_generated_key_not_in_converge_output(converged: DeployRun, given: Secrets) -> None:
