@@ -6,7 +6,7 @@ from __future__ import annotations
 from pyinfra.api import deploy
 
 from llmhost.checked import Checked
-from llmhost.install.jobs import await_venv
+from llmhost.install.jobs import await_venv, pending_downloads
 from llmhost.layout import Layout, fetch_job, install_job
 from llmhost.operations import models, venv
 from llmhost.secret_files import hf_token
@@ -19,13 +19,7 @@ PHASE = "Models"
 @deploy(PHASE)
 def install_models(settings: Settings, checked: Checked) -> None:
     layout = Layout(settings)
-    hub = [
-        svc
-        for svc in settings.services
-        if svc.model.source is ModelSource.HUB
-        # Preflight read the markers: a complete snapshot is not asked about again.
-        and not checked.marked(layout.model_marker(svc), svc.model.revision or "")
-    ]
+    hub = pending_downloads(settings, checked)
     if hub:
         _hub_client(settings, layout, checked)
     token = hf_token(settings) if hub else None
