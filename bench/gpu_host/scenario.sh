@@ -78,8 +78,10 @@ G "cat /etc/llmhost/plan.json" > $RUN/applied-plan.json 2>&1
 G "systemctl cat llmhost-coder llmhost-general; ls /etc/systemd/system; grep -H ^CUDA_ /etc/llmhost/*.env" > $RUN/units.txt 2>&1
 summary
 healthy 8001 && healthy 8002 || step "   not both healthy after the deploy: $(show coder) / $(show general)"
-# A bench-only run (device time is short): the numbers first, then the checks and the re-run.
-[ "${GPU_HOST_ONLY_BENCH:-0}" = 1 ] && bench
+# The numbers first (device time is short), then the checks, the re-run and the drills.
+bench
+# A bench-only run: the rest ran in a full one.
+[ "${GPU_HOST_ONLY_BENCH:-0}" = 1 ] && { journals final; step "done"; exit 0; }
 
 step "2. pytest tests/host --inventory $INV"
 timeout 900 python3 -m pytest tests/host --inventory "$INV" -p no:cacheprovider -rA --no-header \
@@ -99,9 +101,6 @@ step "   rc $(cat $RUN/deploy2.rc); $(grep -a 'llmhost phases done' $RUN/deploy2
 G "systemctl show llmhost-gpu-exporter -p SubState -p NRestarts -p ExecMainStartTimestamp; journalctl -u llmhost-gpu-exporter --no-pager -o short-unix | tail -30" > $RUN/exporter2.txt 2>&1
 summary
 
-[ "${GPU_HOST_ONLY_BENCH:-0}" = 1 ] || bench
-# A bench-only run: the drills below ran in the full one.
-[ "${GPU_HOST_ONLY_BENCH:-0}" = 1 ] && { journals final; step "done"; exit 0; }
 
 step "4. a change that cannot serve (coder: --tokenizer /nonexistent/tokenizer)"
 echo "general before: $(show general)" > $RUN/rollback.txt
