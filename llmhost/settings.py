@@ -294,11 +294,13 @@ class ServiceSpec(Strict):
         return self._replica_of or self.name
 
     def instances(self) -> list[ServiceSpec]:
-        """One spec per systemd unit: the service itself with one replica (its unit keeps its
-        name), else replica n as ``<name>-<n>`` on port + n - 1, with its own cores and GPU."""
-        if self.replicas == 1:
-            return [self._replica(self.name, 0)]
-        return [self._replica(f"{self.name}-{n}", n - 1) for n in range(1, self.replicas + 1)]
+        """One spec per systemd unit: replica 1 keeps the service's name (going between one
+        replica and several restarts no unit that serves), replica n >= 2 is ``<name>-<n>`` on
+        port + n - 1, each with its own cores and GPU."""
+        return [
+            self._replica(self.name if n == 1 else f"{self.name}-{n}", n - 1)
+            for n in range(1, self.replicas + 1)
+        ]
 
     def _replica(self, name: str, i: int) -> ServiceSpec:
         binds = self.cpu_threads_bind

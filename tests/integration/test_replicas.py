@@ -2,9 +2,10 @@
 kill -9, then a new pin switching them one at a time, while a client asks the model through the
 gateway all along. No request may fail; the post-deploy suite names the replica that restarted.
 
-One test, in the order that costs the fewest vLLM starts: the replicas come up (two starts), the
-kill (one), the pin rollout from there (three: coder and each replica), and general's own unit
-again at the end (one: the new release stays the guest's, as the install drill's does).
+One test, in the order that costs the fewest vLLM starts: the second replica comes up beside
+general's own unit, which is replica 1 and keeps serving (one start), the kill (one), the pin
+rollout from there (three: coder and each replica), and back to one replica (none: the second
+is removed, and the new release stays the guest's, as the install drill's does).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ GENERAL = LAYOUT.settings.service("general")
 # The lab's second core is general's; its second replica takes the first (coder's) too.
 REPLICAS = {"general": {"replicas": 2, "cpu_threads_bind": [GENERAL.cpu_threads_bind, "0"]}}
 DATA = ("--data", f"llmhost_service_overrides={json.dumps(REPLICAS)}")
-FIRST, SECOND = unit_name("general-1"), unit_name("general-2")
+FIRST, SECOND = unit_name("general"), unit_name("general-2")
 
 
 def _show(unit: str, *props: str) -> dict[str, str]:
@@ -34,18 +35,20 @@ def _show(unit: str, *props: str) -> dict[str, str]:
 
 
 def _replicas_up() -> None:
+    serving = _show(FIRST, "MainPID")
     run = deploy(*DATA)
     assert run.returncode == 0, run.output[-5000:]
-    assert op_result(run.output, "Stop and remove units of replicas").success == 1
-    gone = on_guest(f"systemctl show -p LoadState --value {unit_name('general')}").strip()
-    assert gone == "not-found", f"{unit_name('general')} is still {gone}"
+    # Scaling out starts the new replica and restarts none that serves.
+    assert op_result(run.output, f"Start {SECOND}").success == 1
+    assert op_result(run.output, f"Start {FIRST}").success == 0
+    assert _show(FIRST, "MainPID") == serving, f"{FIRST} restarted when general scaled out"
     for n, unit in enumerate((FIRST, SECOND)):
         state = _show(unit, "ActiveState", "ExecStart")
         assert state["ActiveState"] == "active", (unit, state)
         assert f"--port {GENERAL.port + n} " in state["ExecStart"], state
     backend = on_guest(f"cat {LAYOUT.gateway_config}").split("backend general\n", 1)[1]
     assert "balance leastconn" in backend and "server general-2 " in backend, backend[:800]
-    print(f"\ndrill replicas: {FIRST} and {SECOND} up behind the gateway's general backend")
+    print(f"\ndrill replicas: {SECOND} up beside {FIRST} behind the gateway's general backend")
 
 
 def _kill_one() -> None:
@@ -69,8 +72,8 @@ def _kill_one() -> None:
     checks = host_checks(*DATA, "-k", "no_restarts")
     report = checks.stdout
     assert checks.returncode != 0, report[-3000:]
-    assert f"{HOST}::general-1: systemd restarted {FIRST} 1 time(s)" in report, report[-3000:]
-    assert set(re.findall(r"::([\w-]+): systemd restarted", report)) == {"general-1"}, report
+    assert f"{HOST}::general: systemd restarted {FIRST} 1 time(s)" in report, report[-3000:]
+    assert set(re.findall(r"::([\w-]+): systemd restarted", report)) == {"general"}, report
 
 
 def _roll_out() -> None:
@@ -103,9 +106,14 @@ def test_replicas_serve_through_a_kill_and_a_rollout(converged: DeployRun) -> No
         _replicas_up()
         _kill_one()
         _roll_out()
+        serving = _show(FIRST, "MainPID")
     finally:
-        # Later modules on this guest find general's own unit (on the rollout's release).
+        # Later modules on this guest find general as one unit (on the rollout's release).
         restored = deploy()
     assert restored.returncode == 0, restored.output[-5000:]
-    assert _show(unit_name("general"), "ActiveState")["ActiveState"] == "active"
-    print(f"drill replicas: {time.monotonic() - start:.0f} s, general's own unit back on the guest")
+    assert op_result(restored.output, "Stop and remove units of replicas").success == 1
+    gone = on_guest(f"systemctl show -p LoadState --value {SECOND}").strip()
+    assert gone == "not-found", f"{SECOND} is still {gone}"
+    # Back to one replica: the first keeps serving, unrestarted.
+    assert _show(FIRST, "MainPID") == serving, f"{FIRST} restarted when general scaled in"
+    print(f"drill replicas: {time.monotonic() - start:.0f} s, back to general's one unit")

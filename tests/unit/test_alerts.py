@@ -84,10 +84,8 @@ def test_promtool_checks_the_whole_config(rules_dir: Path) -> None:
 
 def test_each_replica_is_a_target_of_its_own(tmp_path: Path) -> None:
     replicas = {
-        f"general-{n}": _service(f"general-{n}", 8001 + n, 0.30).model_copy(
-            update={"replica_of": "general"}
-        )
-        for n in (1, 2)
+        name: _service(name, 8001 + n, 0.30).model_copy(update={"replica_of": "general"})
+        for n, name in ((1, "general"), (2, "general-2"))
     }
     plan = PLAN.model_copy(update={"services": {"coder": PLAN.services["coder"], **replicas}})
     found = scrape.targets(SETTINGS, plan, HOST)
@@ -101,12 +99,12 @@ def test_each_replica_is_a_target_of_its_own(tmp_path: Path) -> None:
         j for j in yaml.safe_load(config)["scrape_configs"] if j["job_name"] == "llmhost-vllm"
     )
     assert [(c["targets"], c["labels"]["service"]) for c in vllm["static_configs"]] == [
-        (["127.0.0.1:8001"], "coder"), (["127.0.0.1:8002"], "general-1"),
+        (["127.0.0.1:8001"], "coder"), (["127.0.0.1:8002"], "general"),
         (["127.0.0.1:8003"], "general-2"),
     ]  # fmt: skip
     # A replica's memory is held to its own plan, by its own name.
     over = [r for r in alerts.gpu_rules(SETTINGS, plan) if r["alert"] == "LLMServiceGPUOverPlan"]
-    assert [r["labels"]["service"] for r in over] == ["coder", "general-1", "general-2"]
+    assert [r["labels"]["service"] for r in over] == ["coder", "general", "general-2"]
 
 
 def test_a_cpu_host_has_no_gpu_target_or_rules() -> None:
@@ -180,7 +178,7 @@ CASES: dict[str, Case] = {
     "a replica restarted: fires, naming it": (
         "LLMServiceRestarted",
         [
-            (_vllm("process_start_time_seconds", "general-1"), "1000x24"),
+            (_vllm("process_start_time_seconds", "general"), "1000x24"),
             (_vllm("process_start_time_seconds", "general-2"), "1000x4 2000x20"),
         ],
         "3m",
@@ -374,7 +372,7 @@ def test_promtool_test_rules(rules_dir: Path, case: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-# Two GPUs of other sizes: coder and general-1 on GPU 0 (the H200 of 100 GiB), general-2 on
+# Two GPUs of other sizes: coder and general on GPU 0 (the H200 of 100 GiB), general-2 on
 # GPU 1 (an L40S of 48 GiB); GPU 2 holds no service.
 TWO_GPUS = AppliedPlan(
     gpu=True,
@@ -386,7 +384,7 @@ TWO_GPUS = AppliedPlan(
     gpu_memory_cap=0.9,
     services={
         "coder": _service("coder", 8001, 0.55),
-        "general-1": _service("general-1", 8002, 0.30).model_copy(update={"replica_of": "general"}),
+        "general": _service("general", 8002, 0.30).model_copy(update={"replica_of": "general"}),
         "general-2": _service("general-2", 8003, 0.85, gpu=1).model_copy(
             update={"replica_of": "general"}
         ),
@@ -400,7 +398,7 @@ TWO_GPU_CASES: dict[str, Case] = {
         "LLMServiceGPUOverPlan",
         [
             (_process(GPU0, 7, "coder"), f"{55 * GIB}x20"),
-            (_process(GPU0, 8, "general-1"), f"{30 * GIB}x20"),
+            (_process(GPU0, 8, "general"), f"{30 * GIB}x20"),
             (_process(GPU1, 9, "general-2"), f"{42 * GIB}x20"),
         ],
         "3m",
@@ -414,7 +412,7 @@ TWO_GPU_CASES: dict[str, Case] = {
     "each replica within its own GPU's plan: fine": (
         "LLMServiceGPUOverPlan",
         [
-            (_process(GPU0, 8, "general-1"), f"{30 * GIB}x20"),
+            (_process(GPU0, 8, "general"), f"{30 * GIB}x20"),
             (_process(GPU1, 9, "general-2"), f"{40 * GIB}x20"),
         ],
         "3m",
@@ -456,7 +454,7 @@ def test_two_gpus_have_rules_per_gpu_and_unit() -> None:
     rules = alerts.gpu_rules(SETTINGS, TWO_GPUS)
     assert [(r["alert"], r["labels"].get("service")) for r in rules] == [
         ("LLMServiceGPUOverPlan", "coder"),
-        ("LLMServiceGPUOverPlan", "general-1"),
+        ("LLMServiceGPUOverPlan", "general"),
         ("LLMGPUOverPlan", None),
         ("LLMServiceGPUOverPlan", "general-2"),
         ("LLMGPUOverPlan", None),

@@ -55,7 +55,7 @@ def test_each_gpu_and_the_units_on_it() -> None:
     ]
     assert [[s.name for s in again.on_gpu(i)] for i in (0, 1)] == [
         ["coder"],
-        ["general-1", "general-2"],
+        ["general", "general-2"],
     ]
     assert again.used_gpus() == again.gpus
     for gpu in again.gpus:

@@ -162,10 +162,10 @@ def test_replicas_are_one_backend_balanced_by_least_connections(tmp_path: Path) 
     backend = text.split("backend general\n", 1)[1].split("\n\n", 1)[0]
     assert "balance leastconn" in backend and "option httpchk GET /health" in backend
     servers = [line.split()[1:3] for line in backend.splitlines() if "server " in line]
-    assert servers == [["general-1", "127.0.0.1:8002"], ["general-2", "127.0.0.1:8003"]]
+    assert servers == [["general", "127.0.0.1:8002"], ["general-2", "127.0.0.1:8003"]]
     # The model is routed, capped and listed once, by the service's name.
     assert text.count("set-var(txn.service) str(general) if") == 1
-    assert "str(general-1)" not in text and "backend general-1" not in text
+    assert "str(general-2)" not in text and "backend general-2" not in text
     assert "{ var(txn.service) -m str general } { sc_conn_cur(1) gt 3 }" in text
     assert text.count('"id":"tiny-general"') == 1  # in the full list only (ide's has none)
 

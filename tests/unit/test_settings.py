@@ -225,7 +225,7 @@ def test_replicas_need_their_own_ports_cores_and_names(changes: dict, message: s
 def test_replicas_are_units_named_apart_on_consecutive_ports() -> None:
     s = settings(llmhost_service_overrides={"general": {"replicas": 3, "port": 8010}})
     assert [(u.name, u.port, u.replica_of) for u in s.instances] == [
-        ("coder", 8001, None), ("general-1", 8010, "general"), ("general-2", 8011, "general"),
+        ("coder", 8001, None), ("general", 8010, "general"), ("general-2", 8011, "general"),
         ("general-3", 8012, "general"),
     ]  # fmt: skip
     # One replica: the service's own unit, unchanged (an existing host keeps its names).

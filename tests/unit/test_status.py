@@ -94,7 +94,7 @@ def test_from_prometheus() -> None:
     assert "  ide deepseek-coder 3 120/45" in screen
 
 
-# Two GPUs: coder and general-1 on GPU 0 (80 GiB), general-2 on GPU 1 (48 GiB).
+# Two GPUs: coder and general on GPU 0 (80 GiB), general-2 on GPU 1 (48 GiB).
 TWO_GPUS = AppliedPlan(
     gpu=True,
     gpus=[
@@ -104,7 +104,7 @@ TWO_GPUS = AppliedPlan(
     gpu_memory_cap=0.9,
     services={
         "coder": _svc("coder", 8001, 0.55, None, [0]),
-        "general-1": _svc("general-1", 8002, 0.3, None, [0]),
+        "general": _svc("general", 8002, 0.3, None, [0]),
         "general-2": _svc("general-2", 8003, 0.85, None, [1]),
     },
 )
@@ -117,7 +117,7 @@ def test_each_gpu_against_the_plan_of_its_own_services() -> None:
     q["up"] = _vector(*(({"service": name}, 1) for name in TWO_GPUS.services))
     q["gpu_service"] = _vector(
         ({"service": "coder"}, 44 * GIB),
-        ({"service": "general-1"}, 24 * GIB),
+        ({"service": "general"}, 24 * GIB),
         ({"service": "general-2"}, 40 * GIB),
     )
     gpus = [({"gpu": "0", "name": "NVIDIA A100"}, 80), ({"gpu": "1", "name": "NVIDIA L40S"}, 48)]
@@ -127,7 +127,7 @@ def test_each_gpu_against_the_plan_of_its_own_services() -> None:
     got = status.from_prometheus("gpu-01", TWO_GPUS, probe)
     assert [(s.name, s.gpus) for s in got.services] == [
         ("coder", [0]),
-        ("general-1", [0]),
+        ("general", [0]),
         ("general-2", [1]),
     ]
     assert got.services[2].planned_bytes == pytest.approx(0.85 * 48 * GIB)
@@ -156,7 +156,7 @@ def test_nvidia_smi_per_gpu_when_monitoring_is_off() -> None:
     apps = "7, GPU-0, 45056, python3\n8, GPU-0, 24576, python3\n9, GPU-1, 40960, python3\n"
     units = {
         name: {**UNITS["coder"], "pids": [pid]}
-        for name, pid in (("coder", 7), ("general-1", 8), ("general-2", 9))
+        for name, pid in (("coder", 7), ("general", 8), ("general-2", 9))
     }
     probe = {
         "units": units,
@@ -254,6 +254,6 @@ def test_status_reads_each_replica_by_its_unit() -> None:
     args = status_cli.probe_args("lab", Settings.from_host_data(data, "lab"))
     assert args["units"] == {
         "coder": "llmhost-coder.service",
-        "general-1": "llmhost-general-1.service",
+        "general": "llmhost-general.service",
         "general-2": "llmhost-general-2.service",
     }

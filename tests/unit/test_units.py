@@ -246,17 +246,18 @@ def test_replicas_are_units_of_their_own_each_on_its_gpu(prod) -> None:
         found[layout.unit_name(svc)] = (
             render("service/vllm.service.j2", ctx), render("service/vllm.env.j2", ctx)
         )  # fmt: skip
+    # Replica 1 keeps the service's unit and env file.
     assert list(found) == [
-        "llmhost-coder.service", "llmhost-general-1.service", "llmhost-general-2.service"
+        "llmhost-coder.service", "llmhost-general.service", "llmhost-general-2.service"
     ]  # fmt: skip
-    for n, devices in ((1, "GPU-10000000"), (2, "GPU-20000000")):
-        unit, env = found[f"llmhost-general-{n}.service"]
+    for n, name, devices in ((1, "general", "GPU-10000000"), (2, "general-2", "GPU-20000000")):
+        unit, env = found[f"llmhost-{name}.service"]
         assert f"--port {general.port + n - 1} " in unit
         assert f"--served-model-name {general.served_model_name} " in unit
         assert f"CUDA_VISIBLE_DEVICES={devices}" in env
         # Each alone on its GPU: started at once, after the device nodes only.
         assert _directives(unit, "After") == ["network-online.target", DEVICES_UNIT]
-        assert f"{settings.config_dir}/general-{n}.env" in unit
+        assert f"{settings.config_dir}/{name}.env" in unit
 
 
 def test_lab_replicas_each_bind_their_core_and_start_one_after_the_other(tmp_path) -> None:
@@ -269,23 +270,27 @@ def test_lab_replicas_each_bind_their_core_and_start_one_after_the_other(tmp_pat
         svc.model_copy(update={"model": svc.model.model_copy(update={"path": model})})
         for svc in lab.services
     ]
-    settings = _replicated(
-        lab.model_copy(update={"services": services}), "general",
-        replicas=2, cpu_threads_bind=["1", "0"],
-    )  # fmt: skip
+    one = lab.model_copy(update={"services": services})
+    settings = _replicated(one, "general", replicas=2, cpu_threads_bind=["1", "0"])
     metas = {s.name: from_local_dir(model) for s in settings.services}
-    plan = plan_services(settings, None, metas)
-    rendered = [
-        (svc, units.context(settings, svc, metas[svc.service_name], plan))
-        for svc in settings.instances
-    ]
-    assert [(s.name, s.port) for s, _ in rendered] == [
-        ("coder", 8001), ("general-1", 8002), ("general-2", 8003)
-    ]  # fmt: skip
-    binds = [
-        render("service/vllm.env.j2", ctx).split("OMP_THREADS_BIND=")[1][0] for _, ctx in rendered
-    ]
+
+    def files(settings: Settings) -> dict[str, tuple[str, str]]:
+        plan = plan_services(settings, None, metas)
+        contexts = {
+            (svc.name, svc.port): units.context(settings, svc, metas[svc.service_name], plan)
+            for svc in settings.instances
+        }
+        return {
+            name: (render("service/vllm.service.j2", c), render("service/vllm.env.j2", c))
+            for name, c in contexts.items()
+        }
+
+    rendered = files(settings)
+    assert list(rendered) == [("coder", 8001), ("general", 8002), ("general-2", 8003)]
+    binds = [env.split("OMP_THREADS_BIND=")[1][0] for _, env in rendered.values()]
     assert binds == ["0", "1", "0"]
     # On the CPU each unit waits for the one before it, as the services did.
-    afters = [ctx["after"] for _, ctx in rendered]
-    assert afters == [[], ["llmhost-coder.service"], ["llmhost-general-1.service"]]
+    afters = [_directives(unit, "After")[1:] for unit, _ in rendered.values()]
+    assert afters == [[], ["llmhost-coder.service"], ["llmhost-general.service"]]
+    # Scaling general out adds a unit and changes none: the deploy restarts no unit that serves.
+    assert files(one) == {k: v for k, v in rendered.items() if k[0] != "general-2"}
