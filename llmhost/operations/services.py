@@ -92,8 +92,8 @@ def retired(
     prefix: str, services: list[str], keep: list[str], unit_dir: str, env_dir: str, good_dir: str
 ):
     """
-    Stop, disable and remove the units of ``services`` that are not in ``keep``: a replica
-    removed, or a service's units renamed between one replica and several.
+    Stop, disable and remove the units of ``services`` that are not in ``keep``: replicas
+    removed (or units of an earlier naming, such as ``<service>-1``).
 
     + prefix: what every unit of the deploy's is named with (``llmhost-``)
     + services: the services whose units are looked for: ``<prefix><service>.service`` and
@@ -110,7 +110,7 @@ def retired(
     .. code:: python
 
         services.retired(
-            prefix="llmhost-", services=["general"], keep=["llmhost-general-1.service"],
+            prefix="llmhost-", services=["general"], keep=["llmhost-general.service"],
             unit_dir="/etc/systemd/system", env_dir="/etc/llmhost", good_dir="/etc/llmhost/good",
         )
     """

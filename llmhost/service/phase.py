@@ -30,8 +30,8 @@ def start_services(settings: Settings, checked: Checked) -> None:
             f"Unit {DEVICES_UNIT} (NVIDIA device nodes before the services)",
             [{"dest": layout.devices_unit_path, "content": units.devices_unit()}],
         )
-    # Units no service runs any more (replicas removed, or renamed between one replica and
-    # several) go first: their ports and GPU memory may be the new units'.
+    # Units no service runs any more (replicas removed, or a replica 1 of the earlier
+    # ``<name>-1`` naming) go first: their ports and GPU memory may be the new units'.
     services.retired(
         name="Stop and remove units of replicas no longer configured",
         prefix=UNIT_PREFIX,
