@@ -118,8 +118,18 @@ def context(
         "after": started_after(settings, svc, plan),
         "visible_devices": visible_devices(plan, svc),
         "kv_space_gib": plan.services[svc.name].cpu_kv_cache_gib,
+        "cpu_affinity": cpu_affinity(svc),
         "nofile": NOFILE,
     }
+
+
+def cpu_affinity(svc: ServiceSpec) -> str | None:
+    """The CPU build: the cores of ``cpu_threads_bind`` as systemd's CPUAffinity= lists them
+    (vLLM's ``|`` between ranks joins them); None where vLLM chooses (auto, all) or none is set."""
+    bind = svc.cpu_threads_bind
+    if not isinstance(bind, str) or bind in ("auto", "all"):
+        return None
+    return bind.replace("|", ",")
 
 
 def devices_unit() -> str:

@@ -207,6 +207,9 @@ def test_lab_env_pins_threads_and_sizes_the_cpu_kv_cache(tmp_path) -> None:
         unit = render("service/vllm.service.j2", ctx)
         assert f"VLLM_CPU_KVCACHE_SPACE={plan.services[svc.name].cpu_kv_cache_gib}" in env
         assert f"VLLM_CPU_OMP_THREADS_BIND={svc.cpu_threads_bind}" in env
+        # The whole service on its core: the lab's engine runs the model in-process.
+        assert f"\nCPUAffinity={svc.cpu_threads_bind}\n" in unit
+        assert "\nVLLM_ENABLE_V1_MULTIPROCESSING=0\n" in env
         assert "-m vllm.entrypoints.openai.api_server --model" in unit
         assert "--gpu-memory-utilization" not in unit
         assert "--enforce-eager" in unit
@@ -294,3 +297,12 @@ def test_lab_replicas_each_bind_their_core_and_start_one_after_the_other(tmp_pat
     assert afters == [[], ["llmhost-coder.service"], ["llmhost-general.service"]]
     # Scaling general out adds a unit and changes none: the deploy restarts no unit that serves.
     assert files(one) == {k: v for k, v in rendered.items() if k[0] != "general-2"}
+
+
+@pytest.mark.parametrize(
+    ("bind", "affinity"),
+    [("0", "0"), ("0-3,8", "0-3,8"), ("0-31|32-63", "0-31,32-63"), ("auto", None), (None, None)],
+)
+def test_cpu_threads_bind_is_the_units_cpu_affinity(bind: str | None, affinity: str | None) -> None:
+    svc = group_settings(ROOT, "lab").service("coder").model_copy(update={"cpu_threads_bind": bind})
+    assert units.cpu_affinity(svc) == affinity
