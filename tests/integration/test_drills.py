@@ -90,14 +90,23 @@ def test_kill_9_is_undone_by_systemd(start_converged: DeployRun, name: str, proc
     before = {n: _show(n) for n in SERVICES}
     assert all(s["NRestarts"] == "0" for s in before.values()), before
     url = f"http://127.0.0.1:{_port(name)}/health"
+    shown = on_guest(f"journalctl -u {unit(name)} -n 0 -q --show-cursor")
+    cursor = shown.split("cursor: ", 1)[1].strip()
     args = (unit(name), url, str(_victim(name, process)), "600")
     timeline = json.loads(on_guest(shlex.join(remote.argv(guest_watch, *args))))
+    journal = on_guest(f"journalctl -u {unit(name)} -o cat --after-cursor {shlex.quote(cursor)}")
+    # systemd's lines on the unit's stop: what was left once the main process had ended.
+    stop = [line for line in journal.splitlines() if line.startswith(f"{unit(name)}: ")]
     print(f"\ndrill kill -9 {name} {process} (main PID {before[name]['MainPID']}):")
     for t, state in timeline:
         print(f"  {t:6.1f} s  {state}")
 
+    for line in stop:
+        print(f"  journal: {line}")
     healthy_s, final = timeline[-1]
     assert final["health"] == 200 and final["NRestarts"] == "1", timeline
+    # Nothing left in the cgroup waits out TimeoutStopSec (KillMode=mixed: SIGKILL at once).
+    assert not [line for line in stop if "timed out" in line or "'timeout'" in line], stop
     # Restart=always did it: systemd started a new main process. How the old one ended is
     # vLLM's business (after an engine-core kill its watchdog stops the API server, exit 0):
     # the promise is healthy again, once restarted, the other service untouched.
