@@ -107,10 +107,11 @@ def on_guest(command: str, check: bool = True, stdin: str | None = None) -> str:
 
 
 def host_checks(*extra: str) -> subprocess.CompletedProcess[str]:
-    """The product's post-deploy suite against the test guest."""
+    """The product's post-deploy suite against the test guest, given the data its deploys
+    carry (``keep_data``), as a user who deployed with it would."""
     return subprocess.run(
         [BIN / "pytest", "tests/host", "--inventory", "inventories/lab.py", "--limit", HOST,
-         "-p", "no:cacheprovider", *extra],
+         "-p", "no:cacheprovider", *_KEPT, *extra],
         cwd=ROOT,
         text=True,
         capture_output=True,
