@@ -294,8 +294,8 @@ class ServiceSpec(Strict):
         return self._replica_of or self.name
 
     def instances(self) -> list[ServiceSpec]:
-        """One spec per systemd unit: replica 1 keeps the service's name (going between one
-        replica and several restarts no unit that serves), replica n >= 2 is ``<name>-<n>`` on
+        """One spec per systemd unit: replica 1 keeps the service's name (so going between one
+        replica and several need not restart it), replica n >= 2 is ``<name>-<n>`` on
         port + n - 1, each with its own cores and GPU."""
         return [
             self._replica(self.name if n == 1 else f"{self.name}-{n}", n - 1)
