@@ -122,13 +122,12 @@ def _reboot_drill(started: float) -> None:
         ), name
     boot, entries = _boot_journal()
     first, second = SERVICES
-    answered = _first(
-        entries, first, lambda e: bool(re.search(r"GET /health .* 200", str(e.get("MESSAGE"))))
-    )
+    # systemd's own lines: "Started" once the unit's health wait saw /health 200 (vLLM's access
+    # log line for it was missing from one fresh run's journal, after a power-off that hung).
     first_up = _first(entries, first, lambda e: e.get("MESSAGE_ID") == STARTED)
     second_start = _first(entries, second, lambda e: e.get("MESSAGE_ID") == STARTING)
     second_up = _first(entries, second, lambda e: e.get("MESSAGE_ID") == STARTED)
-    assert answered <= first_up <= second_start, (answered, first_up, second_start)
+    assert first_up <= second_start, (first_up, second_start)
     restarts = on_guest(f"systemctl show -p NRestarts --value {unit(first)} {unit(second)}")
     assert restarts.split() == ["0", "0"], restarts
     gateway = f"https://127.0.0.1:{LAYOUT.settings.gateway_port}/health"
@@ -151,8 +150,8 @@ def _reboot_drill(started: float) -> None:
     assert sorted(s["name"] for s in read["services"]) == sorted(SERVICES), read
     assert all(s["active"].startswith("active") for s in read["services"]), read
     print(
-        f"\ndrill reboot: {first} answered /health {answered - boot:.1f} s after boot, {second} "
-        f"started {second_start - answered:.1f} s after that; both healthy {second_up - boot:.1f}"
+        f"\ndrill reboot: {first} healthy {first_up - boot:.1f} s after boot, {second} "
+        f"started {second_start - first_up:.1f} s after that; both healthy {second_up - boot:.1f}"
         f" s after boot (reboot call to boot settled: {settled:.1f} s); drill "
         f"{time.monotonic() - started:.0f} s with the post-deploy suite"
     )
