@@ -101,7 +101,6 @@ step "   rc $(cat $RUN/deploy2.rc); $(grep -a 'llmhost phases done' $RUN/deploy2
 G "systemctl show llmhost-gpu-exporter -p SubState -p NRestarts -p ExecMainStartTimestamp; journalctl -u llmhost-gpu-exporter --no-pager -o short-unix | tail -30" > $RUN/exporter2.txt 2>&1
 summary
 
-
 step "4. a change that cannot serve (coder: --tokenizer /nonexistent/tokenizer)"
 echo "general before: $(show general)" > $RUN/rollback.txt
 event rollback.start
